@@ -1,0 +1,97 @@
+"""Orbax checkpoints: train state + data-iterator state, latest N and best.
+
+Each checkpoint under `workdir/checkpoints/<step>/` holds two items:
+`state` (params, optimizer state, batch statistics, step, RNG key and the
+running train metrics of the current epoch) and `meta` (JSON: the
+data-iterator state and the model name). Saves are asynchronous; `close()`
+waits for them. Orbax writes each step to a temporary directory and renames
+it when complete, so a kill mid-save never leaves a readable broken step.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as cm
+
+from kmnist_jax.errors import UserError
+
+BEST_METRIC = 'accuracy'
+
+
+def _metric(metrics: dict) -> float:
+  return float(metrics[BEST_METRIC])
+
+
+class Checkpointer:
+  """Thin wrapper over `ocp.CheckpointManager` for this project's layout."""
+
+  def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    if read_only and not os.path.isdir(self.directory):
+      raise UserError(f'{self.directory}: no checkpoints directory; train '
+                      'first (--mode train) or check --workdir')
+    policy = cm.AnyPreservationPolicy([
+        cm.LatestN(n=max(keep, 1)),
+        cm.BestN(get_metric_fn=_metric, n=1,
+                 keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policy, best_fn=_metric, best_mode='max',
+        keep_checkpoints_without_metrics=True, create=not read_only,
+        read_only=read_only, cleanup_tmp_directories=not read_only,
+        enable_async_checkpointing=True)
+    try:
+      self.manager = ocp.CheckpointManager(
+          self.directory, options=options, item_names=('state', 'meta'))
+    except (OSError, ValueError) as e:
+      raise UserError(f'{self.directory}: cannot open checkpoints ({e})') from e
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The step with the highest eval accuracy, else the latest."""
+    best = self.manager.best_step()
+    return best if best is not None else self.latest_step()
+
+  def save(self, step: int, state: Any, meta: dict,
+           metrics: dict | None = None) -> None:
+    self.manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                meta=ocp.args.JsonSave(meta)),
+        metrics=metrics, force=True)
+
+  def restore_meta(self, step: int) -> dict:
+    return self.manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+    """Restores `step` into the shapes and shardings of `abstract_state`."""
+    if step not in self.all_steps():
+      raise UserError(f'{self.directory}: no checkpoint at step {step}; '
+                      f'available: {self.all_steps() or "none"}')
+    try:
+      meta = self.restore_meta(step)
+      out = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state)))
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+      msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+      raise UserError(f'{self.directory}/{step}: checkpoint does not match '
+                      f'this model or is unreadable ({msg})') from e
+    return out['state'], meta
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    if self.manager is not None:
+      self.manager.wait_until_finished()
+      self.manager.close()
+      self.manager = None

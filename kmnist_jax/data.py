@@ -1,0 +1,677 @@
+"""KMNIST and Kuzushiji-49: dataset registry, verified downloads, loading.
+
+Typical use::
+
+  images, labels = data.load('kmnist', 'train[:90%]')  # uint8, int32
+
+Files live in `data_dir` if given, else in env `KMNIST_JAX_DATA_DIR`, else in
+`~/.cache/kmnist_jax/<dataset>`. Missing files are downloaded from the official
+URLs, or from the mirror base URL in env `KMNIST_JAX_MIRROR`, and checked
+against the registered size and checksums before they get their final name.
+"""
+
+import csv
+import dataclasses
+import gzip
+import hashlib
+import http.client
+import io
+import math
+import os
+import pathlib
+import re
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import warnings
+import zipfile
+import zlib
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+
+from kmnist_jax.errors import UserError
+from kmnist_jax.splits import SPLITS, Bound, SplitSpec
+from kmnist_jax.splits import parse_split, resolve_split
+
+__all__ = [
+    'DATASETS', 'DataWarning', 'DatasetInfo', 'DownloadError', 'RemoteFile',
+    'SplitFiles', 'SPLITS', 'Bound', 'SplitSpec', 'class_map', 'download',
+    'file_checksums', 'get_info', 'load', 'md5sum', 'parse_split',
+    'release_id', 'resolve_data_dir', 'resolve_split', 'source_url',
+]
+
+ENV_DATA_DIR = 'KMNIST_JAX_DATA_DIR'
+ENV_MIRROR = 'KMNIST_JAX_MIRROR'
+IMAGE_SHAPE = (28, 28)
+
+# Download behaviour; tests lower these.
+RETRIES = 3  # retries after the first attempt
+BACKOFF_S = 1.0  # wait before retry k is BACKOFF_S * 2**k
+TIMEOUT_S = 60.0
+_CHUNK = 1 << 16
+
+PathLike = str | os.PathLike[str]
+
+
+class DataWarning(UserWarning):
+  """A data file differs from the registered official release."""
+
+
+class DownloadError(UserError):
+  """Files could not be downloaded (network, server or truncated transfers)."""
+
+  def __init__(self, message: str, reason: str = ''):
+    super().__init__(message)
+    self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteFile:
+  """A downloadable file; `None` where a size or checksum is not known."""
+  name: str
+  url: str
+  size: int | None = None
+  md5: str | None = None
+  sha256: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitFiles:
+  """The images and labels files of one split."""
+  images: RemoteFile
+  labels: RemoteFile
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """Everything known about one dataset.
+
+  Attributes:
+    name: registry key, also the default cache sub-folder.
+    num_classes: labels lie in [0, num_classes).
+    metric: official metric, 'accuracy' or 'balanced_accuracy' (mean of the
+      per-class recalls, so all classes weigh the same).
+    files: per split ('train', 'test') the numpy-format (.npz, key 'arr_0')
+      images and labels; these are what gets downloaded.
+    classmap: CSV with columns index,codepoint,char.
+    num_examples: official example counts per split (informational).
+    idx_files: per split the MNIST idx-format (.gz) alternatives, read when
+      the .npz is absent; the un-gzipped name (without '.gz') works too.
+    outdated_md5s: md5 -> description of known outdated releases.
+    fallback_chars: class characters in index order, used by `class_map`
+      when the CSV is not present; '' if none are built in.
+  """
+  name: str
+  num_classes: int
+  metric: Literal['accuracy', 'balanced_accuracy']
+  files: Mapping[str, SplitFiles]
+  classmap: RemoteFile
+  num_examples: Mapping[str, int]
+  idx_files: Mapping[str, SplitFiles] | None = None
+  outdated_md5s: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  fallback_chars: str = ''
+
+
+def _remote(base: str, name: str, size: int | None = None,
+            md5: str | None = None, sha256: str | None = None) -> RemoteFile:
+  return RemoteFile(name, base + name, size, md5, sha256)
+
+
+_KMNIST = 'http://codh.rois.ac.jp/kmnist/dataset/kmnist/'
+_K49 = 'http://codh.rois.ac.jp/kmnist/dataset/k49/'
+
+DATASETS: dict[str, DatasetInfo] = {
+    'kmnist': DatasetInfo(
+        name='kmnist',
+        num_classes=10,
+        metric='accuracy',
+        files={
+            'train': SplitFiles(
+                _remote(_KMNIST, 'kmnist-train-imgs.npz', 18_384_171,
+                        'a183fbc01ed9a345513b145673d3d0bb'),
+                _remote(_KMNIST, 'kmnist-train-labels.npz', 29_700,
+                        'b0e1d240e8afec72b50437fc3bc5908a',
+                        'a325c877035602cb9b9ba54f4194a2a1'
+                        'b5f718026a463db5b5e0cdc124c03720')),
+            'test': SplitFiles(
+                _remote(_KMNIST, 'kmnist-test-imgs.npz', 3_079_479,
+                        'dace6de62ca8b90843cc45366337d02e',
+                        '692d824896bec8f3c357ebf7a0fe904e'
+                        'd67ac632ce953d0b58f7fbef7bb27d87'),
+                _remote(_KMNIST, 'kmnist-test-labels.npz', 5_304,
+                        '3ae489a79983d0fe386152684e3b5412',
+                        '660f13a4705431ea2a6391c41ecbe384'
+                        'cd0d932c595a101ec4f3b8989e785046')),
+        },
+        classmap=_remote(_KMNIST, 'kmnist_classmap.csv', 151,
+                         '899202f6e8dc29a321ac210a03d0f2f1',
+                         '88ba4be4bd52d986ae100b425d5c2843'
+                         '7c81829c87800c5832a2253edc758374'),
+        num_examples={'train': 60_000, 'test': 10_000},
+        idx_files={
+            'train': SplitFiles(
+                _remote(_KMNIST, 'train-images-idx3-ubyte.gz',
+                        md5='bdb82020997e1d708af4cf47b453dcf7'),
+                _remote(_KMNIST, 'train-labels-idx1-ubyte.gz',
+                        md5='e144d726b3acfaa3e44228e80efcd344')),
+            'test': SplitFiles(
+                _remote(_KMNIST, 't10k-images-idx3-ubyte.gz',
+                        md5='5c965bf0a639b31b8f53240b1b52f4d7'),
+                _remote(_KMNIST, 't10k-labels-idx1-ubyte.gz',
+                        md5='7320c461ea6c1c855c0b718fb2a4b134')),
+        },
+        outdated_md5s={
+            'c8fe4d39f842711ac6cc8c1b4be5ee21':
+                'the outdated pre-2019-02-05 release of kmnist-test-imgs.npz',
+        },
+        fallback_chars='おきすつなはまやれを',
+    ),
+    'k49': DatasetInfo(
+        name='k49',
+        num_classes=49,
+        metric='balanced_accuracy',
+        files={
+            # md5s as published by independent K49 loaders (torchvision-style
+            # K49 class and a constants table agree); rois-codh publishes none.
+            'train': SplitFiles(
+                _remote(_K49, 'k49-train-imgs.npz',
+                        md5='7ac088b20481cf51dcd01ceaab89d821'),
+                _remote(_K49, 'k49-train-labels.npz',
+                        md5='44a8e1b893f81e63ff38d73cad420f7a')),
+            'test': SplitFiles(
+                _remote(_K49, 'k49-test-imgs.npz',
+                        md5='d352e201d846ce6b94f42c990966f374'),
+                _remote(_K49, 'k49-test-labels.npz',
+                        md5='4da6f7a62e67a832d5eb1bd85c5ee448')),
+        },
+        classmap=_remote(_K49, 'k49_classmap.csv'),
+        num_examples={'train': 232_365, 'test': 38_547},
+    ),
+}
+
+
+def get_info(name: 'str | DatasetInfo') -> DatasetInfo:
+  """Returns the registry entry for `name` (a `DatasetInfo` passes through)."""
+  if isinstance(name, DatasetInfo):
+    return name
+  if isinstance(name, str) and name in DATASETS:
+    return DATASETS[name]
+  raise UserError(
+      f'unknown dataset {name!r}; expected one of: {", ".join(DATASETS)}')
+
+
+def resolve_data_dir(name: 'str | DatasetInfo',
+                     data_dir: PathLike | None = '') -> pathlib.Path:
+  """`data_dir` if non-empty, else env KMNIST_JAX_DATA_DIR, else the cache."""
+  info = get_info(name)
+  if data_dir:
+    return pathlib.Path(data_dir).expanduser()
+  env = os.environ.get(ENV_DATA_DIR, '')
+  if env:
+    return pathlib.Path(env).expanduser()
+  return pathlib.Path.home() / '.cache' / 'kmnist_jax' / info.name
+
+
+# ----------------------------------------------------------------- checksums
+
+_md5_cache: dict[tuple[str, int, int], str] = {}
+
+
+def _hash_file(path: pathlib.Path, algorithm: str) -> str:
+  digest = hashlib.new(algorithm)
+  with open(path, 'rb') as f:
+    while chunk := f.read(1 << 20):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def md5sum(path: PathLike) -> str:
+  """md5 of a file, cached per (path, size, mtime)."""
+  path = pathlib.Path(path)
+  stat = path.stat()
+  key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+  if key not in _md5_cache:
+    _md5_cache[key] = _hash_file(path, 'md5')
+  return _md5_cache[key]
+
+
+# ----------------------------------------------------------------- downloads
+
+
+def source_url(file: RemoteFile) -> str:
+  """The mirror URL (env KMNIST_JAX_MIRROR + '/' + name) or the official one."""
+  mirror = os.environ.get(ENV_MIRROR, '')
+  if mirror:
+    return mirror.rstrip('/') + '/' + file.name
+  return file.url
+
+
+class _Transient(Exception):
+  """A failure worth retrying; `unreachable` when no connection was made."""
+
+  def __init__(self, reason: str, unreachable: bool = False):
+    super().__init__(reason)
+    self.unreachable = unreachable
+
+
+def _one_line(error: BaseException | str) -> str:
+  text = error if isinstance(error, str) else (
+      str(error) or type(error).__name__)
+  return ' '.join(text.split())
+
+
+def _fail_message(files: list[RemoteFile], directory: pathlib.Path,
+                  reason: str) -> str:
+  names = ', '.join(f.name for f in files)
+  urls = ' '.join(source_url(f) for f in files)
+  return (f'cannot download {names} ({reason}); download {urls} and put them '
+          f'in {directory} (or set {ENV_DATA_DIR} to a folder holding them)')
+
+
+class _Progress:
+  """A one-line progress display, shown only when stderr is a terminal."""
+
+  def __init__(self, name: str, total: int | None):
+    self.name, self.total, self.last = name, total, 0.0
+    self.enabled = sys.stderr.isatty()
+
+  def update(self, done: int, final: bool = False) -> None:
+    now = time.monotonic()
+    if not self.enabled or (not final and now - self.last < 0.2):
+      return
+    self.last = now
+    total = f'/{self.total / 1e6:.1f}' if self.total else ''
+    end = '\n' if final else ''
+    sys.stderr.write(f'\r{self.name}: {done / 1e6:.1f}{total} MB{end}')
+    sys.stderr.flush()
+
+
+def _open(url: str, name: str, timeout: float) -> http.client.HTTPResponse:
+  try:
+    return urllib.request.urlopen(url, timeout=timeout)
+  except urllib.error.HTTPError as e:
+    if e.code >= 500 or e.code in (408, 429):
+      raise _Transient(f'HTTP {e.code} {e.reason} from {url}') from None
+    raise UserError(
+        f'cannot download {name}: {url} answered HTTP {e.code} {e.reason}; '
+        f'expected the file there (check {ENV_MIRROR})') from None
+  except urllib.error.URLError as e:
+    raise _Transient(f'{_one_line(str(e.reason))} at {url}',
+                     unreachable=True) from None
+  except (OSError, http.client.HTTPException) as e:
+    raise _Transient(f'{_one_line(e)} at {url}') from None
+
+
+def _fetch_once(file: RemoteFile, url: str, directory: pathlib.Path,
+                timeout: float) -> pathlib.Path:
+  """One attempt: stream to a temp file, verify, rename; never leaves temps."""
+  try:
+    fd, tmp_name = tempfile.mkstemp(prefix=f'.{file.name}.part-',
+                                    dir=directory)
+  except OSError as e:
+    raise UserError(
+        f'cannot write {file.name} into {directory} '
+        f'({_one_line(e.strerror or e)}); expected a writable folder (set '
+        f'{ENV_DATA_DIR}) or put the file there yourself from {url}') from None
+  tmp = pathlib.Path(tmp_name)
+  try:
+    md5, sha256, received = hashlib.md5(), hashlib.sha256(), 0
+    with os.fdopen(fd, 'wb') as out, _open(url, file.name, timeout) as resp:
+      length = resp.headers.get('Content-Length')
+      expected = int(length) if length and length.isdigit() else file.size
+      progress = _Progress(file.name, expected)
+      try:
+        while chunk := resp.read1(_CHUNK):
+          out.write(chunk)
+          md5.update(chunk)
+          sha256.update(chunk)
+          received += len(chunk)
+          progress.update(received)
+      except (OSError, http.client.HTTPException) as e:
+        raise _Transient(f'transfer of {url} interrupted: {_one_line(e)}')
+      progress.update(received, final=True)
+    if expected is not None and received < expected:
+      raise _Transient(
+          f'transfer truncated: got {received} of {expected} bytes from {url}')
+    got_md5 = md5.hexdigest()
+    if file.md5 and got_md5 != file.md5:
+      raise UserError(
+          f'checksum mismatch for {file.name} from {url}: expected md5 '
+          f'{file.md5}, got {got_md5} ({received} bytes); the download was '
+          'deleted')
+    if file.sha256 and sha256.hexdigest() != file.sha256:
+      raise UserError(
+          f'checksum mismatch for {file.name} from {url}: expected sha256 '
+          f'{file.sha256}, got {sha256.hexdigest()}; the download was deleted')
+    if file.size is not None and received != file.size:
+      raise UserError(
+          f'size mismatch for {file.name} from {url}: expected {file.size} '
+          f'bytes, got {received}; the download was deleted')
+    final = directory / file.name
+    os.replace(tmp, final)
+    return final
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
+def download(info: 'str | DatasetInfo', file: 'RemoteFile | str',
+             dest_dir: PathLike) -> pathlib.Path:
+  """Downloads one file of a dataset into `dest_dir`; returns its path.
+
+  Args:
+    info: dataset name or `DatasetInfo`.
+    file: a `RemoteFile` or the name of one of the dataset's files.
+    dest_dir: target folder, created if needed.
+
+  Raises:
+    DownloadError: still failing after `RETRIES` retries (unreachable network,
+      server errors, truncated transfers); names the file, URL and folder.
+    UserError: checksum/size mismatch, HTTP 4xx, unwritable folder.
+  """
+  info = get_info(info)
+  if isinstance(file, str):
+    file = _file_by_name(info, file)
+  directory = pathlib.Path(dest_dir).expanduser()
+  url = source_url(file)
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise UserError(
+        f'cannot create data folder {directory} for {file.name} '
+        f'({_one_line(e.strerror or e)}); expected a writable folder (set '
+        f'{ENV_DATA_DIR}) or put the file there yourself from {url}') from None
+  reason = ''
+  for attempt in range(RETRIES + 1):
+    if attempt:
+      time.sleep(BACKOFF_S * 2 ** (attempt - 1))
+    try:
+      return _fetch_once(file, url, directory, TIMEOUT_S)
+    except _Transient as e:
+      reason = _one_line(e)
+  reason = f'{reason}; gave up after {RETRIES + 1} attempts'
+  raise DownloadError(_fail_message([file], directory, reason), reason)
+
+
+def _file_by_name(info: DatasetInfo, name: str) -> RemoteFile:
+  groups = [info.files, info.idx_files or {}]
+  files = [info.classmap] + [f for g in groups for s in g.values()
+                             for f in (s.images, s.labels)]
+  for f in files:
+    if f.name == name:
+      return f
+  raise UserError(f'{name!r} is not a file of dataset {info.name!r}; expected '
+                  f'one of: {", ".join(f.name for f in files)}')
+
+
+def _download_all(info: DatasetInfo, files: list[RemoteFile],
+                  directory: pathlib.Path) -> None:
+  """Downloads `files`; a failure names every file not yet downloaded."""
+  for i, file in enumerate(files):
+    try:
+      download(info, file, directory)
+    except DownloadError as e:
+      if len(files) - i == 1:
+        raise
+      raise DownloadError(_fail_message(files[i:], directory, e.reason),
+                          e.reason) from None
+
+
+# ------------------------------------------------------------------- loading
+
+
+def _candidates(info: DatasetInfo, split: str,
+                role: str) -> list[tuple[str, RemoteFile | None]]:
+  """File names that can provide `role` of `split`, preferred first."""
+  npz = getattr(info.files[split], role)
+  names = [(npz.name, npz)]
+  if info.idx_files and split in info.idx_files:
+    gz = getattr(info.idx_files[split], role)
+    names += [(gz.name, gz), (gz.name.removesuffix('.gz'), None)]
+  return names
+
+
+def _split_files(info: DatasetInfo, split: str, directory: pathlib.Path
+                 ) -> dict[str, tuple[pathlib.Path, RemoteFile | None]]:
+  """Locates (downloading if missing) the images and labels of a split."""
+  if split not in info.files:
+    raise UserError(f'dataset {info.name!r} has no split {split!r}; expected '
+                    f'one of: {", ".join(info.files)}')
+  found, missing = {}, []
+  for role in ('images', 'labels'):
+    for name, remote in _candidates(info, split, role):
+      if (directory / name).exists():
+        found[role] = (directory / name, remote)
+        break
+    else:
+      remote = getattr(info.files[split], role)
+      found[role] = (directory / remote.name, remote)
+      missing.append(remote)
+  if missing:
+    _download_all(info, missing, directory)
+  return found
+
+
+def _check_release(info: DatasetInfo, path: pathlib.Path,
+                   remote: RemoteFile | None) -> None:
+  """Warns when a file differs from the registered official release."""
+  if remote is None or not remote.md5:
+    return
+  actual = md5sum(path)
+  if actual == remote.md5:
+    return
+  if actual in info.outdated_md5s:
+    warnings.warn(
+        f'{path} is {info.outdated_md5s[actual]} (md5 {actual}); the dataset '
+        'authors ask users to download again: delete the file and load again '
+        f'to fetch the current release (md5 {remote.md5})',
+        DataWarning, stacklevel=3)
+  else:
+    warnings.warn(
+        f'{path} has md5 {actual}, expected {remote.md5} for the official '
+        f'{remote.name}; results may not match published numbers',
+        DataWarning, stacklevel=3)
+
+
+def _require_nonempty(path: pathlib.Path, kind: str) -> None:
+  if not path.is_file():
+    raise UserError(f'{path} not found; expected {kind}')
+  if path.stat().st_size == 0:
+    raise UserError(f'{path} is empty (0 bytes); expected {kind} (delete it '
+                    'to download again)')
+
+
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+                KeyError)
+
+
+def _read_npz(path: pathlib.Path) -> np.ndarray:
+  kind = "a .npz archive with the array 'arr_0'"
+  _require_nonempty(path, kind)
+  try:
+    archive = np.load(path, allow_pickle=False)
+  except _READ_ERRORS as e:
+    raise UserError(f'{path} is not a readable .npz archive ({_one_line(e)}); '
+                    f'expected {kind} (delete it to download again)') from None
+  if not isinstance(archive, np.lib.npyio.NpzFile):
+    raise UserError(f'{path} holds a bare array, not {kind}')
+  with archive:
+    if 'arr_0' not in archive.files:
+      raise UserError(f"{path} has no array 'arr_0' (keys: "
+                      f'{", ".join(archive.files) or "none"}); expected {kind}')
+    try:
+      return archive['arr_0']
+    except _READ_ERRORS as e:
+      raise UserError(
+          f"{path}: cannot read 'arr_0' ({_one_line(e)}); the file looks "
+          'truncated or corrupt (delete it to download again)') from None
+
+
+def _read_idx(path: pathlib.Path) -> np.ndarray:
+  kind = 'an MNIST idx file of unsigned bytes (magic 0x0801 or 0x0803)'
+  _require_nonempty(path, kind)
+  try:
+    if path.name.endswith('.gz'):
+      with gzip.open(path, 'rb') as f:
+        raw = f.read()
+    else:
+      raw = path.read_bytes()
+  except (OSError, EOFError, zlib.error) as e:
+    raise UserError(f'{path} cannot be read ({_one_line(e)}); expected {kind}'
+                    ) from None
+  if len(raw) < 4 or raw[:3] != b'\x00\x00\x08' or raw[3] not in (1, 3):
+    raise UserError(
+        f'{path} has a bad header {raw[:4].hex()!r}; expected {kind}')
+  ndim = raw[3]
+  header = 4 + 4 * ndim
+  if len(raw) < header:
+    raise UserError(f'{path} is truncated inside its header; expected {kind}')
+  dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], 'big')
+               for i in range(ndim))
+  if len(raw) - header != math.prod(dims):
+    raise UserError(
+        f'{path} holds {len(raw) - header} data bytes; expected '
+        f'{math.prod(dims)} for shape {dims} (truncated or corrupt file)')
+  return np.frombuffer(raw, np.uint8, offset=header).reshape(dims).copy()
+
+
+def _read_array(path: pathlib.Path) -> np.ndarray:
+  return _read_npz(path) if path.suffix == '.npz' else _read_idx(path)
+
+
+def _validate(images: np.ndarray, labels: np.ndarray, image_path: pathlib.Path,
+              label_path: pathlib.Path, num_classes: int) -> None:
+  if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+    raise UserError(f'{image_path}: expected images of shape (N, 28, 28), got '
+                    f'{images.shape}')
+  if images.dtype != np.uint8:
+    raise UserError(f'{image_path}: expected images of dtype uint8, got '
+                    f'{images.dtype}')
+  if labels.ndim != 1:
+    raise UserError(f'{label_path}: expected labels of shape (N,), got '
+                    f'{labels.shape}')
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise UserError(f'{label_path}: expected integer labels, got dtype '
+                    f'{labels.dtype}')
+  if len(images) != len(labels):
+    raise UserError(f'{image_path} has {len(images)} images but {label_path} '
+                    f'has {len(labels)} labels; expected equal lengths')
+  if labels.size:
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+      raise UserError(f'{label_path}: expected labels in [0, {num_classes}), '
+                      f'found values from {low} to {high}')
+
+
+def load(name: 'str | DatasetInfo', split: str,
+         data_dir: PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Loads a split, downloading and verifying missing files first.
+
+  Args:
+    name: 'kmnist', 'k49' or a `DatasetInfo`.
+    split: tfds-style split, e.g. 'train', 'train[:90%]', 'test[8000:]'.
+    data_dir: folder with the files; None or '' resolves as
+      `resolve_data_dir` does.
+
+  Returns:
+    (images, labels): uint8 (N, 28, 28) and int32 (N,).
+
+  Raises:
+    UserError: bad split, missing/invalid files or failed downloads; the
+      message names the file or split and what was expected.
+  """
+  info = get_info(name)
+  spec = parse_split(split)
+  directory = resolve_data_dir(info, data_dir)
+  found = _split_files(info, spec.base, directory)
+  (image_path, image_remote), (label_path, label_remote) = (
+      found['images'], found['labels'])
+  _check_release(info, image_path, image_remote)
+  _check_release(info, label_path, label_remote)
+  images, labels = _read_array(image_path), _read_array(label_path)
+  _validate(images, labels, image_path, label_path, info.num_classes)
+  rows = resolve_split(split, len(labels))
+  if rows.stop - rows.start < len(labels):
+    images, labels = images[rows].copy(), labels[rows]
+  return images, labels.astype(np.int32)
+
+
+def file_checksums(name: 'str | DatasetInfo', split: str,
+                   data_dir: PathLike | None = None) -> dict[str, str]:
+  """md5 per file name of the files `load(name, split, data_dir)` reads."""
+  info = get_info(name)
+  directory = resolve_data_dir(info, data_dir)
+  found = _split_files(info, parse_split(split).base, directory)
+  return {path.name: md5sum(path) for path, _ in found.values()}
+
+
+def release_id(name: 'str | DatasetInfo',
+               data_dir: PathLike | None = None) -> str:
+  """Short id of the data release: first 8 hex digits of the test images md5."""
+  info = get_info(name)
+  directory = resolve_data_dir(info, data_dir)
+  path, _ = _split_files(info, 'test', directory)['images']
+  return md5sum(path)[:8]
+
+
+# ----------------------------------------------------------------- class map
+
+_CODEPOINT_RE = re.compile(r'U\+([0-9A-Fa-f]{4,6})')
+
+
+def _read_classmap(path: pathlib.Path,
+                   num_classes: int) -> list[tuple[int, int, str]]:
+  kind = f'a CSV with header index,codepoint,char and {num_classes} rows'
+  _require_nonempty(path, kind)
+  try:
+    text = path.read_text(encoding='utf-8-sig')
+  except (OSError, UnicodeDecodeError) as e:
+    raise UserError(f'{path} cannot be read ({_one_line(e)}); expected {kind}'
+                    ) from None
+  rows = [row for row in csv.reader(io.StringIO(text)) if row]
+  if not rows or [c.strip() for c in rows[0]] != ['index', 'codepoint', 'char']:
+    raise UserError(f'{path}: expected header index,codepoint,char, got '
+                    f'{",".join(rows[0]) if rows else "nothing"!r}')
+  if len(rows) - 1 != num_classes:
+    raise UserError(f'{path}: expected {num_classes} class rows, got '
+                    f'{len(rows) - 1}')
+  classes = []
+  for i, row in enumerate(rows[1:]):
+    where = f'{path} row {i + 1}'
+    if len(row) != 3:
+      raise UserError(f'{where}: expected 3 columns index,codepoint,char, got '
+                      f'{",".join(row)!r}')
+    index, codepoint, char = (c.strip() for c in row)
+    if index != str(i):
+      raise UserError(f'{where}: expected index {i}, got {index!r}')
+    match = _CODEPOINT_RE.fullmatch(codepoint)
+    code = int(match.group(1), 16) if match else -1
+    if not 0 <= code <= 0x10FFFF:
+      raise UserError(f'{where}: expected a codepoint like U+304A, got '
+                      f'{codepoint!r}')
+    if char != chr(code):
+      raise UserError(f'{where}: character {char!r} does not match '
+                      f'{codepoint} (expected {chr(code)!r})')
+    classes.append((i, code, char))
+  return classes
+
+
+def class_map(name: 'str | DatasetInfo',
+              data_dir: PathLike | None = None) -> list[tuple[int, int, str]]:
+  """(index, codepoint, char) per class, from the dataset's classmap CSV.
+
+  A CSV present in the data folder is read and validated. Without one, the
+  built-in table is used where the dataset has one (KMNIST), else the CSV is
+  downloaded.
+  """
+  info = get_info(name)
+  directory = resolve_data_dir(info, data_dir)
+  path = directory / info.classmap.name
+  if not path.exists():
+    if len(info.fallback_chars) == info.num_classes:
+      return [(i, ord(c), c) for i, c in enumerate(info.fallback_chars)]
+    _download_all(info, [info.classmap], directory)
+  return _read_classmap(path, info.num_classes)

@@ -1,0 +1,80 @@
+"""Classification metrics and the metric writer (JSONL + TensorBoard)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from kmnist_jax.errors import UserError
+
+
+def summarize_confusion(confusion: np.ndarray, loss_sum: float) -> dict:
+  """Metrics from a confusion matrix (rows: true class, columns: predicted).
+
+  `balanced_accuracy` is the mean of the per-class accuracies (recalls), as
+  in the rois-codh K49 benchmark; classes absent from the split are skipped.
+  """
+  confusion = np.asarray(confusion, np.int64)
+  n = int(confusion.sum())
+  support = confusion.sum(axis=1)
+  correct = np.diag(confusion)
+  per_class = np.where(support > 0, correct / np.maximum(support, 1), np.nan)
+  present = support > 0
+  return {
+      'loss': float(loss_sum) / max(n, 1),
+      'accuracy': float(correct.sum()) / max(n, 1),
+      'balanced_accuracy': float(np.mean(per_class[present])) if present.any()
+                           else float('nan'),
+      'per_class_accuracy': [None if math.isnan(v) else float(v)
+                             for v in per_class],
+      'num_examples': n,
+  }
+
+
+class MetricWriter:
+  """Appends one JSON object per line to `metrics.jsonl`, mirrors scalars to
+  TensorBoard (tensorboardX, no TensorFlow). Only process 0 writes."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.enabled = enabled
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def truncate_after(self, step: int) -> None:
+    """Drops records newer than `step` (a resume replays them exactly)."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    keep = [r for r in read_metrics(self.path) if r['step'] <= step]
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in keep)
+    os.replace(tmp, self.path)
+
+  def write(self, record: dict) -> None:
+    if not self.enabled:
+      return
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+    for k, v in record.items():
+      if k not in ('step', 'epoch', 'split') and isinstance(v, (int, float)):
+        self._tb.add_scalar(f'{record["split"]}/{k}', v, record['step'])
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def read_metrics(path: str) -> list[dict]:
+  try:
+    with open(path) as f:
+      return [json.loads(line) for line in f if line.strip()]
+  except (OSError, json.JSONDecodeError) as e:
+    raise UserError(f'{path}: cannot read metrics ({e})') from e

@@ -1,0 +1,85 @@
+"""Flax NNX models, picked by name from `MODELS`.
+
+Every model maps uint8-derived float images (B, 28, 28, 1) to logits
+(B, num_classes) and is called as `model(x, train=..., dropout_key=...)`.
+Training code never calls `nnx.jit`: it splits the model into a graphdef and
+pure state once and jits plain functions (see `kmnist_jax.train`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from kmnist_jax.errors import UserError
+
+# PyTorch's BatchNorm2d defaults (momentum 0.1 == Flax 0.9, eps 1e-5).
+_BN = dict(momentum=0.9, epsilon=1e-5)
+
+
+def _max_pool(x):
+  return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+
+
+def _dropout(x, rate, train, key):
+  if not train or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+class SeedCNN(nnx.Module):
+  """The original project's notebook CNN, without its double softmax."""
+
+  def __init__(self, num_classes: int, *, rngs: nnx.Rngs, dtype=None):
+    self.conv1 = nnx.Conv(1, 16, (5, 5), padding='VALID', dtype=dtype, rngs=rngs)
+    self.bn1 = nnx.BatchNorm(16, dtype=dtype, rngs=rngs, **_BN)
+    self.conv2 = nnx.Conv(16, 32, (4, 4), strides=2, padding=((1, 1), (1, 1)),
+                          dtype=dtype, rngs=rngs)
+    self.bn2 = nnx.BatchNorm(32, dtype=dtype, rngs=rngs, **_BN)
+    self.head = nnx.Linear(3 * 3 * 32, num_classes, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x, *, train: bool = False, dropout_key=None):
+    x = _max_pool(nnx.relu(self.bn1(self.conv1(x), use_running_average=not train)))
+    x = _max_pool(nnx.relu(self.bn2(self.conv2(x), use_running_average=not train)))
+    x = _dropout(x, 0.2, train, dropout_key)
+    return self.head(x.reshape(x.shape[0], -1))
+
+
+class KerasCNN(nnx.Module):
+  """The rois-codh "Keras simple CNN" (keras/examples/mnist_cnn.py)."""
+
+  def __init__(self, num_classes: int, *, rngs: nnx.Rngs, dtype=None):
+    glorot = nnx.initializers.glorot_uniform()  # Keras' default initializer.
+    kw = dict(kernel_init=glorot, dtype=dtype, rngs=rngs)
+    self.conv1 = nnx.Conv(1, 32, (3, 3), padding='VALID', **kw)
+    self.conv2 = nnx.Conv(32, 64, (3, 3), padding='VALID', **kw)
+    self.fc1 = nnx.Linear(12 * 12 * 64, 128, **kw)
+    self.fc2 = nnx.Linear(128, num_classes, **kw)
+
+  def __call__(self, x, *, train: bool = False, dropout_key=None):
+    k1, k2 = jax.random.split(dropout_key) if train else (None, None)
+    x = nnx.relu(self.conv1(x))
+    x = _max_pool(nnx.relu(self.conv2(x)))
+    x = _dropout(x, 0.25, train, k1)
+    x = nnx.relu(self.fc1(x.reshape(x.shape[0], -1)))
+    x = _dropout(x, 0.5, train, k2)
+    return self.fc2(x)
+
+
+MODELS: dict[str, Callable[..., nnx.Module]] = {
+    'seed_cnn': SeedCNN,
+    'keras_cnn': KerasCNN,
+}
+
+
+def create_model(name: str, num_classes: int, seed: int = 0,
+                 dtype=None) -> nnx.Module:
+  """Builds model `name`; an unknown name lists the valid ones."""
+  if name not in MODELS:
+    raise UserError(f'config.model: unknown model {name!r}; valid: '
+                    f'{", ".join(sorted(MODELS))}')
+  return MODELS[name](num_classes, rngs=nnx.Rngs(params=seed), dtype=dtype)

@@ -1,0 +1,571 @@
+"""Training and evaluation: `train_and_evaluate(config, workdir)`.
+
+The model is a Flax NNX module, split once into a graphdef and pure state;
+the train and eval steps are plain `jax.jit` functions over that state (no
+`nnx.jit` dispatch cost per step). The train state is donated to the step.
+Dropout keys are `fold_in(key, step)`, batches are a pure function of
+(seed, step) (see `input_pipeline`), so a resumed run replays an
+uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import math
+import os
+import re
+import signal
+import threading
+import time
+from typing import Any
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from kmnist_jax import checkpointing
+from kmnist_jax import data as data_lib
+from kmnist_jax import input_pipeline
+from kmnist_jax import metrics as metrics_lib
+from kmnist_jax import models
+from kmnist_jax import optim
+from kmnist_jax.errors import UserError
+
+_DROPOUT_STREAM = 2
+
+# Fields that may change between a run and its resume.
+RESUMABLE_FIELDS = frozenset({
+    'num_epochs', 'data_dir', 'eval_batch_size', 'test_split',
+    'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
+    'write_plots'})
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  key: jax.Array  # Raw uint32[2] PRNG key: dropout keys fold in the step.
+  # Running sums of the current epoch's training metrics.
+  loss_sum: jax.Array
+  correct_sum: jax.Array
+  count: jax.Array
+  bad_step: jax.Array  # First step with a non-finite loss; -1 if none.
+
+
+def make_mesh(devices=None) -> Mesh:
+  devices = np.asarray(devices if devices is not None else jax.devices())
+  return Mesh(devices, ('data',))
+
+
+def split_model(model: nnx.Module):
+  """(graphdef, params, batch_stats) of an NNX model."""
+  return nnx.split(model, nnx.Param, nnx.BatchStat)
+
+
+def init_state(config, num_classes: int, tx) -> tuple[Any, TrainState]:
+  model = models.create_model(config.model, num_classes, seed=config.seed)
+  graphdef, params, batch_stats = split_model(model)
+  zero = lambda: jnp.zeros((), jnp.float32)  # Distinct buffers: donated.
+  state = TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+      opt_state=tx.init(params), key=jax.random.PRNGKey(config.seed),
+      loss_sum=zero(), correct_sum=zero(), count=zero(),
+      bad_step=jnp.full((), -1, jnp.int32))
+  return graphdef, state
+
+
+def abstract_state(config, num_classes, tx, sharding) -> TrainState:
+  """Shapes, dtypes and shardings of the train state, without allocating."""
+  shapes = jax.eval_shape(lambda: init_state(config, num_classes, tx)[1])
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      shapes)
+
+
+def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def make_train_step(graphdef, tx, config, num_classes: int, batch_size: int,
+                    mesh: Mesh):
+  """The jitted train step: (state, images, labels, perm, i) -> state."""
+  repl = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P('data'))
+
+  def step_fn(state: TrainState, images, labels, perm, step_in_epoch):
+    x, y = input_pipeline.gather_batch(images, labels, perm, step_in_epoch,
+                                       batch_size)
+    x = jax.lax.with_sharding_constraint(input_pipeline.to_float(x),
+                                         batch_sharding)
+    dropout_key = jax.random.fold_in(
+        jax.random.fold_in(state.key, _DROPOUT_STREAM), state.step)
+
+    def loss_fn(params, batch_stats):
+      # Fresh Variables at this trace level, so BatchNorm may update them.
+      batch_stats = jax.tree.map(lambda v: v, batch_stats)
+      model = nnx.merge(graphdef, params, batch_stats)
+      logits = model(x, train=True, dropout_key=dropout_key)
+      loss = cross_entropy(logits, y, num_classes,
+                           config.label_smoothing).mean()
+      return loss, (logits, nnx.state(model, nnx.BatchStat))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params, state.batch_stats)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    correct = jnp.sum(jnp.argmax(logits, -1) == y).astype(jnp.float32)
+    bad = (~jnp.isfinite(loss)) & (state.bad_step < 0)
+    return state.replace(
+        step=state.step + 1, params=params, batch_stats=batch_stats,
+        opt_state=opt_state, loss_sum=state.loss_sum + loss * batch_size,
+        correct_sum=state.correct_sum + correct,
+        count=state.count + batch_size,
+        bad_step=jnp.where(bad, state.step, state.bad_step))
+
+  return jax.jit(step_fn, donate_argnums=(0,),
+                 out_shardings=repl)
+
+
+def make_logits_fn(graphdef):
+  """Jitted eval-mode forward pass: (params, batch_stats, uint8) -> logits."""
+
+  @jax.jit
+  def logits_fn(params, batch_stats, images):
+    model = nnx.merge(graphdef, params, batch_stats)
+    return model(input_pipeline.to_float(images), train=False)
+
+  return logits_fn
+
+
+def make_eval_step(graphdef, num_classes: int, batch_size: int):
+  """Jitted eval step accumulating (loss_sum, confusion) over batches."""
+
+  @functools.partial(jax.jit, donate_argnums=(5,))
+  def eval_step(params, batch_stats, images, labels, mask, acc, i):
+    sl = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)
+    x, y, m = sl(images), sl(labels), sl(mask)
+    model = nnx.merge(graphdef, params, batch_stats)
+    logits = model(input_pipeline.to_float(x), train=False)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    pred = jnp.argmax(logits, -1)
+    conf = jnp.zeros((num_classes, num_classes), jnp.int32).at[y, pred].add(
+        m.astype(jnp.int32))
+    loss_sum, confusion = acc
+    return loss_sum + jnp.sum(jnp.where(m, loss, 0.0)), confusion + conf
+
+  return eval_step
+
+
+def evaluate_arrays(eval_step, state: TrainState, ev: input_pipeline.EvalData,
+                    num_classes: int) -> dict:
+  """Evaluates every example of `ev` once; returns metrics and confusion."""
+  acc = (jnp.zeros((), jnp.float32),
+         jnp.zeros((num_classes, num_classes), jnp.int32))
+  for i in range(ev.num_batches):
+    acc = eval_step(state.params, state.batch_stats, ev.images, ev.labels,
+                    ev.mask, acc, i)
+  loss_sum, confusion = jax.device_get(acc)
+  out = metrics_lib.summarize_confusion(confusion, loss_sum)
+  out['confusion_matrix'] = confusion.tolist()
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Workdir bookkeeping.
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Field-level checks that give one clear line before any work."""
+  for field in ('num_epochs', 'batch_size', 'eval_batch_size',
+                'keep_checkpoints', 'log_every_steps'):
+    if not isinstance(config[field], int) or config[field] <= 0:
+      raise UserError(f'config.{field}={config[field]!r}: expected a positive '
+                      'integer')
+  if config.checkpoint_every_steps < 0:
+    raise UserError(f'config.checkpoint_every_steps='
+                    f'{config.checkpoint_every_steps}: expected >= 0 '
+                    '(0 = at each epoch end)')
+  if not config.learning_rate > 0:
+    raise UserError(f'config.learning_rate={config.learning_rate}: expected '
+                    'a positive number')
+  if not 0 <= config.label_smoothing < 1:
+    raise UserError(f'config.label_smoothing={config.label_smoothing}: '
+                    'expected a number in [0, 1)')
+  data_lib.get_info(config.dataset)
+  if config.model not in models.MODELS:
+    models.create_model(config.model, 1)  # Raises with the valid names.
+  optim.create_optimizer(config, 1)  # Unknown optimizer / schedule.
+
+
+def prepare_workdir(workdir: str) -> None:
+  parent = os.path.dirname(os.path.abspath(workdir))
+  if not os.path.isdir(parent):
+    raise UserError(f'--workdir {workdir}: parent folder {parent} does not '
+                    'exist')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f'--workdir {workdir}: cannot create it ({e.strerror})')
+  if not os.access(workdir, os.W_OK):
+    raise UserError(f'--workdir {workdir}: not writable')
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Refuses a second training on the same workdir."""
+  path = os.path.join(workdir, '.lock')
+  f = open(path, 'a+')
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip() or 'another process'
+    f.close()
+    raise UserError(f'{workdir}: another training is running on this workdir '
+                    f'({holder}); wait for it or use another --workdir')
+  f.seek(0)
+  f.truncate()
+  f.write(f'pid {os.getpid()}')
+  f.flush()
+  try:
+    yield
+  finally:
+    fcntl.flock(f, fcntl.LOCK_UN)
+    f.close()
+
+
+def config_diff(saved: dict, current: dict) -> list[str]:
+  keys = sorted((set(saved) | set(current)) - RESUMABLE_FIELDS)
+  return [f'{k}: {saved.get(k)!r} (saved) vs {current.get(k)!r} (now)'
+          for k in keys if saved.get(k) != current.get(k)]
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise UserError(f'{path}: missing; --workdir must hold a training run')
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except (OSError, json.JSONDecodeError) as e:
+    raise UserError(f'{path}: not a readable config ({e})') from e
+
+
+def record_config(config, workdir: str, resuming: bool) -> None:
+  path = os.path.join(workdir, 'config.json')
+  current = json.loads(config.to_json())
+  if os.path.exists(path):
+    saved = json.loads(load_workdir_config(workdir).to_json())
+    diff = config_diff(saved, current)
+    if diff and resuming:
+      raise UserError(f'{workdir} holds checkpoints of a different config: '
+                      f'{"; ".join(diff)}. Use a new --workdir')
+  write_json_atomic(path, current)
+
+
+class _StopRequest:
+  """SIGTERM/SIGINT set a flag; the loop saves a checkpoint and returns."""
+
+  def __init__(self):
+    self.signum = None
+    self._old = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for s in (signal.SIGTERM, signal.SIGINT):
+        self._old[s] = signal.signal(s, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for s, h in self._old.items():
+      signal.signal(s, h)
+
+
+def split_name(split: str) -> str:
+  return re.sub(r'[^A-Za-z0-9.%-]+', '_', split).strip('_')
+
+
+# ----------------------------------------------------------------------------
+# The training loop.
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> tuple[TrainState, dict]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+  Returns the final train state and a dict of metrics: `train`, `eval` (and
+  `test` when `config.test_split` is set), each the metrics of the last
+  epoch, plus `history` (all records written to metrics.jsonl this run),
+  `steps_per_epoch`, `epoch_seconds` and `interrupted` (the signal name when
+  SIGTERM/SIGINT stopped the run early, else '').
+  """
+  check_config(config)
+  prepare_workdir(workdir)
+  with workdir_lock(workdir):
+    return _train(config, workdir)
+
+
+def _load_split(config, split: str):
+  return data_lib.load(config.dataset, split, config.data_dir or None)
+
+
+def _train(config, workdir):
+  with contextlib.ExitStack() as stack:
+    return _train_loop(config, workdir, stack)
+
+
+def _train_loop(config, workdir, stack: contextlib.ExitStack):
+  t_start = time.time()
+  info = data_lib.get_info(config.dataset)
+  num_classes = info.num_classes
+  is_main = jax.process_index() == 0
+  mesh = make_mesh()
+  repl = NamedSharding(mesh, P())
+
+  train_images, train_labels = _load_split(config, config.train_split)
+  eval_images, eval_labels = _load_split(config, config.eval_split)
+  n_train = len(train_images)
+  spe = input_pipeline.steps_per_epoch(n_train, config.batch_size,
+                                       config.train_split)
+  total_steps = spe * config.num_epochs
+  if config.batch_size % mesh.size:
+    raise UserError(f'config.batch_size={config.batch_size}: must divide by '
+                    f'the {mesh.size} devices')
+
+  tx = optim.create_optimizer(config, spe)
+  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+  stack.callback(ckpt.close)  # Waits for async saves, also on errors.
+  latest = ckpt.latest_step()
+  record_config(config, workdir, resuming=latest is not None)
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
+  stack.callback(writer.close)
+
+  graphdef, state = init_state(config, num_classes, tx)
+  state = jax.device_put(state, repl)
+  elapsed_before = 0.0
+  if latest is not None:
+    state, meta = ckpt.restore(
+        latest, abstract_state(config, num_classes, tx, repl))
+    elapsed_before = meta.get('wall_time', 0.0)
+    logging.info('Resumed from %s at step %d (epoch %d).', ckpt.directory,
+                 latest, meta['iterator']['epoch'])
+    writer.truncate_after(latest)
+  else:
+    writer.truncate_after(-1)
+
+  train_step = make_train_step(graphdef, tx, config, num_classes,
+                               config.batch_size, mesh)
+  eval_step = make_eval_step(graphdef, num_classes, config.eval_batch_size)
+  images_dev = jax.device_put(train_images, repl)
+  labels_dev = jax.device_put(train_labels.astype(np.int32), repl)
+  eval_data = input_pipeline.make_eval_data(eval_images, eval_labels,
+                                            config.eval_batch_size, repl)
+
+  step = int(state.step)
+  history, epoch_seconds = [], []
+  summary: dict[str, Any] = {'train': {}, 'eval': {}}
+  wall = lambda: elapsed_before + time.time() - t_start
+
+  def meta(step):
+    return {'iterator': input_pipeline.iterator_state(step, spe, config.seed),
+            'model': config.model, 'dataset': config.dataset,
+            'wall_time': wall()}
+
+  def check_finite(state):
+    bad = int(state.bad_step)
+    if bad >= 0:
+      ckpt.wait()
+      last = ckpt.latest_step()
+      kept = (f'last good checkpoint: step {last} in {ckpt.directory}'
+              if last is not None else 'no checkpoint was saved')
+      raise UserError(
+          f'non-finite loss at step {bad} (epoch {bad // spe + 1}); stopped, '
+          f'{kept}. Try a lower config.learning_rate')
+
+  def save(state, metrics=None):
+    check_finite(state)
+    ckpt.save(int(state.step), state, meta(int(state.step)), metrics)
+
+  interrupted = ''
+  with _StopRequest() as stop:
+    while step < total_steps and not interrupted:
+      epoch = step // spe
+      perm = input_pipeline.epoch_permutation(config.seed, epoch, n_train)
+      t_epoch, t_log, step_log = time.time(), time.time(), step
+      for i in range(step % spe, spe):
+        state = train_step(state, images_dev, labels_dev, perm, i)
+        step += 1
+        if step % config.log_every_steps == 0 and is_main:
+          check_finite(state)
+          now = time.time()
+          rate = (step - step_log) / max(now - t_log, 1e-9)
+          logging.info('step %d/%d (epoch %d): %.1f steps/s, ETA %.0f s',
+                       step, total_steps, epoch + 1, rate,
+                       (total_steps - step) / max(rate, 1e-9))
+          t_log, step_log = now, step
+        if stop.signum is not None:
+          break
+        if (config.checkpoint_every_steps
+            and step % config.checkpoint_every_steps == 0 and i + 1 < spe):
+          save(state)
+      if stop.signum is not None and step % spe:
+        save(state)
+        interrupted = signal.Signals(stop.signum).name
+        break
+      # Epoch end: train metrics from the in-state sums, then eval.
+      check_finite(state)
+      epoch_seconds.append(time.time() - t_epoch)
+      sums = jax.device_get((state.loss_sum, state.correct_sum, state.count))
+      train_m = {'loss': float(sums[0] / sums[2]),
+                 'accuracy': float(sums[1] / sums[2])}
+      state = state.replace(loss_sum=jnp.zeros_like(state.loss_sum),
+                            correct_sum=jnp.zeros_like(state.correct_sum),
+                            count=jnp.zeros_like(state.count))
+      eval_m = evaluate_arrays(eval_step, state, eval_data, num_classes)
+      base = {'step': step, 'epoch': epoch + 1}
+      recs = [dict(base, split='train', **train_m, wall_time=wall()),
+              dict(base, split='eval', loss=eval_m['loss'],
+                   accuracy=eval_m['accuracy'],
+                   balanced_accuracy=eval_m['balanced_accuracy'],
+                   wall_time=wall())]
+      for r in recs:
+        writer.write(r)
+      history += recs
+      logging.info('epoch %d: train loss %.4f acc %.4f | eval loss %.4f acc '
+                   '%.4f (%.1f s)', epoch + 1, train_m['loss'],
+                   train_m['accuracy'], eval_m['loss'], eval_m['accuracy'],
+                   epoch_seconds[-1])
+      summary['train'], summary['eval'] = train_m, eval_m
+      save(state, {'accuracy': eval_m['accuracy']})
+      if stop.signum is not None:
+        interrupted = signal.Signals(stop.signum).name
+
+  if not interrupted and not summary['eval'] and step > 0:
+    summary['eval'] = evaluate_arrays(eval_step, state, eval_data, num_classes)
+  if not interrupted and config.test_split:
+    test_images, test_labels = _load_split(config, config.test_split)
+    test_data = input_pipeline.make_eval_data(
+        test_images, test_labels, config.eval_batch_size, repl)
+    summary['test'] = evaluate_arrays(eval_step, state, test_data, num_classes)
+    rec = {'step': step, 'epoch': step // spe, 'split': 'test',
+           'loss': summary['test']['loss'],
+           'accuracy': summary['test']['accuracy'],
+           'balanced_accuracy': summary['test']['balanced_accuracy'],
+           'wall_time': wall()}
+    writer.write(rec)
+    history.append(rec)
+  ckpt.close()
+  if not interrupted and is_main and config.write_plots:
+    _write_plots(config, workdir, train_images, train_labels, eval_labels,
+                 summary['eval'])
+  summary.update(history=history, steps_per_epoch=spe,
+                 epoch_seconds=epoch_seconds, interrupted=interrupted)
+  return state, summary
+
+
+def _write_plots(config, workdir, train_images, train_labels, eval_labels,
+                 eval_metrics):
+  try:
+    from kmnist_jax import plots  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  plots.write_training_plots(config, workdir, train_images, train_labels,
+                             eval_labels, eval_metrics)
+
+
+# ----------------------------------------------------------------------------
+# Evaluation of a saved checkpoint.
+
+
+def restore_for_inference(workdir: str, checkpoint_step: int = -1,
+                          prefer: str = 'latest'):
+  """(config, graphdef, state, step) from a workdir's saved config.
+
+  `checkpoint_step` < 0 picks the latest checkpoint (`prefer='latest'`) or
+  the best by eval accuracy (`prefer='best'`).
+  """
+  config = load_workdir_config(workdir)
+  info = data_lib.get_info(config.dataset)
+  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
+                                    read_only=True)
+  if checkpoint_step < 0:
+    step = ckpt.best_step() if prefer == 'best' else ckpt.latest_step()
+    if step is None:
+      raise UserError(f'{ckpt.directory}: no checkpoint found; train first')
+  else:
+    step = checkpoint_step
+  mesh = make_mesh()
+  repl = NamedSharding(mesh, P())
+  # Any optimizer with this config restores the same state tree.
+  tx = optim.create_optimizer(config, 1)
+  graphdef = split_model(nnx.eval_shape(
+      lambda: models.create_model(config.model, info.num_classes)))[0]
+  state, meta = ckpt.restore(
+      step, abstract_state(config, info.num_classes, tx, repl))
+  if meta.get('model') != config.model:
+    raise UserError(f'{ckpt.directory}/{step}: checkpoint of model '
+                    f'{meta.get("model")!r}, config says {config.model!r}')
+  ckpt.close()
+  return config, graphdef, state, step
+
+
+def evaluate(config: ml_collections.ConfigDict | None, workdir: str,
+             checkpoint_step: int = -1) -> dict:
+  """Evaluates a checkpoint on test_split (else eval_split).
+
+  Writes `workdir/eval_<split>.json` and returns its contents.
+  """
+  saved, graphdef, state, step = restore_for_inference(workdir,
+                                                       checkpoint_step)
+  config = config or saved
+  diff = [d for d in config_diff(json.loads(saved.to_json()),
+                                 json.loads(config.to_json()))
+          if not d.startswith(('train_split', 'eval_split', 'seed'))]
+  if diff:
+    raise UserError(f'{workdir} was trained with a different config: '
+                    f'{"; ".join(diff)}')
+  split = config.test_split or config.eval_split
+  info = data_lib.get_info(config.dataset)
+  images, labels = _load_split(config, split)
+  mesh = make_mesh()
+  ev = input_pipeline.make_eval_data(images, labels, config.eval_batch_size,
+                                     NamedSharding(mesh, P()))
+  eval_step = make_eval_step(graphdef, info.num_classes,
+                             config.eval_batch_size)
+  result = evaluate_arrays(eval_step, state, ev, info.num_classes)
+  result.update(
+      split=split, dataset=config.dataset, checkpoint_step=step,
+      metric=info.metric,
+      checksums=data_lib.file_checksums(config.dataset, split,
+                                        config.data_dir or None))
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, f'eval_{split_name(split)}.json')
+    write_json_atomic(path, result)
+    result['path'] = path
+  return result

@@ -1,0 +1,247 @@
+"""Training, evaluation and checkpointing on tiny synthetic data."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from kmnist_jax import configlib
+from kmnist_jax import input_pipeline
+from kmnist_jax import train
+from kmnist_jax.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def make_learnable_dir(directory: pathlib.Path, n_train=320, n_test=200,
+                       seed=0) -> pathlib.Path:
+  """KMNIST-named files whose class is a bright 6x6 patch position + noise."""
+  directory.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  for split, n in (('train', n_train), ('test', n_test)):
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(labels):
+      r, col = 2 + 8 * (c // 4), 2 + 6 * (c % 4)
+      images[i, r:r + 6, col:col + 6] = 250
+    np.savez_compressed(directory / f'kmnist-{split}-imgs.npz', images)
+    np.savez_compressed(directory / f'kmnist-{split}-labels.npz', labels)
+  return directory
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return make_learnable_dir(tmp_path_factory.mktemp('learnable'))
+
+
+def tiny_config(data_dir, **overrides):
+  c = configlib.base_config()
+  c.update(dict(
+      model='seed_cnn', data_dir=str(data_dir), train_split='train',
+      eval_split='test', num_epochs=2, batch_size=32, eval_batch_size=64,
+      log_every_steps=5, write_plots=False, learning_rate=3e-3))
+  c.update(overrides)
+  return c
+
+
+def leaves(state):
+  return [np.asarray(x) for x in jax.tree.leaves(
+      (state.params, state.batch_stats, state.opt_state))]
+
+
+def strip_time(records):
+  return [{k: v for k, v in r.items() if k != 'wall_time'} for r in records]
+
+
+def read_jsonl(path):
+  return [json.loads(l) for l in open(path)]
+
+
+def test_one_step(data_dir, tmp_path):
+  config = tiny_config(data_dir, train_split='train[:32]', num_epochs=1)
+  state, m = train.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert int(state.step) == 1 and m['steps_per_epoch'] == 1
+  assert np.isfinite(m['train']['loss']) and m['train']['loss'] > 0
+  assert m['eval']['num_examples'] == 200
+  assert sorted(os.listdir(tmp_path / 'w' / 'checkpoints')) == ['1']
+  recs = read_jsonl(tmp_path / 'w' / 'metrics.jsonl')
+  assert [r['split'] for r in recs] == ['train', 'eval']
+  assert recs[1]['accuracy'] == m['eval']['accuracy']
+
+
+def test_training_learns_and_eval_reproduces(data_dir, tmp_path):
+  workdir = str(tmp_path / 'w')
+  state, m = train.train_and_evaluate(tiny_config(data_dir, num_epochs=3),
+                                      workdir)
+  assert int(state.step) == 3 * (320 // 32)
+  assert m['eval']['accuracy'] > 0.8, m['eval']  # Chance is 0.1.
+  recs = read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  assert [(r['epoch'], r['split']) for r in recs] == [
+      (e, s) for e in (1, 2, 3) for s in ('train', 'eval')]
+  assert {'step', 'epoch', 'split', 'loss', 'accuracy', 'balanced_accuracy',
+          'wall_time'} <= set(recs[-1])
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  # Eval of the saved checkpoint reproduces the final training eval exactly.
+  result = train.evaluate(None, workdir)
+  assert result['accuracy'] == m['eval']['accuracy']
+  assert result['loss'] == pytest.approx(m['eval']['loss'], rel=1e-6)
+  assert result['checkpoint_step'] == int(state.step)
+  assert np.asarray(result['confusion_matrix']).sum() == 200
+  saved = json.load(open(os.path.join(workdir, 'eval_test.json')))
+  assert saved['accuracy'] == result['accuracy']
+  assert len(saved['per_class_accuracy']) == 10
+  assert set(saved['checksums']) == {'kmnist-test-imgs.npz',
+                                     'kmnist-test-labels.npz'}
+  # Checkpoint round-trip: restored params equal the final ones.
+  _, _, restored, step = train.restore_for_inference(workdir)
+  assert step == int(state.step)
+  for a, b in zip(leaves(state), leaves(restored)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_same_seed_same_numbers_and_resume_equals_uninterrupted(
+    data_dir, tmp_path):
+  config = tiny_config(data_dir, num_epochs=2, checkpoint_every_steps=4)
+  state_a, m_a = train.train_and_evaluate(config, str(tmp_path / 'a'))
+  state_b, m_b = train.train_and_evaluate(config, str(tmp_path / 'b'))
+  assert strip_time(m_a['history']) == strip_time(m_b['history'])
+  # Resume: stop after epoch 1, then continue to epoch 2.
+  train.train_and_evaluate(tiny_config(data_dir, num_epochs=1,
+                                       checkpoint_every_steps=4),
+                           str(tmp_path / 'c'))
+  state_c, _ = train.train_and_evaluate(config, str(tmp_path / 'c'))
+  for a, c in zip(leaves(state_a), leaves(state_c)):
+    np.testing.assert_array_equal(a, c)
+  assert strip_time(read_jsonl(tmp_path / 'a' / 'metrics.jsonl')) == (
+      strip_time(read_jsonl(tmp_path / 'c' / 'metrics.jsonl')))
+
+
+def test_batch_stream_resume_equivalence():
+  n, b = 100, 16
+  full = [input_pipeline.batch_indices(7, s, n, b) for s in range(20)]
+  resumed = [input_pipeline.batch_indices(7, s, n, b) for s in range(9, 20)]
+  for x, y in zip(full[9:], resumed):
+    np.testing.assert_array_equal(x, y)
+  epoch0 = np.concatenate(full[:6])  # 6 steps per epoch, 4 examples dropped.
+  assert len(set(epoch0.tolist())) == 96
+  assert not np.array_equal(full[0], full[6])  # A new order each epoch.
+  assert input_pipeline.iterator_state(13, 6, 7) == {
+      'epoch': 2, 'step_in_epoch': 1, 'step': 13, 'seed': 7}
+
+
+def test_eval_counts_every_example_once():
+  images = np.arange(7 * 28 * 28, dtype=np.uint32).reshape(7, 28, 28)
+  ev = input_pipeline.make_eval_data(images.astype(np.uint8),
+                                     np.arange(7), batch_size=3)
+  assert ev.num_batches == 3 and ev.num_examples == 7
+  assert np.asarray(ev.mask).tolist() == [True] * 7 + [False] * 2
+  np.testing.assert_array_equal(np.asarray(ev.labels)[:7], np.arange(7))
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('model', 'resnet9000', 'valid: .*keras_cnn.*seed_cnn'),
+    ('optimizer', 'adamax', 'valid: adadelta, adam, adamw, sgd'),
+    ('lr_schedule', 'linear', 'valid: constant, cosine, onecycle'),
+    ('dataset', 'mnist', "unknown dataset 'mnist'.*kmnist, k49"),
+    ('batch_size', 0, 'config.batch_size=0: expected a positive integer'),
+    ('batch_size', 1000, 'larger than split'),
+    ('num_epochs', -1, 'config.num_epochs=-1'),
+])
+def test_config_errors(data_dir, tmp_path, field, value, match):
+  with pytest.raises(UserError, match=match):
+    train.train_and_evaluate(tiny_config(data_dir, **{field: value}),
+                             str(tmp_path / 'w'))
+  assert not (tmp_path / 'w' / 'checkpoints').exists()
+
+
+def test_different_config_in_workdir_is_refused(data_dir, tmp_path):
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(tiny_config(data_dir, num_epochs=1,
+                                       train_split='train[:64]'), workdir)
+  before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+  with pytest.raises(UserError, match="model: 'seed_cnn' .saved. vs "
+                     "'keras_cnn' .now."):
+    train.train_and_evaluate(
+        tiny_config(data_dir, model='keras_cnn', train_split='train[:64]'),
+        workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
+
+
+def test_eval_without_checkpoint_and_missing_data(data_dir, tmp_path):
+  with pytest.raises(UserError, match='config.json: missing'):
+    train.evaluate(None, str(tmp_path))
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  os.environ.setdefault('KMNIST_JAX_MIRROR', 'http://127.0.0.1:9/')
+  with pytest.raises(UserError, match='kmnist-train-imgs.npz'):
+    train.train_and_evaluate(tiny_config(empty), str(tmp_path / 'w'))
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(data_dir,
+                                                             tmp_path):
+  workdir = tmp_path / 'w'
+  # Step 0 is finite (checkpoint 1 is saved); the 1e30 update then overflows.
+  config = tiny_config(data_dir, num_epochs=1, learning_rate=1e30,
+                       optimizer='sgd', checkpoint_every_steps=1)
+  with pytest.raises(UserError, match='non-finite loss at step 1 .epoch 1.; '
+                     'stopped, last good checkpoint: step 1 in'):
+    train.train_and_evaluate(config, str(workdir))
+  assert os.listdir(workdir / 'checkpoints') == ['1']
+  assert not (workdir / 'metrics.jsonl').exists()
+
+
+def _main(*args, env=None):
+  return [sys.executable, '-m', 'kmnist_jax.main', *args]
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(data_dir, tmp_path):
+  """SIGKILL mid-run (after the first mid-epoch checkpoint), then rerun."""
+  args = ['--config', str(REPO / 'configs' / 'seed_cnn.py'),
+          f'--config.data_dir={data_dir}', '--config.train_split=train',
+          '--config.eval_split=test', '--config.num_epochs=3',
+          '--config.batch_size=32', '--config.checkpoint_every_steps=3',
+          '--config.write_plots=False']
+  env = dict(os.environ, KMNIST_JAX_COMPILATION_CACHE='0')
+  ref, killed = tmp_path / 'ref', tmp_path / 'killed'
+  proc = subprocess.Popen(_main(*args, f'--workdir={killed}'), env=env,
+                          cwd=REPO, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  ckpts = killed / 'checkpoints'
+  while time.time() < deadline and proc.poll() is None:
+    if ckpts.exists() and any(p.name.isdigit() and int(p.name) >= 6
+                              for p in ckpts.iterdir()):
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  subprocess.run(_main(*args, f'--workdir={killed}'), env=env, cwd=REPO,
+                 check=True, capture_output=True)
+  subprocess.run(_main(*args, f'--workdir={ref}'), env=env, cwd=REPO,
+                 check=True, capture_output=True)
+  assert strip_time(read_jsonl(ref / 'metrics.jsonl')) == strip_time(
+      read_jsonl(killed / 'metrics.jsonl'))
+  _, _, a, _ = train.restore_for_inference(str(ref))
+  _, _, b, _ = train.restore_for_inference(str(killed))
+  for x, y in zip(leaves(a), leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_proxy_config_end_to_end_on_real_files(real_data_dir, tmp_path):
+  sys.path.insert(0, str(REPO / 'configs'))
+  import seed_cnn  # pylint: disable=g-import-not-at-top
+  config = seed_cnn.get_config('proxy')
+  assert (config.train_split, config.eval_split, config.test_split) == (
+      'test[:8000]', 'test[8000:]', '')
+  config.num_epochs = 1
+  config.write_plots = False
+  config.data_dir = str(real_data_dir)
+  _, m = train.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert m['steps_per_epoch'] == 20 and m['eval']['num_examples'] == 2000
+  assert m['eval']['accuracy'] > 0.6
