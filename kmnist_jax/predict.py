@@ -1,0 +1,209 @@
+"""Predict the characters in new images with a trained workdir.
+
+  python -m kmnist_jax.main --mode predict --workdir W \\
+      --predict_input scan.png --predict_input folder/ --predict_input x.npz
+
+From Python (a notebook)::
+
+  predictor = Predictor.from_workdir('W')
+  table = predictor.predict(['scan.png', 'folder/'], top_k=3)  # DataFrame
+
+Only the workdir is needed: the model and the class map come from its saved
+config; the checkpoint is `checkpoint_step`, else the best by eval accuracy
+(else the latest). Inputs are preprocessed to the KMNIST convention by
+`kmnist_jax.preprocess`. The forward pass runs in batches of a fixed size (the
+last one padded), so it compiles once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any
+
+import jax
+import numpy as np
+import pandas as pd
+
+from kmnist_jax import data as data_lib
+from kmnist_jax import preprocess
+from kmnist_jax import train
+from kmnist_jax.errors import UserError
+
+BATCH_SIZE = 128
+GALLERY_ROWS = 16
+
+
+@dataclasses.dataclass
+class Predictions:
+  """The outcome of `Predictor.run`.
+
+  Attributes:
+    table: one row per good input: path, then for k = 1..top_k the columns
+      topk_index, topk_char, topk_codepoint ('U+304A'), topk_prob.
+    errors: (path, message) per bad input; the message says what was
+      expected.
+    items: the good inputs (`preprocess.Item`: name, 28x28 image, display).
+    probs: float32 (len(items), num_classes) class probabilities.
+  """
+  table: pd.DataFrame
+  errors: list[tuple[str, str]]
+  items: list[preprocess.Item]
+  probs: np.ndarray
+
+
+class Predictor:
+  """A restored model and its class map, ready to predict."""
+
+  def __init__(self, config, graphdef, state, step: int,
+               classes: list[tuple[int, int, str]],
+               batch_size: int = BATCH_SIZE, workdir: str = ''):
+    self.config, self.state, self.step = config, state, step
+    self.classes = classes
+    self.batch_size = batch_size
+    self.workdir = workdir
+    self._logits_fn = train.make_logits_fn(graphdef)
+
+  @classmethod
+  def from_workdir(cls, workdir: str, checkpoint_step: int = -1,
+                   batch_size: int = BATCH_SIZE) -> 'Predictor':
+    """Restores checkpoint `checkpoint_step`, else the best, of `workdir`."""
+    config, graphdef, state, step = train.restore_for_inference(
+        workdir, checkpoint_step, prefer='best')
+    classes = data_lib.class_map(config.dataset, config.data_dir or None)
+    return cls(config, graphdef, state, step, classes, batch_size, workdir)
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.classes)
+
+  def probabilities(self, images: np.ndarray) -> np.ndarray:
+    """float32 (N, C) of uint8 images (N, 28, 28) in the KMNIST convention."""
+    images = np.asarray(images, np.uint8).reshape(-1, 28, 28)
+    if not len(images):
+      return np.zeros((0, self.num_classes), np.float32)
+    logits = train.compute_logits(self._logits_fn, self.state, images,
+                                  self.batch_size)
+    return np.asarray(jax.nn.softmax(logits, axis=-1), np.float32)
+
+  def check_top_k(self, top_k: int) -> int:
+    if not isinstance(top_k, (int, np.integer)) or not (
+        1 <= top_k <= self.num_classes):
+      raise UserError(f'--top_k={top_k}: expected an integer from 1 to '
+                      f'{self.num_classes} (the number of classes)')
+    return int(top_k)
+
+  def run(self, inputs: Any, top_k: int = 3) -> Predictions:
+    """Predicts every good input; bad ones are listed in `.errors`."""
+    top_k = self.check_top_k(top_k)
+    items, errors = preprocess.collect(inputs)
+    images = np.stack([it.image for it in items]) if items else np.zeros(
+        (0, 28, 28), np.uint8)
+    probs = self.probabilities(images)
+    return Predictions(self.table([it.name for it in items], probs, top_k),
+                       errors, items, probs)
+
+  def predict(self, inputs: Any, top_k: int = 3,
+              errors: str = 'raise') -> pd.DataFrame:
+    """The table of `run` (see `Predictions.table`).
+
+    Args:
+      inputs: paths (images, folders, .npy/.npz), arrays or PIL images; see
+        `preprocess.collect`.
+      top_k: characters per input.
+      errors: 'raise' (a `UserError` naming every bad input) or 'skip' (bad
+        inputs are left out of the table).
+    """
+    if errors not in ('raise', 'skip'):
+      raise ValueError(f"errors={errors!r}: expected 'raise' or 'skip'")
+    result = self.run(inputs, top_k)
+    if result.errors and errors == 'raise':
+      raise UserError(f'{len(result.errors)} bad input(s): ' + '; '.join(
+          f'{path}: {message}' for path, message in result.errors))
+    return result.table
+
+  def table(self, names: list[str], probs: np.ndarray,
+            top_k: int) -> pd.DataFrame:
+    columns: dict[str, Any] = {'path': list(names)}
+    order = np.argsort(-probs, axis=1, kind='stable')[:, :top_k]
+    for k in range(top_k):
+      idx = order[:, k] if len(order) else np.zeros(0, np.int64)
+      columns[f'top{k + 1}_index'] = idx.astype(np.int64)
+      columns[f'top{k + 1}_char'] = [self.classes[i][2] for i in idx]
+      columns[f'top{k + 1}_codepoint'] = [f'U+{self.classes[i][1]:04X}'
+                                          for i in idx]
+      columns[f'top{k + 1}_prob'] = probs[np.arange(len(idx)), idx].astype(
+          np.float64)
+    return pd.DataFrame(columns)
+
+
+def format_table(table: pd.DataFrame, top_k: int) -> str:
+  """The stdout table: path, then per k 'index U+XXXX char probability'."""
+  width = max([len('path')] + [len(p) for p in table['path']])
+  head = [f'{"path":<{width}}'] + [f'{"top" + str(k + 1):<20}'
+                                   for k in range(top_k)]
+  lines = ['  '.join(head).rstrip()]
+  for row in table.itertuples(index=False):
+    row = row._asdict()
+    cells = [f'{row["path"]:<{width}}']
+    for k in range(1, top_k + 1):
+      cells.append(f'{row[f"top{k}_index"]:>2} {row[f"top{k}_codepoint"]} '
+                   f'{row[f"top{k}_char"]} {row[f"top{k}_prob"]:.4f}')
+    lines.append('  '.join(cells))
+  return '\n'.join(lines)
+
+
+def write_csv(table: pd.DataFrame, path: str) -> None:
+  """Writes the table as UTF-8 CSV atomically (temp file + rename)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise UserError(f'--predict_output {path}: folder {folder} does not exist')
+  tmp = f'{path}.tmp{os.getpid()}'
+  try:
+    table.to_csv(tmp, index=False, encoding='utf-8', float_format='%.6f')
+    os.replace(tmp, path)
+  except OSError as e:
+    raise UserError(f'--predict_output {path}: cannot write it '
+                    f'({e.strerror or e})') from None
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def main(workdir: str, inputs: list[str], output_csv: str = '',
+         top_k: int = 3, checkpoint_step: int = -1) -> int:
+  """The `--mode predict` command; returns the exit code.
+
+  Prints the table on stdout and one `error: <path>: <expected>` line per
+  bad input on stderr; writes the CSV and `workdir/plots/predictions.png`.
+  Exit code 0 if every input was predicted, 1 if any failed.
+  """
+  if not inputs:
+    raise UserError('--predict_input is required for --mode predict: an '
+                    'image, a folder or a .npy/.npz array (repeat the flag '
+                    'for several)')
+  if not isinstance(top_k, int) or top_k < 1:
+    raise UserError(f'--top_k={top_k}: expected a positive integer')
+  output_csv = output_csv or os.path.join(workdir, 'predictions.csv')
+  predictor = Predictor.from_workdir(workdir, checkpoint_step)
+  result = predictor.run(inputs, top_k)
+  for path, message in result.errors:
+    print(f'error: {path}: {message}', file=sys.stderr)
+  if result.items:
+    print(format_table(result.table, top_k))
+    write_csv(result.table, output_csv)
+    print(f'wrote {output_csv} ({len(result.items)} predictions, checkpoint '
+          f'step {predictor.step})')
+    gallery = os.path.join(workdir, 'plots', 'predictions.png')
+    try:
+      from kmnist_jax import plots  # pylint: disable=g-import-not-at-top
+      plots.prediction_gallery(result.items, result.probs, predictor.classes,
+                               top_k=min(top_k, 3), max_rows=GALLERY_ROWS,
+                               path=gallery)
+      print(f'wrote {gallery}')
+    except (OSError, UserError) as e:
+      print(f'warning: gallery not written: {e}', file=sys.stderr)
+  elif not result.errors:  # Else each bad input already has its line.
+    print('error: no input could be predicted', file=sys.stderr)
+  return 1 if result.errors or not result.items else 0

@@ -1,0 +1,243 @@
+"""Image reading and KMNIST-convention preprocessing (no model needed)."""
+
+import os
+
+from hypothesis import given, settings, strategies as st
+import numpy as np
+from PIL import Image
+import pytest
+
+from kmnist_jax import data
+from kmnist_jax import preprocess
+from kmnist_jax.preprocess import InputError
+
+
+def glyph(seed=0, h=28, w=20) -> np.ndarray:
+  """A 28x28 white-on-black 'character': strokes spanning an h x w box."""
+  rng = np.random.default_rng(seed)
+  g = np.zeros((28, 28), np.uint8)
+  top, left = (28 - h) // 2, (28 - w) // 2
+  g[top:top + h, left + w // 2 - 1:left + w // 2 + 2] = 255  # Vertical.
+  r = top + rng.integers(3, h - 3)
+  g[r - 1:r + 2, left:left + w] = 230  # Horizontal.
+  g[top:top + 3, left:left + w // 3] = 200
+  return g
+
+
+def scan(img: np.ndarray, rng, size=(200, 260), scale=6.0,
+         paper=(240, 228, 200), noise=6.0) -> np.ndarray:
+  """Dark ink on tinted paper: inverted, upscaled, off-centre, noisy RGB."""
+  side = int(28 * scale)
+  ink = np.asarray(Image.fromarray(img).resize(
+      (side, side), Image.Resampling.BICUBIC), np.float32) / 255
+  w, h = size
+  canvas = np.zeros((h, w), np.float32)
+  y, x = rng.integers(4, h - side - 3), rng.integers(4, w - side - 3)
+  canvas[y:y + side, x:x + side] = np.clip(ink, 0, 1)
+  paper = np.asarray(paper, np.float32) * rng.uniform(0.92, 1.0)
+  rgb = (paper * (1 - canvas[..., None])
+         + np.array([30, 25, 40], np.float32) * canvas[..., None])
+  rgb += rng.normal(0, noise, rgb.shape)
+  return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def ink_box(img, frac=0.25):
+  m = img > frac * img.max()
+  rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+  return rows[0], rows[-1], cols[0], cols[-1]
+
+
+def test_28x28_white_on_black_passes_through_unchanged():
+  rng = np.random.default_rng(0)
+  for img in [glyph(1), rng.integers(0, 60, (28, 28), dtype=np.uint8)]:
+    np.testing.assert_array_equal(preprocess.to_kmnist(img), img)
+
+
+def test_28x28_dark_on_light_is_inverted_only():
+  img = glyph(2)
+  np.testing.assert_array_equal(preprocess.to_kmnist(255 - img), img)
+  assert preprocess.is_dark_on_light(255 - img)
+  assert not preprocess.is_dark_on_light(img)
+
+
+def test_scan_is_cropped_inverted_and_framed_like_kmnist():
+  img = glyph(3, h=28, w=18)
+  out = preprocess.to_kmnist(scan(img, np.random.default_rng(0)))
+  assert out.shape == (28, 28) and out.dtype == np.uint8
+  top, bottom, left, right = ink_box(out)
+  assert (top, bottom) == (0, 27)  # The long side fills the frame.
+  assert abs(left - (27 - right)) <= 1  # Centred.
+  assert out.max() >= 240 and np.median(out) == 0
+  assert np.abs(out.astype(float) - img).mean() < 12
+
+
+@settings(max_examples=25, deadline=None)
+@given(h=st.integers(12, 150), w=st.integers(12, 150),
+       canvas_h=st.integers(160, 300), canvas_w=st.integers(160, 300),
+       dark_on_light=st.booleans(), data_=st.data())
+def test_any_box_is_centred_with_its_long_side_filling_the_frame(
+    h, w, canvas_h, canvas_w, dark_on_light, data_):
+  y = data_.draw(st.integers(3, canvas_h - h - 3))
+  x = data_.draw(st.integers(3, canvas_w - w - 3))
+  img = np.zeros((canvas_h, canvas_w), np.uint8)
+  img[y:y + h, x:x + w] = 255
+  if dark_on_light:
+    img = 255 - img
+  out = preprocess.to_kmnist(img)
+  top, bottom, left, right = ink_box(out, 0.5)
+  long_side = max(bottom - top, right - left) + 1
+  assert long_side >= 27
+  assert abs(top - (27 - bottom)) <= 1 and abs(left - (27 - right)) <= 1
+
+
+def test_real_kmnist_scans_match_the_originals(real_data_dir):
+  images, _ = data.load('kmnist', 'test[8000:8100]', real_data_dir)
+  rng = np.random.default_rng(0)
+  for img in images[:20]:
+    np.testing.assert_array_equal(preprocess.to_kmnist(img), img)
+  diffs = [np.abs(preprocess.to_kmnist(scan(img, rng)).astype(float) - img)
+           .mean() for img in images]
+  # Glyphs whose ink box is smaller than the frame get enlarged; the rest
+  # differ by resampling only.
+  assert np.median(diffs) < 9 and np.mean(diffs) < 10, np.percentile(
+      diffs, [50, 90, 100])
+
+
+def save(path, array, **kw):
+  Image.fromarray(array).save(path, **kw)
+  return str(path)
+
+
+@pytest.mark.parametrize('suffix,kw', [
+    ('png', {}), ('jpg', {'quality': 90}), ('bmp', {}), ('tiff', {}),
+    ('gif', {})])
+def test_formats(tmp_path, suffix, kw):
+  img = glyph(4)
+  big = np.asarray(Image.fromarray(255 - img).resize((112, 112)))
+  path = save(tmp_path / f'x.{suffix}', big, **kw)
+  items, errors = preprocess.collect(path)
+  assert errors == [] and [it.name for it in items] == [path]
+  assert np.abs(items[0].image.astype(float) - img).mean() < 12
+  assert items[0].display.shape[:2] == (96, 96)
+
+
+def test_gif_first_frame_rgba_and_16_bit(tmp_path):
+  first, second = glyph(5), glyph(6, w=10)
+  frames = [Image.fromarray(first), Image.fromarray(second)]
+  frames[0].save(tmp_path / 'a.gif', save_all=True, append_images=frames[1:])
+  rgba = np.zeros((28, 28, 4), np.uint8)
+  rgba[..., 3] = first  # Black ink where opaque, transparent paper.
+  Image.fromarray(rgba, 'RGBA').save(tmp_path / 'b.png')
+  Image.fromarray(first.astype(np.uint16) * 257).save(tmp_path / 'c.png')
+  assert Image.open(tmp_path / 'c.png').mode.startswith('I')
+  items, errors = preprocess.collect([str(tmp_path / n)
+                                      for n in ('a.gif', 'b.png', 'c.png')])
+  assert errors == []
+  for it in items:
+    np.testing.assert_array_equal(it.image, first)
+
+
+def test_huge_images_are_shrunk_and_bombs_refused(tmp_path, monkeypatch):
+  img = np.full((3000, 4000), 250, np.uint8)
+  img[500:2500, 1500:2500] = 10
+  path = save(tmp_path / 'big.jpg', img, quality=90)
+  gray, display = preprocess.read_image(path)
+  assert max(gray.shape) <= preprocess.MAX_SIDE
+  assert max(display.shape) <= preprocess.DISPLAY_SIDE
+  out = preprocess.to_kmnist(gray)
+  top, bottom, left, right = ink_box(out)
+  assert (top, bottom) == (0, 27) and 12 <= right - left + 1 <= 16
+  monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)
+  with pytest.raises(InputError, match=r'image too large .*expected at most '
+                     r'1,000 pixels'):
+    preprocess.read_image(path)
+
+
+def test_arrays(tmp_path):
+  stack = np.stack([glyph(i) for i in range(3)])
+  np.save(tmp_path / 'one.npy', stack[0])
+  np.save(tmp_path / 'stack.npy', stack)
+  np.savez(tmp_path / 'two.npz', a=stack[:2], b=stack[2])
+  np.save(tmp_path / 'float.npy', stack[:1].astype(np.float32) / 255)
+  items, errors = preprocess.collect(
+      [str(tmp_path / n) for n in ('one.npy', 'stack.npy', 'two.npz',
+                                   'float.npy')])
+  assert errors == []
+  names = [os.path.basename(it.name) for it in items]
+  assert names == ['one.npy', 'stack.npy[0]', 'stack.npy[1]', 'stack.npy[2]',
+                   'two.npz:a[0]', 'two.npz:a[1]', 'two.npz:b',
+                   'float.npy[0]']
+  expected = [0, 0, 1, 2, 0, 1, 2, 0]
+  for it, k in zip(items, expected):
+    np.testing.assert_array_equal(it.image, stack[k])
+
+
+def test_in_memory_inputs():
+  img = glyph(7)
+  items, errors = preprocess.collect(
+      [img, np.stack([img, img]), Image.fromarray(255 - img),
+       np.dstack([255 - img] * 3), np.zeros((5, 5, 5))])
+  assert [it.name for it in items] == [
+      '<array 0>', '<array 1>[0]', '<array 1>[1]', '<array 2>', '<array 3>']
+  for it in items:
+    np.testing.assert_array_equal(it.image, img)
+  assert errors == [('<array 4>', 'array of shape (5, 5, 5); expected one '
+                     'image (H, W) or (H, W, 3)')]
+
+
+def test_folders_are_walked_recursively_in_sorted_order(tmp_path):
+  img = glyph(8)
+  (tmp_path / 'd' / 'b').mkdir(parents=True)
+  (tmp_path / 'd' / '.hidden').mkdir()
+  for name in ('d/b/2.png', 'd/b/1.png', 'd/a.png', 'd/c.PNG',
+               'd/.hidden/x.png', 'd/.y.png'):
+    save(tmp_path / name, img)
+  (tmp_path / 'd' / 'notes.txt').write_text('not an image')
+  items, errors = preprocess.collect(str(tmp_path / 'd'))
+  assert errors == []
+  assert [os.path.relpath(it.name, tmp_path) for it in items] == [
+      'd/a.png', 'd/b/1.png', 'd/b/2.png', 'd/c.PNG']
+
+
+def test_bad_inputs_get_one_message_each_and_others_still_load(tmp_path):
+  img = glyph(9)
+  good = save(tmp_path / 'good.png', img)
+  (tmp_path / 'zero.png').write_bytes(b'')
+  (tmp_path / 'text.png').write_text('hello')
+  save(tmp_path / 'full.png', np.zeros((300, 300), np.uint8))
+  truncated = (tmp_path / 'full.png').read_bytes()
+  (tmp_path / 'cut.png').write_bytes(truncated[:len(truncated) // 2])
+  save(tmp_path / 'blank.png', np.full((60, 80), 200, np.uint8))
+  np.save(tmp_path / 'shape.npy', np.zeros((2, 27, 28), np.uint8))
+  np.save(tmp_path / 'none.npy', np.zeros((0, 28, 28), np.uint8))
+  np.save(tmp_path / 'nan.npy', np.full((28, 28), np.nan))
+  (tmp_path / 'bad.npz').write_bytes(b'PK\x03\x04garbage')
+  (tmp_path / 'empty_dir').mkdir()
+  names = ['zero.png', 'text.png', 'cut.png', 'blank.png', 'shape.npy',
+           'none.npy', 'nan.npy', 'bad.npz', 'empty_dir', 'missing.png']
+  paths = [str(tmp_path / n) for n in names]
+  items, errors = preprocess.collect(paths[:5] + [good] + paths[5:])
+  assert [it.name for it in items] == [good]
+  assert [e[0] for e in errors] == paths
+  messages = dict(zip(names, (m for _, m in errors)))
+  expected = {
+      'zero.png': 'empty file (0 bytes); expected an image',
+      'text.png': 'not an image; expected an image (PNG, JPEG',
+      'cut.png': 'truncated or corrupt image (',
+      'blank.png': 'no ink found (the image is uniform)',
+      'shape.npy': 'array of shape (2, 27, 28); expected (N, 28, 28) with '
+                   'N >= 1, or (28, 28)',
+      'none.npy': 'array of shape (0, 28, 28); expected (N, 28, 28)',
+      'nan.npy': 'array holds NaN or infinite values',
+      'bad.npz': 'not a readable .npy/.npz array (',
+      'empty_dir': 'folder without images; expected image files (.png',
+      'missing.png': 'no such file or folder; expected an image, a folder',
+  }
+  for name, start in expected.items():
+    assert messages[name].startswith(start), (name, messages[name])
+    assert '\n' not in messages[name]
+
+
+def test_zero_size_image():
+  with pytest.raises(InputError, match=r'empty image \(0x5\)'):
+    preprocess.to_kmnist(np.zeros((0, 5), np.uint8))
