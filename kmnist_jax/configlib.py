@@ -11,7 +11,11 @@ Each `configs/<exp>.py` builds on `base_config()` and ends with
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
+
+from kmnist_jax.errors import UserError
 
 PROXY_TRAIN = 'test[:8000]'
 PROXY_EVAL = 'test[8000:]'
@@ -30,6 +34,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_epochs = 12
   c.batch_size = 128
   c.eval_batch_size = 1000
+  # 'bfloat16': bf16 compute with float32 params (GPU/TPU); 'float32'.
+  c.compute_dtype = 'float32'
   # Optimizer.
   c.optimizer = 'adam'
   c.learning_rate = 1e-3
@@ -44,12 +50,45 @@ def base_config() -> ml_collections.ConfigDict:
   c.eps = 1e-8
   c.rho = 0.95
   c.grad_clip_norm = 0.0  # 0 = off.
+  # Augmentation and test-time augmentation (kmnist_jax.augment); 0 = off.
+  c.augment_translate = 0  # Max random shift in pixels (crop with padding).
+  c.cutout_size = 0  # Side of the Cutout square in pixels.
+  c.mixup_alpha = 0.0  # Input mixup Beta(alpha, alpha).
+  c.manifold_mixup_alpha = 0.0  # Manifold mixup Beta(alpha, alpha).
+  c.tta_shift = 0  # Eval: mean probability over shifts {-s, 0, s}^2.
+  # k-NN baselines (model 'knn' / 'pca_knn', kmnist_jax.knn).
+  c.knn_k = 4
+  c.pca_components = 60
   # Run.
   c.seed = 0
   c.checkpoint_every_steps = 0  # 0 = at the end of each epoch only.
   c.keep_checkpoints = 3
   c.log_every_steps = 100
   c.write_plots = True
+  return c
+
+
+def load_config_file(path: str, arg: str = '') -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the config file at `path` (e.g. configs/knn.py)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  name = 'kmnist_jax_config_' + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None or not os.path.isfile(path):
+    raise UserError(f'{path}: no such config file')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def sibling_config(this_file: str, name: str, dataset: str,
+                   arg: str | None) -> ml_collections.ConfigDict:
+  """The config `name` next to `this_file`, on `dataset`, with variant arg
+  (as that config applies it).
+
+  The K49 configs are their KMNIST recipe on the other dataset.
+  """
+  c = load_config_file(os.path.join(os.path.dirname(this_file), name), arg)
+  c.dataset = dataset
   return c
 
 

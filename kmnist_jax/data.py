@@ -52,6 +52,9 @@ IMAGE_SHAPE = (28, 28)
 RETRIES = 3  # retries after the first attempt
 BACKOFF_S = 1.0  # wait before retry k is BACKOFF_S * 2**k
 TIMEOUT_S = 60.0
+# A partial download untouched this long was left by a killed run; an active
+# one is written to at least every TIMEOUT_S.
+STALE_PART_S = 3600.0
 _CHUNK = 1 << 16
 
 PathLike = str | os.PathLike[str]
@@ -384,6 +387,7 @@ def download(info: 'str | DatasetInfo', file: 'RemoteFile | str',
         f'cannot create data folder {directory} for {file.name} '
         f'({_one_line(e.strerror or e)}); expected a writable folder (set '
         f'{ENV_DATA_DIR}) or put the file there yourself from {url}') from None
+  _remove_stale_parts(directory, file.name)
   reason = ''
   for attempt in range(RETRIES + 1):
     if attempt:
@@ -394,6 +398,16 @@ def download(info: 'str | DatasetInfo', file: 'RemoteFile | str',
       reason = _one_line(e)
   reason = f'{reason}; gave up after {RETRIES + 1} attempts'
   raise DownloadError(_fail_message([file], directory, reason), reason)
+
+
+def _remove_stale_parts(directory: pathlib.Path, name: str) -> None:
+  """Deletes the partial files of `name` that killed runs left behind."""
+  for part in directory.glob(f'.{name}.part-*'):
+    try:
+      if time.time() - part.stat().st_mtime > STALE_PART_S:
+        part.unlink()
+    except OSError:
+      pass  # Another run removed or renamed it.
 
 
 def _file_by_name(info: DatasetInfo, name: str) -> RemoteFile:

@@ -61,9 +61,16 @@ def batch_indices(seed: int, step: int, num_examples: int,
 
 
 def gather_batch(images, labels, perm, step_in_epoch, batch_size: int):
-  """Traced inside the train step: the batch as (uint8 images, labels)."""
-  idx = jax.lax.dynamic_slice_in_dim(perm, step_in_epoch * batch_size,
-                                     batch_size)
+  """Traced inside the train step: the batch as (uint8 images, labels).
+
+  `perm` is the epoch's permutation (N,), or its batches (steps, batch_size)
+  as the training loop passes them, the batch axis sharded over devices.
+  """
+  if perm.ndim == 2:
+    idx = perm[step_in_epoch]
+  else:
+    idx = jax.lax.dynamic_slice_in_dim(perm, step_in_epoch * batch_size,
+                                       batch_size)
   return images[idx], labels[idx]
 
 
@@ -92,6 +99,10 @@ def make_eval_data(images: np.ndarray, labels: np.ndarray, batch_size: int,
   images = np.concatenate([images, np.zeros((pad,) + images.shape[1:],
                                             images.dtype)])
   labels = np.concatenate([labels.astype(np.int32), np.zeros(pad, np.int32)])
-  put = lambda a: jax.device_put(a, sharding)
+  if sharding is None:
+    put = jax.device_put
+  else:  # Each process passes its copy; no cross-process equality check.
+    put = lambda a: jax.make_array_from_process_local_data(sharding, a,
+                                                           a.shape)
   return EvalData(put(images), put(labels), put(mask), n, num_batches,
                   batch_size)

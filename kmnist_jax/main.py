@@ -10,6 +10,8 @@ traceback.
 
 from __future__ import annotations
 
+import difflib
+import re
 import sys
 
 from absl import app
@@ -34,6 +36,22 @@ _PREDICT_OUTPUT = flags.DEFINE_string(
     'predict_output', '', 'CSV of predictions; default WORKDIR/predictions.csv.')
 _TOP_K = flags.DEFINE_integer('top_k', 3, 'Predictions per input.')
 _DEBUG = flags.DEFINE_bool('debug', False, 'Show tracebacks for errors.')
+_ENSEMBLE = flags.DEFINE_multi_string(
+    'ensemble', [], 'With --mode eval: more workdirs (repeat the flag or '
+    'separate by commas) whose probabilities are averaged with --workdir\'s.')
+_DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', 'auto', ['auto', 'on', 'off'],
+    'Multi-process JAX (jax.distributed): auto = on when '
+    '--coordinator_address is set or an srun/mpirun launch of several tasks '
+    'is detected; on = always (JAX reads SLURM/Open MPI/TPU settings); off = '
+    'one process.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', '', 'host:port of process 0 for a multi-process '
+    'run; every process gets the same value.')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Number of processes of a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'This process, 0 .. --num_processes - 1.')
 
 
 def _run(argv) -> int:
@@ -41,11 +59,16 @@ def _run(argv) -> int:
     raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
   # Imported here so `--help` and flag errors stay fast.
   import jax  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import distributed  # pylint: disable=g-import-not-at-top
   from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
   from kmnist_jax import train  # pylint: disable=g-import-not-at-top
 
   if not _WORKDIR.value:
     raise UserError('--workdir is required')
+  distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value,
+                         _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if not distributed.is_main():  # Process 0 logs for all.
+    logging.set_verbosity(logging.WARNING)
   runtime.setup()
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
                jax.process_count(), jax.devices())
@@ -61,8 +84,16 @@ def _run(argv) -> int:
       return 130 if summary['interrupted'] == 'SIGINT' else 0
     return 0
   if mode == 'eval':
-    result = train.evaluate(_CONFIG.value, _WORKDIR.value,
-                            _CHECKPOINT_STEP.value)
+    members = [w for v in _ENSEMBLE.value for w in v.split(',') if w]
+    if members:
+      from kmnist_jax import ensemble  # pylint: disable=g-import-not-at-top
+      result = ensemble.evaluate([_WORKDIR.value] + members, _CONFIG.value,
+                                 _CHECKPOINT_STEP.value)
+    else:
+      result = train.evaluate(_CONFIG.value, _WORKDIR.value,
+                              _CHECKPOINT_STEP.value)
+    if not distributed.is_main():
+      return 0
     print(f'{result["dataset"]} {result["split"]} (checkpoint step '
           f'{result["checkpoint_step"]}, {result["num_examples"]} examples): '
           f'accuracy {result["accuracy"]:.4f}, balanced accuracy '
@@ -76,7 +107,128 @@ def _run(argv) -> int:
                       _CHECKPOINT_STEP.value)
 
 
+_OVERRIDE = re.compile(r'^--?(?:no)?config\.([^=]+)')
+_TYPE_NAMES = {bool: 'true or false', int: 'an integer', float: 'a number',
+               str: 'a string'}
+
+
+def _one_line(text: str) -> str:
+  """The gist of a possibly multi-line error (config-file tracebacks)."""
+  lines = [l.strip() for l in str(text).splitlines() if l.strip()]
+  if not lines:
+    return 'invalid flags'
+  if len(lines) > 1 and any(l.startswith('Traceback') for l in lines):
+    head = lines[0].replace('Error whilst parsing config file:', '').strip()
+    tail = re.sub(r'^\w+(Error|Exception): ', '', lines[-1])
+    return f'{head} {tail}'
+  return ' '.join(lines)
+
+
+def _config_arg(argv) -> str | None:
+  """The value of `--config` in argv, if given."""
+  for i, arg in enumerate(argv):
+    m = re.match(r'^--?config(?:=(.*))?$', arg)
+    if m:
+      return m.group(1) if m.group(1) is not None else ''.join(
+          argv[i + 1:i + 2])
+  return None
+
+
+def _load_config(path: str):
+  """The config `path` names, or the error that loading it gives."""
+  try:
+    config = flags.FLAGS['config'].parser.parse(path)
+    config.keys()  # ml_collections defers file errors to first access.
+    return config, None
+  except Exception as e:  # pylint: disable=broad-except
+    return None, e
+
+
+def _config_file_error(path: str, error: Exception) -> str:
+  reason = str(error).strip().splitlines()[-1].strip() if str(error) else (
+      type(error).__name__)
+  reason = re.sub(r'^.*failure to load: ', '', reason)
+  return (f'--config {path}: cannot load the config file ({reason}); expected '
+          'a Python file with get_config(), e.g. configs/default.py:proxy')
+
+
+def _lookup(config, path: str):
+  """(True, value) when `path` (dotted) is a field of `config`."""
+  node = config
+  for part in path.split('.'):
+    if not hasattr(node, 'keys') or part not in node.keys():
+      return False, None
+    node = node[part]
+  return True, node
+
+
+def _flag_error(error: Exception, argv) -> str:
+  """One line for a flag, config file or `--config.<field>` override error."""
+  path = _config_arg(argv)
+  config, load_error = _load_config(path) if path is not None else (None, None)
+  if config is None:
+    if load_error is not None and not isinstance(error, flags.Error):
+      return _config_file_error(path, load_error)
+    return _one_line(error)
+  for arg in argv[1:]:
+    m = _OVERRIDE.match(arg)
+    if not m:
+      continue
+    field = m.group(1)
+    found, value = _lookup(config, field)
+    if not found:
+      fields = sorted(config.keys())
+      close = difflib.get_close_matches(field, fields, 1)
+      hint = f'did you mean {close[0]!r}? ' if close else ''
+      return (f'{arg}: the config has no field {field!r}; {hint}valid: '
+              f'{", ".join(fields)}')
+    if f'--config.{field}' in str(error) and type(value) in _TYPE_NAMES:
+      return (f'{_one_line(error)}; expected {_TYPE_NAMES[type(value)]} for '
+              f'config.{field} (default {value!r})')
+  return _one_line(error)
+
+
+def _parse_flags(argv):
+  """absl flag parsing; a bad flag or config file is one `error:` line."""
+  debug = any(re.fullmatch(r'--?debug(=(true|1|yes))?', a, re.IGNORECASE)
+              for a in argv)
+  try:
+    args = flags.FLAGS(argv)
+    error = None
+  except Exception as e:  # pylint: disable=broad-except
+    if debug:
+      raise
+    error = _flag_error(e, argv)
+  path = _config_arg(argv)
+  if error is None and path is not None:
+    try:
+      flags.FLAGS['config'].value.keys()  # Raises for a file that failed.
+    except OSError as e:
+      if debug:
+        raise
+      error = _config_file_error(path, e)
+  if error is not None:
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
+  return args
+
+
+def _unraisable(hook):
+  """Drops the "Event loop is closed" errors that Orbax's TensorStore reads
+  raise in background callbacks after a failed restore; the restore's own
+  error already says what is wrong."""
+
+  def unraisable(args):
+    if not (isinstance(args.exc_value, RuntimeError)
+            and str(args.exc_value) == 'Event loop is closed'):
+      hook(args)
+
+  return unraisable
+
+
 def main(argv):
+  if not _DEBUG.value:
+    sys.unraisablehook = _unraisable(sys.unraisablehook)
   try:
     return _run(argv)
   except UserError as e:
@@ -87,4 +239,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

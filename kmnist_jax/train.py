@@ -32,8 +32,11 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from kmnist_jax import augment
 from kmnist_jax import checkpointing
+from kmnist_jax import configlib
 from kmnist_jax import data as data_lib
+from kmnist_jax import distributed
 from kmnist_jax import input_pipeline
 from kmnist_jax import metrics as metrics_lib
 from kmnist_jax import models
@@ -41,8 +44,11 @@ from kmnist_jax import optim
 from kmnist_jax.errors import UserError
 
 _DROPOUT_STREAM = 2
+KNN_METHODS = ('knn', 'pca_knn')  # Handled by kmnist_jax.knn, no training.
 
 # Fields that may change between a run and its resume.
+COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
+
 RESUMABLE_FIELDS = frozenset({
     'num_epochs', 'data_dir', 'eval_batch_size', 'test_split',
     'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
@@ -68,13 +74,25 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(devices, ('data',))
 
 
+def compute_dtype(config):
+  """Layer compute dtype of `config.compute_dtype`; params stay float32."""
+  return COMPUTE_DTYPES[config.get('compute_dtype', 'float32')]
+
+
+def model_graphdef(config, num_classes: int):
+  """The graphdef of `config`'s model, without allocating its params."""
+  return split_model(nnx.eval_shape(lambda: models.create_model(
+      config.model, num_classes, dtype=compute_dtype(config))))[0]
+
+
 def split_model(model: nnx.Module):
   """(graphdef, params, batch_stats) of an NNX model."""
   return nnx.split(model, nnx.Param, nnx.BatchStat)
 
 
 def init_state(config, num_classes: int, tx) -> tuple[Any, TrainState]:
-  model = models.create_model(config.model, num_classes, seed=config.seed)
+  model = models.create_model(config.model, num_classes, seed=config.seed,
+                              dtype=compute_dtype(config))
   graphdef, params, batch_stats = split_model(model)
   zero = lambda: jnp.zeros((), jnp.float32)  # Distinct buffers: donated.
   state = TrainState(
@@ -97,7 +115,7 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
   targets = jax.nn.one_hot(labels, num_classes)
   if label_smoothing:
     targets = optax.smooth_labels(targets, label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
 def make_train_step(graphdef, tx, config, num_classes: int, batch_size: int,
@@ -113,14 +131,19 @@ def make_train_step(graphdef, tx, config, num_classes: int, batch_size: int,
                                          batch_sharding)
     dropout_key = jax.random.fold_in(
         jax.random.fold_in(state.key, _DROPOUT_STREAM), state.step)
+    # Soft targets (one-hot without augmentation) and model kwargs (manifold
+    # mixup); all-zero augmentation fields leave x untouched.
+    x, targets, model_kwargs = augment.train_transform(
+        config, x, y, num_classes, jax.random.fold_in(
+            jax.random.fold_in(state.key, augment.AUG_STREAM), state.step))
 
     def loss_fn(params, batch_stats):
       # Fresh Variables at this trace level, so BatchNorm may update them.
       batch_stats = jax.tree.map(lambda v: v, batch_stats)
       model = nnx.merge(graphdef, params, batch_stats)
-      logits = model(x, train=True, dropout_key=dropout_key)
-      loss = cross_entropy(logits, y, num_classes,
-                           config.label_smoothing).mean()
+      logits = model(x, train=True, dropout_key=dropout_key, **model_kwargs)
+      loss = augment.soft_cross_entropy(logits.astype(jnp.float32), targets,
+                                        config.label_smoothing).mean()
       return loss, (logits, nnx.state(model, nnx.BatchStat))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(
@@ -136,7 +159,10 @@ def make_train_step(graphdef, tx, config, num_classes: int, batch_size: int,
         count=state.count + batch_size,
         bad_step=jnp.where(bad, state.step, state.bad_step))
 
+  # `perm` keeps its own sharding: (steps, batch) indices sharded
+  # P(None, 'data') by the training loop, so each device gathers its rows.
   return jax.jit(step_fn, donate_argnums=(0,),
+                 in_shardings=(repl, repl, repl, None, repl),
                  out_shardings=repl)
 
 
@@ -146,20 +172,46 @@ def make_logits_fn(graphdef):
   @jax.jit
   def logits_fn(params, batch_stats, images):
     model = nnx.merge(graphdef, params, batch_stats)
-    return model(input_pipeline.to_float(images), train=False)
+    return model(input_pipeline.to_float(images),
+                 train=False).astype(jnp.float32)
 
   return logits_fn
 
 
-def make_eval_step(graphdef, num_classes: int, batch_size: int):
-  """Jitted eval step accumulating (loss_sum, confusion) over batches."""
+def compute_logits(logits_fn, state, images: np.ndarray,
+                   batch_size: int) -> np.ndarray:
+  """float32 (N, C) logits of uint8 `images` (N, 28, 28), batch by batch.
+
+  Every batch has `batch_size` rows (the last one is padded), so one
+  compilation of `logits_fn` (from `make_logits_fn`) serves any N.
+  """
+  out = []
+  for start in range(0, len(images), batch_size):
+    batch = np.asarray(images[start:start + batch_size], np.uint8)
+    n = len(batch)
+    if n < batch_size:
+      batch = np.concatenate(
+          [batch, np.zeros((batch_size - n,) + batch.shape[1:], np.uint8)])
+    logits = logits_fn(state.params, state.batch_stats, batch)
+    out.append(np.asarray(jax.device_get(logits), np.float32)[:n])
+  if not out:
+    return np.zeros((0, 0), np.float32)
+  return np.concatenate(out)
+
+
+def make_eval_step(graphdef, num_classes: int, batch_size: int,
+                   tta_shift: int = 0):
+  """Jitted eval step accumulating (loss_sum, confusion) over batches;
+  `tta_shift` > 0 averages probabilities over shifted views (augment)."""
 
   @functools.partial(jax.jit, donate_argnums=(5,))
   def eval_step(params, batch_stats, images, labels, mask, acc, i):
     sl = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)
     x, y, m = sl(images), sl(labels), sl(mask)
     model = nnx.merge(graphdef, params, batch_stats)
-    logits = model(input_pipeline.to_float(x), train=False)
+    logits = augment.tta_logits(
+        lambda v: model(v, train=False).astype(jnp.float32),
+        input_pipeline.to_float(x), tta_shift)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     pred = jnp.argmax(logits, -1)
     conf = jnp.zeros((num_classes, num_classes), jnp.int32).at[y, pred].add(
@@ -202,6 +254,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if not config.learning_rate > 0:
     raise UserError(f'config.learning_rate={config.learning_rate}: expected '
                     'a positive number')
+  if config.get('compute_dtype', 'float32') not in COMPUTE_DTYPES:
+    raise UserError(f'config.compute_dtype={config.compute_dtype!r}: expected '
+                    f'one of {", ".join(COMPUTE_DTYPES)}')
   if not 0 <= config.label_smoothing < 1:
     raise UserError(f'config.label_smoothing={config.label_smoothing}: '
                     'expected a number in [0, 1)')
@@ -209,13 +264,19 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.model not in models.MODELS:
     models.create_model(config.model, 1)  # Raises with the valid names.
   optim.create_optimizer(config, 1)  # Unknown optimizer / schedule.
+  augment.check_config(config)
 
 
 def prepare_workdir(workdir: str) -> None:
   parent = os.path.dirname(os.path.abspath(workdir))
+  if os.path.exists(parent) and not os.path.isdir(parent):
+    raise UserError(f'--workdir {workdir}: parent {parent} is a file; '
+                    'expected a folder')
   if not os.path.isdir(parent):
     raise UserError(f'--workdir {workdir}: parent folder {parent} does not '
                     'exist')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f'--workdir {workdir}: is a file; expected a folder')
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
@@ -249,6 +310,8 @@ def workdir_lock(workdir: str):
 
 
 def config_diff(saved: dict, current: dict) -> list[str]:
+  """Differing fields; a field newer than `saved` counts at its default."""
+  saved = {**configlib.base_config().to_dict(), **saved}
   keys = sorted((set(saved) | set(current)) - RESUMABLE_FIELDS)
   return [f'{k}: {saved.get(k)!r} (saved) vs {current.get(k)!r} (now)'
           for k in keys if saved.get(k) != current.get(k)]
@@ -268,9 +331,15 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
     raise UserError(f'{path}: missing; --workdir must hold a training run')
   try:
     with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except (OSError, json.JSONDecodeError) as e:
+      saved = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise UserError(f'{path}: not a readable config ({e})') from e
+  missing = [k for k in ('dataset', 'model') if not isinstance(saved, dict)
+             or k not in saved]
+  if missing:
+    raise UserError(f'{path}: expected the JSON object a training run writes, '
+                    f'with fields dataset and model; lacks {", ".join(missing)}')
+  return ml_collections.ConfigDict(saved)
 
 
 def record_config(config, workdir: str, resuming: bool) -> None:
@@ -282,7 +351,8 @@ def record_config(config, workdir: str, resuming: bool) -> None:
     if diff and resuming:
       raise UserError(f'{workdir} holds checkpoints of a different config: '
                       f'{"; ".join(diff)}. Use a new --workdir')
-  write_json_atomic(path, current)
+  if distributed.is_main():
+    write_json_atomic(path, current)
 
 
 class _StopRequest:
@@ -324,11 +394,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   epoch, plus `history` (all records written to metrics.jsonl this run),
   `steps_per_epoch`, `epoch_seconds` and `interrupted` (the signal name when
   SIGTERM/SIGINT stopped the run early, else '').
+
+  The k-NN baselines (`config.model` 'knn' / 'pca_knn') have no training:
+  `kmnist_jax.knn` fits and scores them and the state returned is None.
   """
+  if config.model in KNN_METHODS:
+    from kmnist_jax import knn  # pylint: disable=g-import-not-at-top
+    return knn.train_and_evaluate(config, workdir)
   check_config(config)
   prepare_workdir(workdir)
-  with workdir_lock(workdir):
+  with _main_process_lock(workdir):
     return _train(config, workdir)
+
+
+@contextlib.contextmanager
+def _main_process_lock(workdir: str):
+  """Process 0 holds the workdir lock; the other processes share its fate."""
+  with contextlib.ExitStack() as stack:
+    error = None
+    if distributed.is_main():
+      try:
+        stack.enter_context(workdir_lock(workdir))
+      except UserError as e:
+        error = e
+    if distributed.any_process(error is not None):
+      raise error or UserError(f'{workdir}: process 0 could not lock it')
+    yield
 
 
 def _load_split(config, split: str):
@@ -344,9 +435,14 @@ def _train_loop(config, workdir, stack: contextlib.ExitStack):
   t_start = time.time()
   info = data_lib.get_info(config.dataset)
   num_classes = info.num_classes
-  is_main = jax.process_index() == 0
+  is_main = distributed.is_main()
   mesh = make_mesh()
   repl = NamedSharding(mesh, P())
+  if config.batch_size % mesh.size:
+    raise UserError(
+        f'config.batch_size={config.batch_size}: must be a multiple of the '
+        f'{mesh.size} devices ({jax.process_count()} process(es)); it is the '
+        'global batch, split evenly across them')
 
   train_images, train_labels = _load_split(config, config.train_split)
   eval_images, eval_labels = _load_split(config, config.eval_split)
@@ -354,9 +450,6 @@ def _train_loop(config, workdir, stack: contextlib.ExitStack):
   spe = input_pipeline.steps_per_epoch(n_train, config.batch_size,
                                        config.train_split)
   total_steps = spe * config.num_epochs
-  if config.batch_size % mesh.size:
-    raise UserError(f'config.batch_size={config.batch_size}: must divide by '
-                    f'the {mesh.size} devices')
 
   tx = optim.create_optimizer(config, spe)
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
@@ -366,8 +459,7 @@ def _train_loop(config, workdir, stack: contextlib.ExitStack):
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
   stack.callback(writer.close)
 
-  graphdef, state = init_state(config, num_classes, tx)
-  state = jax.device_put(state, repl)
+  graphdef = model_graphdef(config, num_classes)
   elapsed_before = 0.0
   if latest is not None:
     state, meta = ckpt.restore(
@@ -377,13 +469,27 @@ def _train_loop(config, workdir, stack: contextlib.ExitStack):
                  latest, meta['iterator']['epoch'])
     writer.truncate_after(latest)
   else:
+    # Built on the devices, replicated: nothing crosses hosts.
+    state = jax.jit(lambda: init_state(config, num_classes, tx)[1],
+                    out_shardings=repl)()
     writer.truncate_after(-1)
 
   train_step = make_train_step(graphdef, tx, config, num_classes,
                                config.batch_size, mesh)
-  eval_step = make_eval_step(graphdef, num_classes, config.eval_batch_size)
-  images_dev = jax.device_put(train_images, repl)
-  labels_dev = jax.device_put(train_labels.astype(np.int32), repl)
+  eval_step = make_eval_step(graphdef, num_classes, config.eval_batch_size,
+                             config.get('tta_shift', 0))
+  # The images go to every device once; per epoch only indices follow.
+  images_dev = distributed.put_global(train_images, repl)
+  labels_dev = distributed.put_global(train_labels.astype(np.int32), repl)
+  perm_sharding = NamedSharding(mesh, P(None, 'data'))
+
+  def epoch_batches(epoch):
+    """(steps, batch) example indices of `epoch`, batch axis sharded."""
+    perm = np.asarray(input_pipeline.epoch_permutation(config.seed, epoch,
+                                                       n_train))
+    return distributed.put_global(
+        perm[:spe * config.batch_size].reshape(spe, config.batch_size),
+        perm_sharding)
   eval_data = input_pipeline.make_eval_data(eval_images, eval_labels,
                                             config.eval_batch_size, repl)
 
@@ -412,16 +518,25 @@ def _train_loop(config, workdir, stack: contextlib.ExitStack):
     check_finite(state)
     ckpt.save(int(state.step), state, meta(int(state.step)), metrics)
 
+  def stop_requested(sync_point: bool) -> bool:
+    """A signal to any process stops them all after the same step: with
+    several processes they agree at sync points (log steps, epoch ends)."""
+    if jax.process_count() == 1:
+      return stop.signum is not None
+    return sync_point and distributed.any_process(stop.signum is not None)
+
+  signal_name = lambda: signal.Signals(stop.signum or signal.SIGTERM).name
   interrupted = ''
   with _StopRequest() as stop:
     while step < total_steps and not interrupted:
       epoch = step // spe
-      perm = input_pipeline.epoch_permutation(config.seed, epoch, n_train)
+      perm = epoch_batches(epoch)
       t_epoch, t_log, step_log = time.time(), time.time(), step
+      stopping = False
       for i in range(step % spe, spe):
         state = train_step(state, images_dev, labels_dev, perm, i)
         step += 1
-        if step % config.log_every_steps == 0 and is_main:
+        if step % config.log_every_steps == 0:
           check_finite(state)
           now = time.time()
           rate = (step - step_log) / max(now - t_log, 1e-9)
@@ -429,14 +544,15 @@ def _train_loop(config, workdir, stack: contextlib.ExitStack):
                        step, total_steps, epoch + 1, rate,
                        (total_steps - step) / max(rate, 1e-9))
           t_log, step_log = now, step
-        if stop.signum is not None:
+        stopping = stop_requested(step % config.log_every_steps == 0)
+        if stopping:
           break
         if (config.checkpoint_every_steps
             and step % config.checkpoint_every_steps == 0 and i + 1 < spe):
           save(state)
-      if stop.signum is not None and step % spe:
+      if stopping and step % spe:
         save(state)
-        interrupted = signal.Signals(stop.signum).name
+        interrupted = signal_name()
         break
       # Epoch end: train metrics from the in-state sums, then eval.
       check_finite(state)
@@ -463,8 +579,8 @@ def _train_loop(config, workdir, stack: contextlib.ExitStack):
                    epoch_seconds[-1])
       summary['train'], summary['eval'] = train_m, eval_m
       save(state, {'accuracy': eval_m['accuracy']})
-      if stop.signum is not None:
-        interrupted = signal.Signals(stop.signum).name
+      if stop_requested(True):
+        interrupted = signal_name()
 
   if not interrupted and not summary['eval'] and step > 0:
     summary['eval'] = evaluate_arrays(eval_step, state, eval_data, num_classes)
@@ -504,35 +620,52 @@ def _write_plots(config, workdir, train_images, train_labels, eval_labels,
 
 
 def restore_for_inference(workdir: str, checkpoint_step: int = -1,
-                          prefer: str = 'latest'):
+                          prefer: str = 'latest', mesh: Mesh | None = None):
   """(config, graphdef, state, step) from a workdir's saved config.
 
   `checkpoint_step` < 0 picks the latest checkpoint (`prefer='latest'`) or
-  the best by eval accuracy (`prefer='best'`).
+  the best by eval accuracy (`prefer='best'`). The state is replicated over
+  `mesh` (default: all devices), whatever the device count it was saved on.
   """
   config = load_workdir_config(workdir)
   info = data_lib.get_info(config.dataset)
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
                                     read_only=True)
-  if checkpoint_step < 0:
-    step = ckpt.best_step() if prefer == 'best' else ckpt.latest_step()
-    if step is None:
-      raise UserError(f'{ckpt.directory}: no checkpoint found; train first')
-  else:
-    step = checkpoint_step
-  mesh = make_mesh()
-  repl = NamedSharding(mesh, P())
-  # Any optimizer with this config restores the same state tree.
-  tx = optim.create_optimizer(config, 1)
-  graphdef = split_model(nnx.eval_shape(
-      lambda: models.create_model(config.model, info.num_classes)))[0]
-  state, meta = ckpt.restore(
-      step, abstract_state(config, info.num_classes, tx, repl))
-  if meta.get('model') != config.model:
-    raise UserError(f'{ckpt.directory}/{step}: checkpoint of model '
-                    f'{meta.get("model")!r}, config says {config.model!r}')
-  ckpt.close()
+  try:  # Closing also on errors: no asyncio noise from Orbax at exit.
+    if checkpoint_step < 0:
+      step = ckpt.best_step() if prefer == 'best' else ckpt.latest_step()
+      if step is None:
+        raise UserError(f'{ckpt.directory}: no checkpoint found; train first')
+    else:
+      step = checkpoint_step
+    repl = NamedSharding(mesh or make_mesh(), P())
+    # Any optimizer with this config restores the same state tree.
+    tx = optim.create_optimizer(config, 1)
+    graphdef = model_graphdef(config, info.num_classes)
+    _check_checkpoint_model(ckpt, step, config.model)
+    state, meta = ckpt.restore(
+        step, abstract_state(config, info.num_classes, tx, repl))
+    if meta.get('model') != config.model:
+      raise UserError(f'{ckpt.directory}/{step}: checkpoint of model '
+                      f'{meta.get("model")!r}, config says {config.model!r}')
+  finally:
+    ckpt.close()
   return config, graphdef, state, step
+
+
+def _check_checkpoint_model(ckpt, step: int, model: str) -> None:
+  """A clear error for a checkpoint of another model, before restoring."""
+  if step not in ckpt.all_steps():
+    return  # `restore` names the available steps.
+  try:
+    saved = ckpt.restore_meta(step).get('model')
+  except Exception:  # pylint: disable=broad-except
+    return  # Unreadable meta: `restore` reports it.
+  if saved is not None and saved != model:
+    raise UserError(f'{ckpt.directory}/{step}: checkpoint of model '
+                    f'{saved!r}, but {os.path.dirname(ckpt.directory)}/'
+                    f'config.json says {model!r}; expected a checkpoint of '
+                    'the same model')
 
 
 def evaluate(config: ml_collections.ConfigDict | None, workdir: str,
@@ -541,6 +674,9 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str,
 
   Writes `workdir/eval_<split>.json` and returns its contents.
   """
+  if load_workdir_config(workdir).model in KNN_METHODS:
+    from kmnist_jax import knn  # pylint: disable=g-import-not-at-top
+    return knn.evaluate(config, workdir)
   saved, graphdef, state, step = restore_for_inference(workdir,
                                                        checkpoint_step)
   config = config or saved
@@ -557,7 +693,8 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str,
   ev = input_pipeline.make_eval_data(images, labels, config.eval_batch_size,
                                      NamedSharding(mesh, P()))
   eval_step = make_eval_step(graphdef, info.num_classes,
-                             config.eval_batch_size)
+                             config.eval_batch_size,
+                             config.get('tta_shift', 0))
   result = evaluate_arrays(eval_step, state, ev, info.num_classes)
   result.update(
       split=split, dataset=config.dataset, checkpoint_step=step,
@@ -568,4 +705,25 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str,
     path = os.path.join(workdir, f'eval_{split_name(split)}.json')
     write_json_atomic(path, result)
     result['path'] = path
+  if config.write_plots:  # Every process computes the logits, 0 plots them.
+    _write_eval_plots(config, workdir, split, graphdef, state, images,
+                      labels, result)
   return result
+
+
+def _write_eval_plots(config, workdir, split, graphdef, state, images, labels,
+                      result):
+  """Confusion matrix and most confident mistakes under workdir/plots."""
+  try:
+    from kmnist_jax import plots  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  logits = compute_logits(make_logits_fn(graphdef), state, images,
+                          config.eval_batch_size)
+  if not distributed.is_main():
+    return
+  probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+  classes = data_lib.class_map(config.dataset, config.data_dir or None)
+  tag = ' (offline proxy)' if config.train_split == 'test[:8000]' else ''
+  result['plots'] = plots.write_eval_plots(workdir, split, images, labels,
+                                           probs, classes, result, tag)

@@ -42,3 +42,39 @@ def real_data_dir() -> pathlib.Path:
     pytest.skip(f'real KMNIST files not available: {directory} lacks '
                 'kmnist-test-imgs.npz')
   return directory
+
+
+def make_learnable_dir(directory: pathlib.Path, n_train=320, n_test=200,
+                       seed=0) -> pathlib.Path:
+  """KMNIST-named files whose class is a bright 6x6 patch position + noise."""
+  directory.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  for split, n in (('train', n_train), ('test', n_test)):
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(labels):
+      r, col = 2 + 8 * (c // 4), 2 + 6 * (c % 4)
+      images[i, r:r + 6, col:col + 6] = 250
+    np.savez_compressed(directory / f'kmnist-{split}-imgs.npz', images)
+    np.savez_compressed(directory / f'kmnist-{split}-labels.npz', labels)
+  return directory
+
+
+@pytest.fixture(scope='session')
+def learnable_data_dir(tmp_path_factory) -> pathlib.Path:
+  """`make_learnable_dir` once per session (train 320, test 200)."""
+  return make_learnable_dir(tmp_path_factory.mktemp('learnable'))
+
+
+def pytest_terminal_summary(terminalreporter):
+  """Prints the seeds of the fault-injection tests (tests/faults)."""
+  lines = []
+  for reports in terminalreporter.stats.values():
+    for report in reports:
+      for name, value in getattr(report, 'user_properties', ()):
+        if name == 'fault_seed' and getattr(report, 'when', '') == 'call':
+          lines.append(f'{report.nodeid}: {value}')
+  if lines:
+    terminalreporter.write_sep('-', 'fault injection seeds')
+    for line in lines:
+      terminalreporter.write_line(line)

@@ -1,0 +1,390 @@
+"""Reproduce the rois-codh benchmark table: run configs over seeds, write tables.
+
+On a machine with the full KMNIST and K49 data, one command runs every row
+over 3 seeds and writes experiments/results/full.md and .csv:
+
+  python experiments/reproduce.py --name full --seeds 3
+
+The offline proxy (KMNIST test set only), with per-config epoch caps:
+
+  python experiments/reproduce.py --name proxy --variant proxy --seeds 3 \
+      --datasets kmnist --override resnet_preact20_cutout:num_epochs=4
+
+`--collect` only rebuilds the table from finished workdirs. Runs live in
+`--workdir_root/<variant>/<config>/seed<S>`; a finished run (its
+`reproduce.json`) is not run again, an interrupted one resumes.
+`--override [CONFIG:]FIELD=VALUE` changes a config field for every config or
+for one; `--skip CONFIG=REASON` leaves a config out and prints the reason in
+its cell. The table shows the epochs actually run (and the recipe's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import shlex
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+  sys.path.insert(0, str(REPO))
+
+from kmnist_jax import configlib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from kmnist_jax import data as data_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from kmnist_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from kmnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+CONFIG_DIR = REPO / 'configs'
+RESULTS_DIR = REPO / 'experiments' / 'results'
+SIDECAR = 'reproduce.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One row of the rois-codh table; '' configs: published only."""
+  model: str
+  kmnist_config: str
+  k49_config: str
+  kmnist_published: str
+  k49_published: str
+  no_config_reason: str = ''
+
+
+_OLD = '*'  # Published on the pre-2019-02-05 data release.
+ROWS = (
+    Row('4-Nearest Neighbour Baseline', 'knn', 'k49_knn', '92.10%', '83.65%'),
+    Row('PCA + 4-kNN', 'pca_knn', 'k49_pca_knn', '93.98%', '86.80%'),
+    Row('Tuned SVM (RBF kernel)', '', '', '92.82%' + _OLD, '85.61%' + _OLD,
+        'no config: the SVM row is not reproduced'),
+    Row('Keras Simple CNN Benchmark', 'keras_cnn', 'k49_keras_cnn', '94.63%',
+        '89.36%'),
+    Row('PreActResNet-18', 'preact_resnet18', 'k49_preact_resnet18',
+        '97.82%' + _OLD, '96.64%' + _OLD),
+    Row('PreActResNet-18 + Input Mixup', 'preact_resnet18_mixup',
+        'k49_preact_resnet18_mixup', '98.41%' + _OLD, '97.04%' + _OLD),
+    Row('PreActResNet-18 + Manifold Mixup', 'preact_resnet18_manifold_mixup',
+        'k49_preact_resnet18_manifold_mixup', '98.83%' + _OLD,
+        '97.33%' + _OLD),
+    Row('ResNet18 + VGG Ensemble', '', '', '98.90%' + _OLD, '',
+        'no config: ensemble of other architectures, not reproduced'),
+    Row('DenseNet-100 (k=12)', '', '', '', '97.32%',
+        'no config: not reproduced'),
+    Row('ResNet-preact-20, Cutout 14 (hysts)', 'resnet_preact20_cutout',
+        'k49_resnet_preact20_cutout', '99.18%' + _OLD, ''),
+    Row('Shake-Shake-26 2x96d (S-S-I), Cutout 14', 'shake_shake26',
+        'k49_shake_shake26', '99.34%' + _OLD, '98.29%'),
+    Row('Ours: best recipe (configs/best.py)', 'best', 'k49_best', '', ''),
+)
+FOOTNOTE = ('Published numbers: rois-codh/kmnist README table (hysts README '
+            'for ResNet-preact-20); * = obtained on the pre-2019-02-05 data '
+            'release. KMNIST: top-1 accuracy; K49: balanced accuracy.')
+
+
+def machine() -> str:
+  """Device description: accelerator kind, or the CPU model and cores."""
+  import jax  # pylint: disable=g-import-not-at-top
+  dev = jax.devices()[0]
+  if dev.platform != 'cpu':
+    return f'{jax.device_count()} x {dev.device_kind}'
+  model = platform.processor() or 'CPU'
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          model = line.split(':', 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return f'{model} CPU, {os.cpu_count()} cores'
+
+
+def parse_value(text: str, current):
+  """`text` as the type of the field's current value."""
+  if isinstance(current, bool):
+    if text.lower() not in ('true', 'false', '1', '0'):
+      raise UserError(f'--override: expected true/false, got {text!r}')
+    return text.lower() in ('true', '1')
+  if isinstance(current, int):
+    return int(text)
+  if isinstance(current, float):
+    return float(text)
+  return text
+
+
+def parse_overrides(items) -> dict[str, dict[str, str]]:
+  """['f=v', 'cfg:f=v'] -> {'': {'f': 'v'}, 'cfg': {'f': 'v'}}."""
+  out: dict[str, dict[str, str]] = {}
+  for item in items or ():
+    if '=' not in item:
+      raise UserError(f'--override {item!r}: expected [CONFIG:]FIELD=VALUE')
+    key, value = item.split('=', 1)
+    name, _, field = key.rpartition(':')
+    out.setdefault(name, {})[field] = value
+  return out
+
+
+def load_config(name: str, variant: str, seed: int, overrides: dict,
+                data_dir: str = ''):
+  """Config `name` with its `variant`, `seed` and the overrides for it."""
+  path = CONFIG_DIR / f'{name}.py'
+  if not path.is_file():
+    raise UserError(f'config {name!r}: {path} does not exist')
+  c = configlib.load_config_file(str(path), variant)
+  c.seed = seed
+  if data_dir:
+    c.data_dir = data_dir
+  for scope in ('', name):
+    for field, value in overrides.get(scope, {}).items():
+      if field not in c:
+        raise UserError(f'--override {field}: config {name} has no such field')
+      c[field] = parse_value(value, c[field])
+  return c
+
+
+def final_metrics(workdir: str) -> dict:
+  """The last 'test' record of metrics.jsonl, else the last 'eval' one."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  records = metrics_lib.read_metrics(path) if os.path.exists(path) else []
+  for split in ('test', 'eval'):
+    found = [r for r in records if r['split'] == split]
+    if found:
+      return found[-1]
+  raise UserError(f'{workdir}: no eval or test record in metrics.jsonl')
+
+
+def run_one(name: str, variant: str, seed: int, overrides: dict,
+            workdir: str, data_dir: str = '') -> dict:
+  """Trains (or resumes) one config/seed; writes and returns its sidecar."""
+  from kmnist_jax import train  # pylint: disable=g-import-not-at-top
+  sidecar = os.path.join(workdir, SIDECAR)
+  if os.path.exists(sidecar):
+    with open(sidecar) as f:
+      return json.load(f)
+  config = load_config(name, variant, seed, overrides, data_dir)
+  os.makedirs(os.path.dirname(workdir), exist_ok=True)
+  t0 = time.time()
+  _, summary = train.train_and_evaluate(config, workdir)
+  if summary['interrupted']:
+    raise KeyboardInterrupt(summary['interrupted'])
+  info = data_lib.get_info(config.dataset)
+  rec = final_metrics(workdir)
+  steps = summary['steps_per_epoch']
+  result = {
+      'config': name, 'variant': variant, 'seed': seed,
+      'dataset': config.dataset, 'metric': info.metric,
+      'value': rec[info.metric], 'split': rec['split'],
+      'epochs': (rec['step'] // steps) if steps else 0,
+      'recipe_epochs': load_config(name, '', seed, {}).num_epochs,
+      'trained': config.model not in train.KNN_METHODS,
+      'wall_time': rec.get('wall_time', time.time() - t0),
+      'device': machine(),
+      'release': data_lib.release_id(config.dataset, config.data_dir or None),
+      'checksums': data_lib.file_checksums(config.dataset, config.train_split,
+                                           config.data_dir or None),
+      'overrides': {k: v for s in ('', name)
+                    for k, v in overrides.get(s, {}).items()},
+  }
+  train.write_json_atomic(sidecar, result)
+  return result
+
+
+def _fmt_pct(values) -> str:
+  v = 100 * np.asarray(values, float)
+  if len(v) == 1:
+    return f'{v[0]:.2f}% (n=1)'
+  return f'{v.mean():.2f} ± {v.std(ddof=1):.2f}% (n={len(v)})'
+
+
+def _fmt_time(seconds: float) -> str:
+  if seconds < 120:
+    return f'{seconds:.0f} s'
+  if seconds < 7200:
+    return f'{seconds / 60:.1f} min'
+  return f'{seconds / 3600:.1f} h'
+
+
+def build_table(results: list[dict], skipped: dict[str, str],
+                datasets=('kmnist', 'k49'),
+                not_run: str = 'not run') -> pd.DataFrame:
+  """One row per benchmark row; results are sidecar dicts."""
+  by_config: dict[str, list[dict]] = {}
+  for r in results:
+    by_config.setdefault(r['config'], []).append(r)
+  rows = []
+  for row in ROWS:
+    out = {'model': row.model, 'KMNIST published': row.kmnist_published or '—'}
+    epochs, walls, devices, releases = [], [], set(), set()
+    nums = {}
+    for ds, cfg, pub in (('kmnist', row.kmnist_config, row.kmnist_published),
+                         ('k49', row.k49_config, row.k49_published)):
+      label = 'KMNIST' if ds == 'kmnist' else 'K49'
+      out[f'{label} published'] = pub or '—'
+      runs = sorted(by_config.get(cfg, []), key=lambda r: r['seed'])
+      if not cfg:
+        cell = row.no_config_reason
+      elif runs:
+        values = [r['value'] for r in runs]
+        cell = _fmt_pct(values)
+        nums[ds] = values
+        e = runs[0]
+        if e['trained']:
+          capped = '' if e['epochs'] == e['recipe_epochs'] else (
+              f' of {e["recipe_epochs"]}')
+          epochs.append(f'{label} {e["epochs"]}{capped}')
+        walls.append(f'{label} {_fmt_time(np.mean([r["wall_time"] for r in runs]))}')
+        devices.update(r['device'] for r in runs)
+        releases.update(f'{ds} {r["release"]}' for r in runs)
+      elif cfg in skipped:
+        cell = f'skipped: {skipped[cfg]}'
+      elif ds not in datasets:
+        cell = not_run
+      else:
+        cell = 'not run'
+      out[f'{label} ours'] = cell
+    out['epochs'] = ', '.join(epochs) or '—'
+    out['wall time / run'] = ', '.join(walls) or '—'
+    out['device'] = '; '.join(sorted(devices)) or '—'
+    out['dataset release (md5)'] = ', '.join(sorted(releases)) or '—'
+    for ds in ('kmnist', 'k49'):
+      v = 100 * np.asarray(nums.get(ds, []), float)
+      out[f'{ds}_mean'] = float(v.mean()) if len(v) else float('nan')
+      out[f'{ds}_std'] = float(v.std(ddof=1)) if len(v) > 1 else float('nan')
+      out[f'{ds}_n'] = len(v)
+    rows.append(out)
+  columns = ['model', 'KMNIST published', 'KMNIST ours', 'K49 published',
+             'K49 ours', 'epochs', 'wall time / run', 'device',
+             'dataset release (md5)']
+  numeric = [f'{ds}_{s}' for ds in ('kmnist', 'k49')
+             for s in ('mean', 'std', 'n')]
+  return pd.DataFrame(rows, columns=columns + numeric)
+
+
+def to_markdown(df: pd.DataFrame, title: str, notes: list[str]) -> str:
+  cols = [c for c in df.columns if not c.endswith(('_mean', '_std', '_n'))]
+  esc = lambda v: str(v).replace('|', '\\|')
+  lines = [f'# {title}', '', '| ' + ' | '.join(cols) + ' |',
+           '|' + '---|' * len(cols)]
+  for _, r in df.iterrows():
+    lines.append('| ' + ' | '.join(esc(r[c]) for c in cols) + ' |')
+  lines += [''] + [f'* {n}' for n in notes] + ['']
+  return '\n'.join(lines)
+
+
+def write_table(df: pd.DataFrame, name: str, title: str, notes: list[str],
+                out_dir: pathlib.Path = RESULTS_DIR) -> tuple[str, str]:
+  out_dir.mkdir(parents=True, exist_ok=True)
+  md, csv = out_dir / f'{name}.md', out_dir / f'{name}.csv'
+  md.write_text(to_markdown(df, title, notes), encoding='utf-8')
+  df.to_csv(csv, index=False)
+  return str(md), str(csv)
+
+
+def _command_args(argv) -> str:
+  """argv as a shell would take it, without the --note lines."""
+  kept, skip_next = [], False
+  for a in argv:
+    if skip_next or a.startswith('--note='):
+      skip_next = False
+      continue
+    if a == '--note':
+      skip_next = True
+      continue
+    kept.append(a)
+  return shlex.join(kept)
+
+
+def configs_for(datasets) -> list[str]:
+  names = []
+  for row in ROWS:
+    for ds, cfg in (('kmnist', row.kmnist_config), ('k49', row.k49_config)):
+      if cfg and ds in datasets:
+        names.append(cfg)
+  return names
+
+
+def collect(root: str, variant: str, names) -> list[dict]:
+  """The sidecars of finished runs under root/variant/<config>/seed*."""
+  out = []
+  for name in names:
+    base = pathlib.Path(root) / (variant or 'full') / name
+    for sidecar in sorted(base.glob(f'seed*/{SIDECAR}')):
+      out.append(json.loads(sidecar.read_text()))
+  return out
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--name', default='full', help='results/<name>.md/.csv')
+  p.add_argument('--variant', default='', choices=['', 'proxy', 'smoke'])
+  p.add_argument('--seeds', type=int, default=3)
+  p.add_argument('--datasets', default='kmnist,k49')
+  p.add_argument('--configs', default='',
+                 help='comma-separated; default: every row of the datasets')
+  p.add_argument('--override', action='append', default=[])
+  p.add_argument('--skip', action='append', default=[],
+                 help='CONFIG=REASON: leave CONFIG out, say why')
+  p.add_argument('--workdir_root', default=str(REPO / 'workdirs' /
+                                              'reproduce'))
+  p.add_argument('--data_dir', default='')
+  p.add_argument('--collect', action='store_true',
+                 help='only rebuild the table from finished workdirs')
+  p.add_argument('--title', default='')
+  p.add_argument('--note', action='append', default=[],
+                 help='a line to add under the table')
+  p.add_argument('--out_dir', default=str(RESULTS_DIR))
+  args = p.parse_args(argv)
+  try:
+    datasets = [d for d in args.datasets.split(',') if d]
+    names = ([c for c in args.configs.split(',') if c] if args.configs
+             else configs_for(datasets))
+    overrides = parse_overrides(args.override)
+    skipped = dict(s.split('=', 1) for s in args.skip)
+    todo = [n for n in names if n not in skipped]
+    variant_dir = args.variant or 'full'
+    if not args.collect:
+      for name in todo:
+        for seed in range(args.seeds):
+          workdir = os.path.join(args.workdir_root, variant_dir, name,
+                                 f'seed{seed}')
+          r = run_one(name, args.variant, seed, overrides, workdir,
+                      args.data_dir)
+          print(f'{name} seed {seed}: {r["metric"]} {r["value"]:.4f} '
+                f'({r["epochs"]} epochs, {r["wall_time"]:.0f} s)', flush=True)
+    results = collect(args.workdir_root, args.variant, todo)
+    not_run = ('not run (no K49 data offline)' if args.variant == 'proxy'
+               else 'not run')
+    df = build_table(results, skipped, datasets, not_run)
+    title = args.title or (
+        f'Offline proxy on {machine()}: train test[:8000], evaluate '
+        'test[8000:], capped epochs (not KMNIST benchmark results)'
+        if args.variant == 'proxy' else
+        f'Benchmark reproduction ({args.variant or "full data"}) on '
+        f'{machine()}')
+    notes = [FOOTNOTE,
+             f'Ours: mean ± sample std over seeds 0..{args.seeds - 1} of the '
+             'final ' + ('eval (test[8000:])' if args.variant == 'proxy'
+                         else 'test') + ' metric. Epochs: run (of the '
+             'recipe\'s, when capped). Overrides: '
+             + (', '.join(args.override) or 'none') + '.',
+             'Command: `python experiments/reproduce.py '
+             + _command_args(argv if argv is not None else sys.argv[1:]) + '`'
+            ] + args.note
+    md, csv = write_table(df, args.name, title, notes,
+                          pathlib.Path(args.out_dir))
+    print(f'wrote {md} and {csv}')
+    return 0
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+
+
+if __name__ == '__main__':
+  sys.exit(main())

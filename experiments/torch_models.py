@@ -1,0 +1,269 @@
+"""PyTorch ports of seed_cnn, keras_cnn and preact_resnet18, and a timing worker.
+
+Runs in its own environment (torch is no dependency of kmnist_jax):
+
+  python3.11 -m venv V && V/bin/pip install torch==2.13.0 numpy
+  V/bin/python experiments/torch_models.py --data_dir /work/shared/data/kmnist
+
+`experiments/throughput.py` starts it as a subprocess and sends one JSON
+command a line on stdin; each answer is one JSON line on stdout. The worker
+blocks between commands, so the two frameworks never run at the same time.
+Commands:
+
+  {"cmd": "train", "model": M, "batch": B, "steps": N}  -> {"seconds": s}
+  {"cmd": "eval", "model": M, "batch": B, "steps": N}   -> {"seconds": s}
+  {"cmd": "tta", "target": 0.93, "max_epochs": E}       -> {"seconds": s, ...}
+  {"cmd": "info"}                                       -> versions, threads
+  {"cmd": "quit"}
+
+The models match `kmnist_jax.models` / `kmnist_jax.resnets` layer by layer
+(same shapes, initializers, dropout rates and BatchNorm settings); the
+optimizers match the configs: seed_cnn Adam, keras_cnn Adadelta, preact_resnet18
+SGD with momentum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+_BN = dict(momentum=0.1, eps=1e-5)
+
+
+class SeedCNN(nn.Module):
+
+  def __init__(self, num_classes=10):
+    super().__init__()
+    self.conv1 = nn.Conv2d(1, 16, 5)
+    self.bn1 = nn.BatchNorm2d(16, **_BN)
+    self.conv2 = nn.Conv2d(16, 32, 4, stride=2, padding=1)
+    self.bn2 = nn.BatchNorm2d(32, **_BN)
+    self.head = nn.Linear(3 * 3 * 32, num_classes)
+
+  def forward(self, x):
+    x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+    x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+    x = F.dropout(x, 0.2, self.training)
+    return self.head(x.flatten(1))
+
+
+class KerasCNN(nn.Module):
+
+  def __init__(self, num_classes=10):
+    super().__init__()
+    self.conv1 = nn.Conv2d(1, 32, 3)
+    self.conv2 = nn.Conv2d(32, 64, 3)
+    self.fc1 = nn.Linear(12 * 12 * 64, 128)
+    self.fc2 = nn.Linear(128, num_classes)
+    for m in self.modules():  # Keras defaults, as in kmnist_jax.
+      if isinstance(m, (nn.Conv2d, nn.Linear)):
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.zeros_(m.bias)
+
+  def forward(self, x):
+    x = F.relu(self.conv1(x))
+    x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+    x = F.dropout(x, 0.25, self.training)
+    x = F.relu(self.fc1(x.flatten(1)))
+    x = F.dropout(x, 0.5, self.training)
+    return self.fc2(x)
+
+
+def _conv(cin, cout, k, stride):
+  conv = nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, bias=False)
+  nn.init.kaiming_normal_(conv.weight, mode='fan_out', nonlinearity='relu')
+  return conv
+
+
+class PreActBlock(nn.Module):
+
+  def __init__(self, cin, cout, stride):
+    super().__init__()
+    self.bn1 = nn.BatchNorm2d(cin, **_BN)
+    self.conv1 = _conv(cin, cout, 3, stride)
+    self.bn2 = nn.BatchNorm2d(cout, **_BN)
+    self.conv2 = _conv(cout, cout, 3, 1)
+    self.shortcut = (_conv(cin, cout, 1, stride)
+                     if stride != 1 or cin != cout else None)
+
+  def forward(self, x):
+    out = F.relu(self.bn1(x))
+    short = self.shortcut(out) if self.shortcut is not None else out
+    out = self.conv1(out)
+    out = self.conv2(F.relu(self.bn2(out)))
+    return out + short
+
+
+class PreActResNet18(nn.Module):
+
+  def __init__(self, num_classes=10):
+    super().__init__()
+    self.stem = _conv(1, 64, 3, 1)
+    blocks, cin = [], 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+      for s in (stride, 1):
+        blocks.append(PreActBlock(cin, cout, s))
+        cin = cout
+    self.blocks = nn.Sequential(*blocks)
+    self.bn = nn.BatchNorm2d(512, **_BN)
+    self.head = nn.Linear(512, num_classes)
+
+  def forward(self, x):
+    x = self.blocks(self.stem(x))
+    x = F.relu(self.bn(x))
+    return self.head(x.mean((2, 3)))
+
+
+MODELS = {'seed_cnn': SeedCNN, 'keras_cnn': KerasCNN,
+          'preact_resnet18': PreActResNet18}
+
+
+def make_optimizer(name, params):
+  if name == 'seed_cnn':
+    return torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+  if name == 'keras_cnn':
+    return torch.optim.Adadelta(params, lr=1.0, rho=0.95, eps=1e-7)
+  return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+
+def load_test(data_dir):
+  imgs = np.load(os.path.join(data_dir, 'kmnist-test-imgs.npz'))['arr_0']
+  labels = np.load(os.path.join(data_dir, 'kmnist-test-labels.npz'))['arr_0']
+  return imgs, labels.astype(np.int64)
+
+
+class Worker:
+  """Keeps the data as uint8 tensors; batches are gathered and scaled per step
+  (the same work as kmnist_jax's on-device pipeline)."""
+
+  def __init__(self, data_dir):
+    imgs, labels = load_test(data_dir)
+    self.images = torch.from_numpy(imgs[:8000]).unsqueeze(1)  # (N, 1, 28, 28)
+    self.labels = torch.from_numpy(labels[:8000])
+    self.eval_images = torch.from_numpy(imgs[8000:]).unsqueeze(1)
+    self.eval_labels = torch.from_numpy(labels[8000:])
+    self.cache = {}
+
+  def _model(self, name):
+    if name not in self.cache:
+      torch.manual_seed(0)
+      model = MODELS[name]()
+      self.cache[name] = (model, make_optimizer(name, model.parameters()))
+    return self.cache[name]
+
+  def _batch(self, images, labels, idx):
+    return images[idx].float().div_(255.0), labels[idx]
+
+  def train(self, name, batch, steps):
+    model, opt = self._model(name)
+    model.train()
+    gen = torch.Generator().manual_seed(0)
+    n = len(self.images)
+
+    def step():
+      idx = torch.randint(0, n, (batch,), generator=gen)
+      x, y = self._batch(self.images, self.labels, idx)
+      opt.zero_grad(set_to_none=True)
+      loss = F.cross_entropy(model(x), y)
+      loss.backward()
+      opt.step()
+      return loss
+
+    step()  # Warm-up: allocator and oneDNN primitive caches.
+    t = time.perf_counter()
+    for _ in range(steps):
+      loss = step()
+    loss.item()
+    return {'seconds': time.perf_counter() - t}
+
+  def eval(self, name, batch, steps):
+    model, _ = self._model(name)
+    model.eval()
+    n = len(self.eval_images)
+    with torch.inference_mode():
+      def step(i):
+        idx = torch.arange(i * batch, (i + 1) * batch) % n
+        x, _ = self._batch(self.eval_images, self.eval_labels, idx)
+        return model(x).argmax(-1)
+      step(0)
+      t = time.perf_counter()
+      for i in range(steps):
+        out = step(i)
+      out.sum().item()
+    return {'seconds': time.perf_counter() - t}
+
+  def tta(self, target, max_epochs, batch=128, eval_batch=1000, seed=0):
+    """keras_cnn recipe on test[:8000] until test[8000:] accuracy >= target."""
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    model = KerasCNN()
+    opt = make_optimizer('keras_cnn', model.parameters())
+    n = len(self.images)
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    for epoch in range(1, max_epochs + 1):
+      model.train()
+      perm = torch.randperm(n, generator=gen)
+      for s in range(n // batch):
+        x, y = self._batch(self.images, self.labels,
+                           perm[s * batch:(s + 1) * batch])
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+      model.eval()
+      correct = 0
+      with torch.inference_mode():
+        for i in range(0, len(self.eval_images), eval_batch):
+          x = self.eval_images[i:i + eval_batch].float().div_(255.0)
+          pred = model(x).argmax(-1)
+          correct += int((pred == self.eval_labels[i:i + eval_batch]).sum())
+      acc = correct / len(self.eval_images)
+      history.append({'epoch': epoch, 'accuracy': acc,
+                      'seconds': time.perf_counter() - t0})
+      if acc >= target:
+        return {'seconds': time.perf_counter() - t0, 'epochs': epoch,
+                'accuracy': acc, 'history': history}
+    return {'seconds': None, 'epochs': None, 'accuracy': acc,
+            'history': history}
+
+
+def info():
+  return {'torch': torch.__version__, 'python': sys.version.split()[0],
+          'threads': torch.get_num_threads(),
+          'mkldnn': torch.backends.mkldnn.is_available()}
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--data_dir', required=True)
+  args = parser.parse_args()
+  worker = Worker(args.data_dir)
+  print(json.dumps({'ready': True}), flush=True)
+  for line in sys.stdin:
+    cmd = json.loads(line)
+    kind = cmd.pop('cmd')
+    if kind == 'quit':
+      break
+    if kind == 'info':
+      out = info()
+    elif kind == 'train':
+      out = worker.train(cmd['model'], cmd['batch'], cmd['steps'])
+    elif kind == 'eval':
+      out = worker.eval(cmd['model'], cmd['batch'], cmd['steps'])
+    elif kind == 'tta':
+      out = worker.tta(cmd['target'], cmd['max_epochs'])
+    else:
+      out = {'error': f'unknown command {kind!r}'}
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,70 @@
+"""Sanity checks of experiments/throughput.py's pure helpers (nothing timed)."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'experiments',
+                     'throughput.py')
+
+
+@pytest.fixture(scope='module')
+def tp():
+  spec = importlib.util.spec_from_file_location('throughput', _PATH)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_rates_and_ratios(tp):
+  assert tp.rate(100, [2.0, 1.0, 4.0]) == 50.0  # Median of the seconds.
+  assert tp.rate(100, []) is None
+  assert tp.ratio(3.0, 2.0) == 1.5
+  assert tp.ratio(None, 2.0) is None
+  assert tp.fmt(None) == 'n/a'
+  assert tp.fmt(1234.4) == '1234'
+
+
+def test_parse_args(tp):
+  args = tp.parse_args(['--sections', 'train,tta', '--models', 'keras_cnn',
+                        '--batches', '128', '--torch_python', ''])
+  assert args.sections == ['train', 'tta']
+  assert args.models == ['keras_cnn'] and args.batches == [128]
+  with pytest.raises(SystemExit):
+    tp.parse_args(['--sections', 'nope'])
+
+
+def test_missing_torch_is_a_note(tp):
+  notes = []
+  assert tp.start_torch('/nonexistent/python', '/tmp', notes) is None
+  assert 'skipped' in notes[0]
+
+
+def test_write_report(tp, tmp_path):
+  results = dict(
+      command='throughput.py', date='today', repeats=3, notes=['a note'],
+      peak_gflops=200.0,
+      machine=dict(cpu='cpu', cores=2, python='3.12', jax='0', flax='0'),
+      throughput=[dict(model='keras_cnn', kind='train', batch=128,
+                       jax_img_s=3000.0, torch_img_s=2000.0, ratio=1.5,
+                       jax_peak_frac=0.5, torch_peak_frac=None)],
+      overhead=dict(model='keras_cnn', batch=128, steps_per_epoch=62,
+                    overhead=0.02),
+      tta=[dict(jax=dict(seconds=10.0, epochs=4), torch=dict(seconds=None))])
+  out = str(tmp_path / 'r')
+  tp.write_report(out, results)
+  md = open(out + '.md').read()
+  assert '| keras_cnn | train | 128 | 3000 | 2000 | 1.50 | 50 | n/a |' in md
+  assert '+2.0%' in md and 'a note' in md
+  assert json.load(open(out + '.json'))['peak_gflops'] == 200.0
+
+
+def test_peak_fractions(tp):
+  results = dict(peak_gflops=100.0, throughput=[
+      dict(flops_per_image=1e6, jax_img_s=50_000.0, torch_img_s=None)])
+  tp.add_peak_fractions(results)
+  row = results['throughput'][0]
+  assert row['jax_peak_frac'] == pytest.approx(0.5)
+  assert row['torch_peak_frac'] is None
