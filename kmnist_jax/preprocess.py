@@ -127,13 +127,18 @@ def to_kmnist(image: Any) -> np.ndarray:
   cols = np.flatnonzero(((smooth - floor) * scale > INK_THRESHOLD).any(0))
   crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
   h, w = crop.shape
-  side = max(h, w)
-  square = np.zeros((side, side), np.float32)
-  top, left = (side - h) // 2, (side - w) // 2
-  square[top:top + h, left:left + w] = crop * 255.0
-  small = Image.fromarray(square, mode='F').resize(
-      (SIZE, SIZE), Image.Resampling.LANCZOS)
-  return np.clip(np.rint(np.asarray(small)), 0, 255).astype(np.uint8)
+  # Resize first, then centre in the 28x28 frame: padding the crop to a
+  # square before resizing would scale an odd padding split into a 2-pixel
+  # off-centre shift.
+  scale = SIZE / max(h, w)
+  new_h = min(SIZE, max(1, round(h * scale)))
+  new_w = min(SIZE, max(1, round(w * scale)))
+  small = Image.fromarray(crop * 255.0, mode='F').resize(
+      (new_w, new_h), Image.Resampling.LANCZOS)
+  out = np.zeros((SIZE, SIZE), np.float32)
+  top, left = (SIZE - new_h) // 2, (SIZE - new_w) // 2
+  out[top:top + new_h, left:left + new_w] = np.asarray(small)
+  return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def to_gray(image: Any) -> np.ndarray:
