@@ -18,6 +18,8 @@ from kmnist_jax import plots
 from kmnist_jax import preprocess
 from kmnist_jax import train
 
+from conftest import make_learnable_dir  # pylint: disable=g-bad-import-order
+
 KMNIST_CHARS = 'おきすつなはまやれを'
 K49_CHARS = ('あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめも'
              'やゆよらりるれろわゐゑをんゝ')
@@ -157,24 +159,10 @@ def test_sample_grid_of_49_classes_is_fast(tmp_path):
   assert render(fig) == []
 
 
-def learnable_dir(directory, n_train=256, n_test=100):
-  directory.mkdir()
-  rng = np.random.default_rng(0)
-  for split, n in (('train', n_train), ('test', n_test)):
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    for i, c in enumerate(labels):
-      r, col = 2 + 8 * (c // 4), 2 + 6 * (c % 4)
-      images[i, r:r + 6, col:col + 6] = 250
-    np.savez_compressed(directory / f'kmnist-{split}-imgs.npz', images)
-    np.savez_compressed(directory / f'kmnist-{split}-labels.npz', labels)
-  return directory
-
-
 def test_training_and_eval_write_their_plots(tmp_path):
   config = configlib.base_config()
   config.update(dict(
-      model='seed_cnn', data_dir=str(learnable_dir(tmp_path / 'data')),
+      model='seed_cnn', data_dir=str(make_learnable_dir(tmp_path / 'data', 256, 100)),
       train_split='train', eval_split='test', num_epochs=2, batch_size=32,
       eval_batch_size=64, log_every_steps=100, learning_rate=3e-3))
   workdir = str(tmp_path / 'w')
