@@ -139,7 +139,7 @@ class Predictor:
 
 
 def format_table(table: pd.DataFrame, top_k: int) -> str:
-  """The stdout table: path, then per k 'index U+XXXX char probability'."""
+  """The stdout table: path, then per k 'index U+304A お probability'."""
   width = max([len('path')] + [len(p) for p in table['path']])
   head = [f'{"path":<{width}}'] + [f'{"top" + str(k + 1):<20}'
                                    for k in range(top_k)]
