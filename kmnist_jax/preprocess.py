@@ -19,8 +19,8 @@ border ring has median 0. `to_kmnist` maps any grayscale image to that:
    becomes 255.
 4. Crop to the ink: the bounding box of the median-filtered pixels above 25%
    of the peak.
-5. Pad the crop to a square, centred, with black.
-6. Resize the square to 28x28 with Lanczos antialiasing.
+5. Resize the crop with Lanczos antialiasing so its longer side is 28 px.
+6. Centre it in a black 28x28 frame (the padding is split evenly).
 
 Colour images become grayscale by ITU-R 601 luma; transparent pixels are laid
 on white paper first. Images larger than `MAX_SIDE` on a side are shrunk on
