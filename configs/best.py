@@ -21,18 +21,10 @@ from kmnist_jax import configlib
 
 
 def get_config(arg=None):
-  c = configlib.base_config()
-  c.model = 'resnet_preact20'
-  c.num_epochs = 100
-  c.batch_size = 128
-  c.optimizer = 'sgd'
-  c.learning_rate = 0.2
-  c.momentum = 0.9
-  c.nesterov = True
-  c.weight_decay = 5e-4
-  c.lr_schedule = 'onecycle'
-  c.augment_translate = 2
-  c.cutout_size = 8
-  c.label_smoothing = 0.1
-  c.tta_shift = 1
+  # The ResNet-preact-20 recipe, shorter, with onecycle, translation,
+  # a smaller Cutout, label smoothing and TTA.
+  c = configlib.sibling_config(__file__, 'resnet_preact20_cutout.py',
+                               'kmnist', None)
+  c.update(dict(num_epochs=100, lr_schedule='onecycle', augment_translate=2,
+                cutout_size=8, label_smoothing=0.1, tta_shift=1))
   return configlib.apply_variant(c, arg)

@@ -81,7 +81,23 @@ class PreActBlock(nnx.Module):
     return out + short
 
 
-class PreActResNet18(nnx.Module):
+class _PreActNet(nnx.Module):
+  """stem -> stages of PreActBlocks -> BN-ReLU -> pool -> head, with the
+  manifold-mixup points before the stem (0) and after each stage (1, 2, ...).
+  """
+
+  def __call__(self, x, *, train: bool = False, dropout_key=None, mixup=None):
+    del dropout_key
+    x = self.stem(_mix(x, mixup, 0))
+    for k, stage in enumerate(self.stages):
+      for block in stage:
+        x = block(x, train)
+      x = _mix(x, mixup, k + 1)
+    x = nnx.relu(self.bn(x, use_running_average=not train))
+    return self.head(_head_pool(x))
+
+
+class PreActResNet18(_PreActNet):
   """PreActResNet-18 (KMNIST paper, manifold-mixup code)."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, dtype=None):
@@ -97,18 +113,8 @@ class PreActResNet18(nnx.Module):
     self.bn = _bn(512, rngs, dtype)
     self.head = nnx.Linear(512, num_classes, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, *, train: bool = False, dropout_key=None, mixup=None):
-    del dropout_key
-    x = self.stem(_mix(x, mixup, 0))
-    for k, stage in enumerate(self.stages):
-      for block in stage:
-        x = block(x, train)
-      x = _mix(x, mixup, k + 1)
-    x = nnx.relu(self.bn(x, use_running_average=not train))
-    return self.head(_head_pool(x))
 
-
-class ResNetPreAct(nnx.Module):
+class ResNetPreAct(_PreActNet):
   """hysts' ResNet-preact for 28x28 inputs: depth 6n+2, three stages."""
 
   def __init__(self, num_classes: int, depth: int = 20, base: int = 16, *,
@@ -126,16 +132,6 @@ class ResNetPreAct(nnx.Module):
     self.stages = nnx.List(blocks)
     self.bn = _bn(cin, rngs, dtype)
     self.head = nnx.Linear(cin, num_classes, dtype=dtype, rngs=rngs)
-
-  def __call__(self, x, *, train: bool = False, dropout_key=None, mixup=None):
-    del dropout_key
-    x = self.stem(_mix(x, mixup, 0))
-    for k, stage in enumerate(self.stages):
-      for block in stage:
-        x = block(x, train)
-      x = _mix(x, mixup, k + 1)
-    x = nnx.relu(self.bn(x, use_running_average=not train))
-    return self.head(_head_pool(x))
 
 
 def resnet_preact20(num_classes: int, *, rngs: nnx.Rngs, dtype=None):
