@@ -17,7 +17,7 @@ from kmnist_jax import train
 from kmnist_jax.metrics import read_metrics
 from kmnist_jax.errors import UserError
 
-from test_plots import learnable_dir
+from conftest import make_learnable_dir
 from test_preprocess import scan
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ COLUMNS = ['path'] + [f'top{k}_{c}' for k in (1, 2, 3)
 def tiny(tmp_path_factory):
   """(workdir, test images, labels) of seed_cnn trained on synthetic data."""
   root = tmp_path_factory.mktemp('tiny')
-  data_dir = learnable_dir(root / 'data')
+  data_dir = make_learnable_dir(root / 'data', 256, 100)
   config = configlib.base_config()
   config.update(dict(
       model='seed_cnn', data_dir=str(data_dir), train_split='train',
