@@ -49,6 +49,11 @@ KNN_METHODS = ('knn', 'pca_knn')  # Handled by kmnist_jax.knn, no training.
 # Fields that may change between a run and its resume.
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 
+# XLA compiler options of the train, eval and init jits (None: XLA's
+# defaults). The test suite sets LLVM optimisation level 0 for its `:smoke`
+# runs, which compile far longer than they run.
+COMPILER_OPTIONS: dict[str, Any] | None = None
+
 RESUMABLE_FIELDS = frozenset({
     'num_epochs', 'data_dir', 'eval_batch_size', 'test_split',
     'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
@@ -162,6 +167,7 @@ def make_train_step(graphdef, tx, config, num_classes: int, batch_size: int,
   # `perm` keeps its own sharding: (steps, batch) indices sharded
   # P(None, 'data') by the training loop, so each device gathers its rows.
   return jax.jit(step_fn, donate_argnums=(0,),
+                 compiler_options=COMPILER_OPTIONS,
                  in_shardings=(repl, repl, repl, None, repl),
                  out_shardings=repl)
 
@@ -169,7 +175,7 @@ def make_train_step(graphdef, tx, config, num_classes: int, batch_size: int,
 def make_logits_fn(graphdef):
   """Jitted eval-mode forward pass: (params, batch_stats, uint8) -> logits."""
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=COMPILER_OPTIONS)
   def logits_fn(params, batch_stats, images):
     model = nnx.merge(graphdef, params, batch_stats)
     return model(input_pipeline.to_float(images),
@@ -204,7 +210,8 @@ def make_eval_step(graphdef, num_classes: int, batch_size: int,
   """Jitted eval step accumulating (loss_sum, confusion) over batches;
   `tta_shift` > 0 averages probabilities over shifted views (augment)."""
 
-  @functools.partial(jax.jit, donate_argnums=(5,))
+  @functools.partial(jax.jit, donate_argnums=(5,),
+                     compiler_options=COMPILER_OPTIONS)
   def eval_step(params, batch_stats, images, labels, mask, acc, i):
     sl = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)
     x, y, m = sl(images), sl(labels), sl(mask)
@@ -471,7 +478,7 @@ def _train_loop(config, workdir, stack: contextlib.ExitStack):
   else:
     # Built on the devices, replicated: nothing crosses hosts.
     state = jax.jit(lambda: init_state(config, num_classes, tx)[1],
-                    out_shardings=repl)()
+                    out_shardings=repl, compiler_options=COMPILER_OPTIONS)()
     writer.truncate_after(-1)
 
   train_step = make_train_step(graphdef, tx, config, num_classes,
