@@ -18,6 +18,10 @@ Sections (`--sections`, comma-separated; default all):
 * `predict`: `--mode predict` wall time in fresh processes, cold and warm cache.
 * `tta`: time to 0.93 eval accuracy on the offline proxy with the keras_cnn
   recipe, compile included, JAX (the real CLI) against the PyTorch port.
+* `profile`: a `jax.profiler` trace of 10 train steps of keras_cnn (batch
+  128) and seed_cnn (batch 400); the XLA ops that take the most time per step,
+  with their shapes and what they compute. The traces stay in
+  `--out`_traces/ (open them in Perfetto; git ignores them).
 
 Writes `--out`.md and `--out`.json (machine, versions, command, results).
 The torch side is skipped with a note when `--torch_python` is missing.
@@ -31,6 +35,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,7 +47,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-SECTIONS = ('train', 'eval', 'overhead', 'compile', 'predict', 'tta')
+SECTIONS = ('train', 'eval', 'overhead', 'compile', 'predict', 'tta',
+            'profile')
 MODELS = ('seed_cnn', 'keras_cnn', 'preact_resnet18')
 # Steps per timed block: about one second of work per block on 2 cores.
 STEPS = {('seed_cnn', 128): 40, ('seed_cnn', 400): 15,
@@ -428,6 +434,85 @@ def run_tta(args, torch, results, notes):
     notes.append('tta: PyTorch side not measured.')
 
 
+PROFILE_RUNS = (('keras_cnn', 128), ('seed_cnn', 400))
+_RUNTIME_EVENTS = ('ThunkExecutor', 'PjitFunction', 'ParseArguments')
+
+
+def _hlo_ops(hlo_text: str) -> dict[str, str]:
+  """Instruction name -> 'shape op [jax op] {root of a fusion}' of a module."""
+  ops, roots, calls = {}, {}, {}
+  computation = None
+  for line in hlo_text.splitlines():
+    line = line.strip()
+    if line.endswith('{') and not line.startswith(('ROOT', '%')) or (
+        line.startswith('%') and ' = ' not in line and line.endswith('{')):
+      computation = line.lstrip('%').split(' ', 1)[0]
+      continue
+    if ' = ' not in line or not line.startswith(('%', 'ROOT %')):
+      continue
+    is_root = line.startswith('ROOT ')
+    name, rest = line.removeprefix('ROOT ')[1:].split(' = ', 1)
+    shape, _, tail = rest.partition(' ')
+    kind = tail.split('(', 1)[0]
+    desc = f'{shape} {kind}'
+    if 'window={' in rest:
+      desc += ' window=' + rest.split('window={', 1)[1].split('}', 1)[0]
+    if 'op_name="' in rest:
+      desc += ' [' + rest.split('op_name="', 1)[1].split('"', 1)[0] + ']'
+    if is_root and computation:
+      roots[computation] = desc
+    ops[name] = desc
+    if 'calls=%' in rest:
+      calls[name] = rest.split('calls=%', 1)[1].split(',', 1)[0].split(' ')[0]
+  for name, comp in calls.items():
+    if comp in roots:
+      ops[name] += ' {fused: ' + roots[comp].split(' ', 1)[1] + '}'
+  return ops
+
+
+def run_profile(args, data, results):
+  """Top XLA ops per train step, from a jax.profiler trace."""
+  import collections  # pylint: disable=g-import-not-at-top
+  import glob  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  rows = results.setdefault('profile', [])
+  steps = 10
+  for name, batch in PROFILE_RUNS:
+    bench = JaxBench(name, data)
+    step = bench._train_step(batch)  # pylint: disable=protected-access
+    ops = _hlo_ops(step.lower(bench.states[batch], bench.images, bench.labels,
+                              bench.perm, 0).compile().as_text())
+    bench.train(batch, 2)
+    trace_dir = f'{args.out}_traces/{name}_b{batch}'
+    with tempfile.TemporaryDirectory() as tmp:
+      jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+      wall = bench.train(batch, steps)
+      jax.profiler.stop_trace()
+      found = glob.glob(os.path.join(tmp, '**', '*.trace.json.gz'),
+                        recursive=True)
+      if not found:
+        results['notes'].append(f'profile: no trace written for {name}.')
+        continue
+      os.makedirs(trace_dir, exist_ok=True)
+      target = os.path.join(trace_dir, 'perfetto_trace.json.gz')
+      shutil.copy(found[0], target)
+    with gzip.open(target) as f:
+      events = json.load(f)
+    events = events['traceEvents'] if isinstance(events, dict) else events
+    total = collections.Counter()
+    for e in events:
+      if e.get('ph') == 'X' and e.get('name') in ops:
+        total[e['name']] += e.get('dur', 0) / 1e3 / steps  # ms per step
+    step_ms = 1e3 * wall / steps
+    top = [dict(op=op, ms=ms, share=ms / step_ms, what=ops[op])
+           for op, ms in total.most_common(8)]
+    rows.append(dict(model=name, batch=batch, step_ms=step_ms, top=top,
+                     trace=os.path.relpath(target, ROOT)))
+    print(f'profile {name} b{batch}: {step_ms:.1f} ms/step; ' + ', '.join(
+        f'{t["op"]} {t["ms"]:.1f} ms' for t in top[:4]), flush=True)
+
+
 # ----------------------------------------------------------------------------
 # Report.
 
@@ -513,6 +598,15 @@ def write_report(path: str, results: dict) -> None:
                f'proxy, compile included): JAX {fmt(tj["seconds"], ".1f")} s '
                f'(epoch {tj["epochs"]}), PyTorch {fmt(tt.get("seconds"), ".1f")}'
                f' s (epoch {tt.get("epochs")}).')
+  for r in results.get('profile', []):
+    out += ['', f'Profile of {r["model"]} training, batch {r["batch"]} '
+            f'({r["step_ms"]:.1f} ms/step under the tracer; the run wrote its '
+            f'trace to `{r["trace"]}`, not committed). The XLA ops that take the most time per step '
+            '(ops the thunk runtime runs concurrently overlap, so shares '
+            'can sum past 100%):', '',
+            md_table(['XLA op', 'ms/step', 'share of step', 'what it computes'],
+                     [[t['op'], fmt(t['ms'], '.1f'), fmt(100 * t['share'], '.0f')
+                       + '%', '`' + t['what'][:140] + '`'] for t in r['top']])]
   if results['notes']:
     out += ['', 'Notes:', ''] + [f'- {n}' for n in results['notes']]
   with open(path + '.md', 'w') as f:
@@ -572,6 +666,8 @@ def main(argv=None):
       run_predict(args, results, notes)
     if 'tta' in args.sections:
       run_tta(args, torch, results, notes)
+    if 'profile' in args.sections:
+      run_profile(args, data, results)
   finally:
     if torch:
       torch.close()
