@@ -68,3 +68,27 @@ def test_peak_fractions(tp):
   row = results['throughput'][0]
   assert row['jax_peak_frac'] == pytest.approx(0.5)
   assert row['torch_peak_frac'] is None
+
+
+def test_hlo_ops_names_fusions_by_their_root(tp):
+  hlo = '''HloModule jit_step_fn
+
+%fused_computation.1 (p0: f32[32,26,26,128], p1: f32[24,24,128,64]) -> f32[32,3,3,64] {
+  %p0 = f32[32,26,26,128]{3,2,1,0} parameter(0)
+  %p1 = f32[24,24,128,64]{3,2,1,0} parameter(1)
+  ROOT %convolution.3 = f32[32,3,3,64]{3,2,1,0} convolution(%p0, %p1), window={size=24x24}, dim_labels=b01f_01io->b01f
+}
+
+ENTRY %main.9 (a: f32[32,26,26,128], b: f32[24,24,128,64]) -> f32[32,3,3,64] {
+  %a = f32[32,26,26,128]{3,2,1,0} parameter(0)
+  %b = f32[24,24,128,64]{3,2,1,0} parameter(1)
+  ROOT %ynn_fusion.1 = f32[32,3,3,64]{3,2,1,0} fusion(%a, %b), kind=kCustom, calls=%fused_computation.1, metadata={op_name="jit(step_fn)/transpose(jvp())/conv"}
+}
+'''
+  ops = tp._hlo_ops(hlo)  # pylint: disable=protected-access
+  assert ops['ynn_fusion.1'] == (
+      'f32[32,3,3,64]{3,2,1,0} fusion [jit(step_fn)/transpose(jvp())/conv] '
+      '{fused: convolution window=size=24x24}')
+  assert ops['convolution.3'].startswith('f32[32,3,3,64]{3,2,1,0} convolution')
+  assert ops['a'] == 'f32[32,26,26,128]{3,2,1,0} parameter'
+  assert 'fused_computation.1' not in ops and 'main.9' not in ops
