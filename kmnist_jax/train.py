@@ -46,7 +46,6 @@ from kmnist_jax.errors import UserError
 _DROPOUT_STREAM = 2
 KNN_METHODS = ('knn', 'pca_knn')  # Handled by kmnist_jax.knn, no training.
 
-# Fields that may change between a run and its resume.
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 
 # XLA compiler options of the train, eval and init jits (None: XLA's
@@ -54,6 +53,7 @@ COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 # runs, which compile far longer than they run.
 COMPILER_OPTIONS: dict[str, Any] | None = None
 
+# Fields that may change between a run and its resume.
 RESUMABLE_FIELDS = frozenset({
     'num_epochs', 'data_dir', 'eval_batch_size', 'test_split',
     'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',

@@ -82,8 +82,8 @@ def test_fields_variants_and_docstring(name):
 @pytest.mark.parametrize('name', CONFIGS)
 def test_smoke_run(name, synthetic_dir, tmp_path, monkeypatch):
   # Two train steps compile far longer than they run: LLVM optimisation
-  # level 0 cuts the compile (shake-shake 54 s -> 33 s, the 20 runs on 2
-  # workers 226 s -> 121 s). Only these smoke runs use it.
+  # level 0 cuts the compile (shake-shake 54 s -> 28 s, the 20 runs on 2
+  # workers 226 s -> 93 s). Only these smoke runs use it.
   monkeypatch.setattr(train, 'COMPILER_OPTIONS',
                       {'xla_backend_optimization_level': 0})
   c = load(name, 'smoke')
