@@ -3,7 +3,6 @@
 import dataclasses
 import gzip
 import hashlib
-import http.server
 import os
 import pathlib
 import shutil
@@ -19,6 +18,8 @@ import pytest
 
 from kmnist_jax import data
 from kmnist_jax.errors import UserError
+
+from mirror_server import MirrorServer  # pylint: disable=g-bad-import-order
 
 REAL_MD5 = {
     'kmnist-test-imgs.npz': 'dace6de62ca8b90843cc45366337d02e',
@@ -72,74 +73,13 @@ def _local_info(directory: pathlib.Path, checksums: bool = True,
                              outdated_md5s={}, idx_files=idx_files)
 
 
-class _Server:
-  """http.server on 127.0.0.1 serving `root`, with scripted failures.
-
-  `plan[name]` is a list of modes used by successive requests for `name`:
-  'ok', '500', 'truncate' (Content-Length of the full body, half sent),
-  'wrong' (same length, different bytes) or 'pause' (half sent, then waits
-  for `release`).
-  """
-
-  def __init__(self, root: pathlib.Path):
-    self.root, self.plan, self.log = root, {}, []
-    self.release, self.paused = threading.Event(), threading.Event()
-    server = self
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-
-      def do_GET(self):  # noqa: N802
-        name = self.path.rsplit('/', 1)[-1]
-        server.log.append(name)
-        modes = server.plan.get(name)
-        mode = modes.pop(0) if modes else 'ok'
-        path = server.root / name
-        if mode == '500':
-          self.send_error(500, 'scripted failure')
-          return
-        if not path.is_file():
-          self.send_error(404)
-          return
-        body = path.read_bytes()
-        if mode == 'wrong':
-          body = bytes(b ^ 0xFF for b in body)
-        self.send_response(200)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        half = len(body) // 2
-        if mode in ('truncate', 'pause'):
-          self.wfile.write(body[:half])
-          self.wfile.flush()
-          if mode == 'truncate':
-            return
-          server.paused.set()
-          server.release.wait(10)
-          self.wfile.write(body[half:])
-          return
-        self.wfile.write(body)
-
-      def log_message(self, *args):
-        pass
-
-    self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/mirror'
-    self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                   args=(0.05,), daemon=True)
-    self.thread.start()
-
-  def close(self):
-    self.release.set()
-    self.httpd.shutdown()
-    self.httpd.server_close()
-
-
 @pytest.fixture
 def serve(monkeypatch):
   """serve(root) starts a server for `root` and points the mirror at it."""
   servers = []
 
-  def start(root: pathlib.Path) -> _Server:
-    server = _Server(root)
+  def start(root: pathlib.Path) -> MirrorServer:
+    server = MirrorServer(root)
     servers.append(server)
     monkeypatch.setenv(data.ENV_MIRROR, server.url)
     return server

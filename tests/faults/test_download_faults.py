@@ -3,61 +3,18 @@ run completes it (and removes the stale partial file). Served by a local
 http.server on 127.0.0.1 from the real files (skipped without them)."""
 
 import hashlib
-import http.server
 import os
-import pathlib
 import subprocess
 import sys
-import threading
 import time
 
 from kmnist_jax import data
 
 from faults import conftest as fc
+from mirror_server import MirrorServer
 
 _IMAGES = 'kmnist-test-imgs.npz'
 _LABELS = 'kmnist-test-labels.npz'
-
-
-class _HangingServer:
-  """Serves `root`; the first request for `hang` sends half, then hangs."""
-
-  def __init__(self, root: pathlib.Path, hang: str):
-    self.paused, self.release = threading.Event(), threading.Event()
-    server = self
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-
-      def do_GET(self):  # noqa: N802
-        name = self.path.rsplit('/', 1)[-1]
-        path = root / name
-        if not path.is_file():
-          self.send_error(404)
-          return
-        body = path.read_bytes()
-        self.send_response(200)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        if name == hang and not server.paused.is_set():
-          self.wfile.write(body[:len(body) // 2])
-          self.wfile.flush()
-          server.paused.set()
-          server.release.wait(60)
-          return
-        self.wfile.write(body)
-
-      def log_message(self, *args):
-        pass
-
-    self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/mirror'
-    threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
-                     daemon=True).start()
-
-  def close(self):
-    self.release.set()
-    self.httpd.shutdown()
-    self.httpd.server_close()
 
 
 def _md5(path):
@@ -67,7 +24,9 @@ def _md5(path):
 def test_download_killed_midway_then_rerun_completes(real_data_dir, tmp_path):
   data_dir, workdir = tmp_path / 'data', tmp_path / 'w'
   data_dir.mkdir()
-  server = _HangingServer(real_data_dir, _IMAGES)
+  # The first request for the images sends half, then hangs until close().
+  server = MirrorServer(real_data_dir, pause_s=60)
+  server.plan[_IMAGES] = ['pause']
   env = dict(fc.env(), KMNIST_JAX_MIRROR=server.url)
   cmd = [sys.executable, '-m', 'kmnist_jax.main', '--config',
          str(fc.REPO / 'configs' / 'seed_cnn.py:smoke'),
