@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from kmnist_jax import rng
 from kmnist_jax.errors import UserError
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 == Flax 0.9, eps 1e-5).
@@ -37,8 +38,10 @@ def _max_pool(x):
 def _dropout(x, rate, train, key):
   if not train or rate == 0.0:
     return x
-  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), 0.0)
+  keep = rng.bernoulli(key, 1.0 - rate, x.shape)  # == jax.random.bernoulli
+  # The same values as jnp.where(keep, x / (1 - rate), 0) for finite x, as a
+  # multiply: its gradient needs no broadcast zeros or select.
+  return x * keep.astype(x.dtype) / (1.0 - rate)
 
 
 class SeedCNN(nnx.Module):
