@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from kmnist_jax import conv
 from kmnist_jax import rng
 from kmnist_jax.errors import UserError
 
@@ -48,7 +49,11 @@ class SeedCNN(nnx.Module):
   """The original project's notebook CNN, without its double softmax."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, dtype=None):
-    self.conv1 = nnx.Conv(1, 16, (5, 5), padding='VALID', dtype=dtype, rngs=rngs)
+    # A sum of 25 shifted images on CPU (kmnist_jax.conv): seed_cnn steps
+    # 1.13-1.25x faster at batch 128, 1.02-1.09x at 400. keras_cnn keeps
+    # lax's conv1 (1.01-1.04x there), so its proxy figures stay bit-exact.
+    self.conv1 = nnx.Conv(1, 16, (5, 5), padding='VALID', dtype=dtype, rngs=rngs,
+                          conv_general_dilated=conv.conv_general_dilated)
     self.bn1 = nnx.BatchNorm(16, dtype=dtype, rngs=rngs, **_BN)
     self.conv2 = nnx.Conv(16, 32, (4, 4), strides=2, padding=((1, 1), (1, 1)),
                           dtype=dtype, rngs=rngs)

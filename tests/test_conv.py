@@ -1,0 +1,135 @@
+"""kmnist_jax.conv: the single-channel convolution equals lax's, values and grads."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax import lax
+
+from kmnist_jax import configlib
+from kmnist_jax import conv
+from kmnist_jax import models
+from kmnist_jax import optim
+from kmnist_jax import train
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _inputs(b, h, w, kh, kw, c, seed=0):
+  r = np.random.default_rng(seed)
+  x = jnp.asarray(r.random((b, h, w, 1), np.float32))
+  k = jnp.asarray(r.standard_normal((kh, kw, 1, c), np.float32) * 0.3)
+  return x, k
+
+
+def _both(x, k, padding):
+  ours = conv.conv_general_dilated(x, k, (1, 1), padding,
+                                   dimension_numbers=NHWC)
+  ref = lax.conv_general_dilated(x, k, (1, 1), padding,
+                                 dimension_numbers=NHWC)
+  return ours, ref
+
+
+@pytest.mark.parametrize('shape, padding', [
+    ((8, 28, 28, 5, 5, 16), 'VALID'),   # seed_cnn conv1
+    ((8, 28, 28, 3, 3, 32), 'VALID'),   # keras_cnn conv1
+    ((3, 28, 28, 3, 3, 64), ((1, 1), (1, 1))),
+    ((2, 9, 7, 2, 3, 5), 'SAME'),       # non-square, even kernel
+    ((2, 9, 7, 3, 2, 4), ((2, 0), (0, 3))),
+    ((1, 6, 6, 1, 1, 3), 'VALID'),      # 1x1
+])
+def test_values_and_gradients_equal_lax(shape, padding):
+  b, h, w, kh, kw, c = shape
+  x, k = _inputs(b, h, w, kh, kw, c)
+  ours, ref = jax.jit(_both, static_argnums=2)(x, k, padding)
+  assert ours.shape == ref.shape and ours.dtype == ref.dtype == jnp.float32
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+  g = jnp.asarray(np.random.default_rng(1).standard_normal(ref.shape,
+                                                           np.float32))
+
+  def grads(f):
+    return jax.jit(jax.grad(lambda x, k: jnp.vdot(f(x, k), g),
+                            argnums=(0, 1)))(x, k)
+
+  ours_dx, ours_dw = grads(lambda x, k: conv.conv_general_dilated(
+      x, k, (1, 1), padding, dimension_numbers=NHWC))
+  ref_dx, ref_dw = grads(lambda x, k: lax.conv_general_dilated(
+      x, k, (1, 1), padding, dimension_numbers=NHWC))
+  assert ours_dw.shape == k.shape and ours_dx.shape == x.shape
+  np.testing.assert_allclose(ours_dw, ref_dw, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(ours_dx, ref_dx, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('case', [
+    dict(cin=3),                               # more than one channel
+    dict(strides=(2, 2)),
+    dict(rhs_dilation=(2, 2)),
+    dict(lhs_dilation=(2, 1)),
+    dict(dtype=jnp.bfloat16),
+    dict(dimension_numbers=('NCHW', 'OIHW', 'NCHW')),
+])
+def test_other_convolutions_go_to_lax_unchanged(case):
+  """Only the supported case takes the fast path; the rest are lax's, bitwise."""
+  r = np.random.default_rng(2)
+  cin, dtype = case.get('cin', 1), case.get('dtype', jnp.float32)
+  dn = case.get('dimension_numbers', NHWC)
+  x = r.random((2, 12, 12, cin), np.float32)
+  k = r.standard_normal((3, 3, cin, 4), np.float32)
+  if dn[0] == 'NCHW':
+    x, k = x.transpose(0, 3, 1, 2), k.transpose(3, 2, 0, 1)
+  x, k = jnp.asarray(x, dtype), jnp.asarray(k, dtype)
+  kw = dict(lhs_dilation=case.get('lhs_dilation'),
+            rhs_dilation=case.get('rhs_dilation'), dimension_numbers=dn)
+  strides, pad = case.get('strides', (1, 1)), ((0, 0), (0, 0))
+  ours = conv.conv_general_dilated(x, k, strides, pad, **kw)
+  ref = lax.conv_general_dilated(x, k, strides, pad, **kw)
+  np.testing.assert_array_equal(np.asarray(ours, np.float32),
+                                np.asarray(ref, np.float32))
+  hlo = jax.jit(lambda x, k: conv.conv_general_dilated(
+      x, k, strides, pad, **kw)).lower(x, k).as_text()
+  assert 'convolution' in hlo
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='CPU fast path')
+def test_seed_cnn_train_step_takes_the_fast_path():
+  """nnx.Conv hands its NHWC numbers through: in the compiled train step,
+  conv1's forward pass is no convolution, and its sum is written once, not
+  fused into every BatchNorm/ReLU consumer (6 copies without the barrier)."""
+  config = configlib.load_config_file('configs/seed_cnn.py', 'proxy')
+  tx = optim.create_optimizer(config, 10)
+  graphdef, state = train.init_state(config, 10, tx)
+  step = train.make_train_step(graphdef, tx, config, 10, 8, train.make_mesh())
+  images = jnp.zeros((16, 28, 28), jnp.uint8)
+  labels = jnp.arange(16, dtype=jnp.int32) % 10
+  hlo = step.lower(state, images, labels, jnp.arange(16), 0).compile().as_text()
+  convs = re.findall(r'fused: convolution|\} convolution\(', hlo)
+  # conv2's forward, input and weight gradients; conv1's weight gradient.
+  assert len(convs) == 4, convs
+  tap_fusions = [c for c in re.split(r'\n(?=%\S+ \()', hlo)
+                 if c.count(' slice(') >= 25]
+  assert len(tap_fusions) == 1
+
+
+def test_seed_cnn_equals_lax_convolution():
+  """seed_cnn computes the same function, and gradients, as with lax's conv1."""
+  x = jax.random.uniform(jax.random.PRNGKey(3), (6, 28, 28, 1))
+  model = models.create_model('seed_cnn', 10, seed=4)
+  assert model.conv1.conv_general_dilated is conv.conv_general_dilated
+
+  def out_and_grad(model):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    def loss(params):
+      m = nnx.merge(graphdef, params, rest)
+      return m(x, train=False).sum()
+    return model(x, train=False), jax.grad(loss)(params)
+
+  fast, fast_g = out_and_grad(model)
+  model.conv1.conv_general_dilated = lax.conv_general_dilated
+  slow, slow_g = out_and_grad(model)
+  np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(fast, 0)
+  for a, b in zip(jax.tree.leaves(fast_g), jax.tree.leaves(slow_g)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
