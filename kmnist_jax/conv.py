@@ -115,5 +115,6 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   pads = _pad_pairs(padding, rhs.shape[:2], lhs.shape[1:3])
   x = lhs[..., 0]
   if any(p != (0, 0) for p in pads):
-    x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads])
+    x = lax.pad(x, jnp.zeros((), x.dtype),
+                [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads])
   return _single_channel_conv(x, rhs)

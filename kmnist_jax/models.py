@@ -52,7 +52,8 @@ class SeedCNN(nnx.Module):
     # A sum of 25 shifted images on CPU (kmnist_jax.conv): seed_cnn steps
     # 1.13-1.25x faster at batch 128, 1.02-1.09x at 400. keras_cnn keeps
     # lax's conv1 (1.01-1.04x there), so its proxy figures stay bit-exact.
-    self.conv1 = nnx.Conv(1, 16, (5, 5), padding='VALID', dtype=dtype, rngs=rngs,
+    self.conv1 = nnx.Conv(1, 16, (5, 5), padding='VALID', dtype=dtype,
+                          rngs=rngs,
                           conv_general_dilated=conv.conv_general_dilated)
     self.bn1 = nnx.BatchNorm(16, dtype=dtype, rngs=rngs, **_BN)
     self.conv2 = nnx.Conv(16, 32, (4, 4), strides=2, padding=((1, 1), (1, 1)),

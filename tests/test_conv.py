@@ -1,4 +1,4 @@
-"""kmnist_jax.conv: the single-channel convolution equals lax's, values and grads."""
+"""kmnist_jax.conv: the single-channel convolution equals lax's."""
 
 import re
 
@@ -72,7 +72,7 @@ def test_values_and_gradients_equal_lax(shape, padding):
     dict(dimension_numbers=('NCHW', 'OIHW', 'NCHW')),
 ])
 def test_other_convolutions_go_to_lax_unchanged(case):
-  """Only the supported case takes the fast path; the rest are lax's, bitwise."""
+  """Only the supported case takes the fast path; the rest are lax's."""
   r = np.random.default_rng(2)
   cin, dtype = case.get('cin', 1), case.get('dtype', jnp.float32)
   dn = case.get('dimension_numbers', NHWC)
