@@ -525,9 +525,11 @@ def machine_info(torch) -> dict:
     with open('/proc/cpuinfo') as f:
       cpu = next(l.split(':', 1)[1].strip() for l in f
                  if l.startswith('model name'))
+  from kmnist_jax import onednn  # pylint: disable=g-import-not-at-top
   info = dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
               jax=jax.__version__, flax=flax.__version__,
               xla_flags=os.environ.get('XLA_FLAGS', ''),
+              onednn=onednn.describe(),
               load_average_start=os.getloadavg())
   if torch:
     info['torch'] = torch('info')
@@ -560,6 +562,7 @@ def write_report(path: str, results: dict) -> None:
          f'Machine: {m["cpu"]}, {m["cores"]} cores. Python {m["python"]}, '
          f'jax {m["jax"]}, flax {m["flax"]}; torch {t.get("torch", "n/a")} '
          f'(Python {t.get("python", "n/a")}, {t.get("threads", "?")} threads). '
+         f'JAX convolution gradients: {m.get("onednn", "n/a")}. '
          f'Date: {results["date"]}. Load average (1, 5, 15 min) at start '
          f'{_load(m, "start")}, at end {_load(m, "end")}: other work on the '
          'machine slows both sides.', '',

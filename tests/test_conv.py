@@ -1,5 +1,6 @@
-"""kmnist_jax.conv: the single-channel convolution equals lax's."""
+"""kmnist_jax.conv and kmnist_jax.onednn: every route equals lax's conv."""
 
+import os
 import re
 
 import jax
@@ -12,10 +13,20 @@ from jax import lax
 from kmnist_jax import configlib
 from kmnist_jax import conv
 from kmnist_jax import models
+from kmnist_jax import onednn
 from kmnist_jax import optim
 from kmnist_jax import train
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+needs_onednn = pytest.mark.skipif(
+    not onednn.available(), reason='oneDNN FFI not available here')
+
+
+@pytest.fixture
+def no_onednn(monkeypatch):
+  """Route 2/3 as on a machine without oneDNN."""
+  monkeypatch.setattr(onednn, 'available', lambda: False)
 
 
 def _inputs(b, h, w, kh, kw, c, seed=0):
@@ -41,7 +52,8 @@ def _both(x, k, padding):
     ((2, 9, 7, 3, 2, 4), ((2, 0), (0, 3))),
     ((1, 6, 6, 1, 1, 3), 'VALID'),      # 1x1
 ])
-def test_values_and_gradients_equal_lax(shape, padding):
+def test_single_channel_values_and_gradients_equal_lax(shape, padding,
+                                                     no_onednn):
   b, h, w, kh, kw, c = shape
   x, k = _inputs(b, h, w, kh, kw, c)
   ours, ref = jax.jit(_both, static_argnums=2)(x, k, padding)
@@ -64,15 +76,17 @@ def test_values_and_gradients_equal_lax(shape, padding):
 
 
 @pytest.mark.parametrize('case', [
-    dict(cin=3),                               # more than one channel
-    dict(strides=(2, 2)),
+    dict(cin=3, onednn=False),                 # more than one channel
+    dict(strides=(2, 2), onednn=False),
     dict(rhs_dilation=(2, 2)),
     dict(lhs_dilation=(2, 1)),
     dict(dtype=jnp.bfloat16),
     dict(dimension_numbers=('NCHW', 'OIHW', 'NCHW')),
 ])
-def test_other_convolutions_go_to_lax_unchanged(case):
-  """Only the supported case takes the fast path; the rest are lax's."""
+def test_other_convolutions_go_to_lax_unchanged(case, monkeypatch):
+  """Only the supported cases take a fast route; the rest are lax's."""
+  if not case.get('onednn', True):
+    monkeypatch.setattr(onednn, 'available', lambda: False)
   r = np.random.default_rng(2)
   cin, dtype = case.get('cin', 1), case.get('dtype', jnp.float32)
   dn = case.get('dimension_numbers', NHWC)
@@ -90,21 +104,53 @@ def test_other_convolutions_go_to_lax_unchanged(case):
                                 np.asarray(ref, np.float32))
   hlo = jax.jit(lambda x, k: conv.conv_general_dilated(
       x, k, strides, pad, **kw)).lower(x, k).as_text()
-  assert 'convolution' in hlo
+  assert 'convolution' in hlo and 'custom_call' not in hlo
 
 
-@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='CPU fast path')
-def test_seed_cnn_train_step_takes_the_fast_path():
-  """nnx.Conv hands its NHWC numbers through: in the compiled train step,
-  conv1's forward pass is no convolution, and its sum is written once, not
-  fused into every BatchNorm/ReLU consumer (6 copies without the barrier)."""
+def _seed_cnn_step_hlo():
   config = configlib.load_config_file('configs/seed_cnn.py', 'proxy')
   tx = optim.create_optimizer(config, 10)
   graphdef, state = train.init_state(config, 10, tx)
   step = train.make_train_step(graphdef, tx, config, 10, 8, train.make_mesh())
   images = jnp.zeros((16, 28, 28), jnp.uint8)
   labels = jnp.arange(16, dtype=jnp.int32) % 10
-  hlo = step.lower(state, images, labels, jnp.arange(16), 0).compile().as_text()
+  return step.lower(state, images, labels, jnp.arange(16), 0).compile(
+  ).as_text()
+
+
+@needs_onednn
+def test_seed_cnn_train_step_takes_its_gradients_from_onednn():
+  """Forward passes stay XLA's (conv1 as the 25-tap sum); both convolutions'
+  gradients come from oneDNN; conv1's input gradient is dropped."""
+  hlo = _seed_cnn_step_hlo()
+  convs = re.findall(r'fused: convolution|\} convolution\(', hlo)
+  assert len(convs) == 1, convs  # conv2's forward pass
+  tap_fusions = [c for c in re.split(r'\n(?=%\S+ \()', hlo)
+                 if c.count(' slice(') >= 25]
+  assert len(tap_fusions) == 1
+  calls = re.findall(r'custom_call_target="(kmnist_conv_\w+)"', hlo)
+  # conv1 (one input channel): weight gradient only; conv2: both at once.
+  assert sorted(calls) == sorted([onednn.BWD_WEIGHTS, onednn.BWD]), calls
+
+
+@needs_onednn
+def test_eval_forward_pass_is_xla_only():
+  config = configlib.load_config_file('configs/keras_cnn.py', 'proxy')
+  tx = optim.create_optimizer(config, 10)
+  graphdef, state = train.init_state(config, 10, tx)
+  logits_fn = train.make_logits_fn(graphdef)
+  hlo = logits_fn.lower(state.params, state.batch_stats,
+                        jnp.zeros((4, 28, 28), jnp.uint8)).as_text()
+  assert 'kmnist_conv' not in hlo
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='CPU fast path')
+def test_seed_cnn_train_step_takes_the_single_channel_path(no_onednn):
+  """Without oneDNN, nnx.Conv hands its NHWC numbers through: in the
+  compiled train step, conv1's forward pass is no convolution, and its sum is
+  written once, not fused into every BatchNorm/ReLU consumer (6 copies
+  without the barrier)."""
+  hlo = _seed_cnn_step_hlo()
   convs = re.findall(r'fused: convolution|\} convolution\(', hlo)
   # conv2's forward, input and weight gradients; conv1's weight gradient.
   assert len(convs) == 4, convs
@@ -113,11 +159,13 @@ def test_seed_cnn_train_step_takes_the_fast_path():
   assert len(tap_fusions) == 1
 
 
-def test_seed_cnn_equals_lax_convolution():
-  """seed_cnn computes the same function, and gradients, as with lax's conv1."""
+@pytest.mark.parametrize('name', ['seed_cnn', 'keras_cnn'])
+def test_models_equal_lax_convolutions(name):
+  """The CNNs compute the same function, and gradients, as with lax's convs."""
   x = jax.random.uniform(jax.random.PRNGKey(3), (6, 28, 28, 1))
-  model = models.create_model('seed_cnn', 10, seed=4)
+  model = models.create_model(name, 10, seed=4)
   assert model.conv1.conv_general_dilated is conv.conv_general_dilated
+  assert model.conv2.conv_general_dilated is conv.conv_general_dilated
 
   def out_and_grad(model):
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -128,8 +176,100 @@ def test_seed_cnn_equals_lax_convolution():
 
   fast, fast_g = out_and_grad(model)
   model.conv1.conv_general_dilated = lax.conv_general_dilated
+  model.conv2.conv_general_dilated = lax.conv_general_dilated
   slow, slow_g = out_and_grad(model)
   np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
   assert not np.allclose(fast, 0)
   for a, b in zip(jax.tree.leaves(fast_g), jax.tree.leaves(slow_g)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+# --- route 1: oneDNN ---------------------------------------------------------
+
+
+@needs_onednn
+@pytest.mark.parametrize('x_shape, w_shape, strides, padding', [
+    ((16, 26, 26, 32), (3, 3, 32, 64), (1, 1), 'VALID'),       # keras conv2
+    ((8, 28, 28, 1), (3, 3, 1, 32), (1, 1), 'VALID'),           # keras conv1
+    ((8, 12, 12, 16), (4, 4, 16, 32), (2, 2), ((1, 1), (1, 1))),  # seed conv2
+    ((3, 9, 7, 5), (3, 2, 5, 6), (1, 2), 'SAME'),     # asymmetric SAME pads
+    ((2, 10, 9, 4), (3, 3, 4, 3), (2, 3), ((2, 0), (0, 3))),  # crops a row
+    ((2, 12, 13, 3), (2, 2, 3, 4), (3, 3), 'VALID'),  # unused last rows
+    ((1, 6, 6, 7), (1, 1, 7, 5), (1, 1), 'VALID'),    # 1x1
+])
+def test_onednn_values_and_gradients_equal_lax(x_shape, w_shape, strides,
+                                               padding):
+  r = np.random.default_rng(5)
+  x = jnp.asarray(r.standard_normal(x_shape, np.float32))
+  w = jnp.asarray(r.standard_normal(w_shape, np.float32) * 0.2)
+
+  def ours(x, w):
+    return conv.conv_general_dilated(x, w, strides, padding,
+                                     dimension_numbers=NHWC)
+
+  def ref(x, w):
+    return lax.conv_general_dilated(x, w, strides, padding,
+                                    dimension_numbers=NHWC)
+
+  y, y_ref = jax.jit(ours)(x, w), jax.jit(ref)(x, w)
+  assert y.shape == y_ref.shape and y.dtype == jnp.float32
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  g = jnp.asarray(r.standard_normal(y_ref.shape, np.float32))
+  vjp = jax.jit(lambda f, x, w, g: jax.vjp(f, x, w)[1](g), static_argnums=0)
+  assert 'kmnist_conv_bwd' in vjp.lower(ours, x, w, g).as_text()
+  (dx, dw), (dx_ref, dw_ref) = vjp(ours, x, w, g), vjp(ref, x, w, g)
+  np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+  # A sum over batch and positions: float32 rounding grows with its length.
+  np.testing.assert_allclose(dw, dw_ref, rtol=1e-4,
+                             atol=1e-5 * float(jnp.abs(dw_ref).max()))
+  # Run to run, the same bits (training determinism rests on this).
+  np.testing.assert_array_equal(vjp(ours, x, w, g)[1], dw)
+  np.testing.assert_array_equal(jax.jit(ours)(x, w), y)
+
+
+@needs_onednn
+def test_onednn_under_grad_of_a_loss_and_eval_shape():
+  x = jnp.ones((2, 8, 8, 3))
+  w = jnp.full((3, 3, 3, 4), 0.1)
+  f = lambda w: conv.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                          dimension_numbers=NHWC).sum()
+  assert jax.eval_shape(f, w).shape == ()
+  dw = jax.grad(f)(w)
+  # Every weight sees the input's ones over the window positions it covers:
+  # 8x8 positions for the centre tap, 7x8 for edge taps, 7x7 for corners.
+  np.testing.assert_allclose(dw[1, 1], 2 * 64.0)
+  np.testing.assert_allclose(dw[0, 1], 2 * 56.0)
+  np.testing.assert_allclose(dw[0, 0], 2 * 49.0)
+
+
+def test_onednn_switch_and_missing_library(monkeypatch):
+  monkeypatch.setenv(onednn.ENV, '0')
+  assert onednn._reason_unavailable() == f'{onednn.ENV}=0'
+  monkeypatch.setenv(onednn.ENV, '1')
+  monkeypatch.setattr(onednn, 'find_libdnnl', lambda: None)
+  if jax.default_backend() == 'cpu':
+    assert 'onednn-cpu-gomp is not installed' in onednn._reason_unavailable()
+
+
+@pytest.mark.skipif(onednn.find_libdnnl() is None,
+                    reason='onednn-cpu-gomp not installed')
+def test_onednn_is_available_where_its_wheel_is_installed():
+  """Where the wheel is installed (Linux x86-64), the build must work: a
+  broken build would silently fall back to XLA's slower kernels."""
+  assert onednn.available(), onednn._status()
+
+
+@pytest.mark.skipif(onednn.find_libdnnl() is None,
+                    reason='onednn-cpu-gomp not installed')
+def test_build_is_cached_atomic_and_reports_compiler_errors(tmp_path,
+                                                           monkeypatch):
+  lib = onednn.find_libdnnl()
+  path = onednn.build(lib, cache_root=str(tmp_path))
+  mtime = os.stat(path).st_mtime_ns
+  assert onednn.build(lib, cache_root=str(tmp_path)) == path  # cached
+  assert os.stat(path).st_mtime_ns == mtime
+  assert os.listdir(tmp_path) == [os.path.basename(path)]
+  monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails
+  with pytest.raises(RuntimeError, match='false failed'):
+    onednn.build(lib, cache_root=str(tmp_path / 'other'))
+  assert os.listdir(tmp_path / 'other') == []  # no half-written library

@@ -1,0 +1,411 @@
+// The gradients of a 2-D convolution by oneDNN, as XLA FFI handlers (CPU,
+// float32, NHWC/HWIO), for y (N,OH,OW,O) = conv(x (N,H,W,C), w (KH,KW,C,O)).
+//
+// kmnist_jax.onednn compiles this file on first use; kmnist_jax.conv calls
+// it through jax.ffi. The handlers share one attribute set (stride_h,
+// stride_w, pad_top, pad_left; the bottom/right padding follows from the
+// shapes):
+//   kmnist_conv_bwd:           x, w, dy  -> dx, dw
+//   kmnist_conv_bwd_data:      dy, w     -> dx
+//   kmnist_conv_bwd_weights:   x, dy     -> dw
+// Each reorders its operands into the layouts oneDNN's kernels prefer
+// (blocked, nChw16c), runs the primitives and reorders the results back;
+// kmnist_conv_bwd reorders dy once for both. Plans are built once per shape
+// and cached. Calls are serialized: two OpenMP teams on a 2-core machine
+// would only slow each other down.
+//
+// Only the handful of oneDNN v3 C API entry points used here are declared
+// below, so no oneDNN headers are needed; the library is loaded at run time.
+
+#include <cstdint>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+extern "C" {
+typedef struct dnnl_engine* dnnl_engine_t;
+typedef struct dnnl_stream* dnnl_stream_t;
+typedef struct dnnl_memory_desc* dnnl_memory_desc_t;
+typedef const struct dnnl_memory_desc* const_dnnl_memory_desc_t;
+typedef struct dnnl_memory* dnnl_memory_t;
+typedef struct dnnl_primitive_desc* dnnl_primitive_desc_t;
+typedef struct dnnl_primitive* dnnl_primitive_t;
+typedef int64_t dnnl_dims_t[12];
+typedef struct {
+  int arg;
+  dnnl_memory_t memory;
+} dnnl_exec_arg_t;
+int dnnl_engine_create(dnnl_engine_t*, int kind, size_t index);
+int dnnl_stream_create(dnnl_stream_t*, dnnl_engine_t, unsigned flags);
+int dnnl_stream_wait(dnnl_stream_t);
+int dnnl_memory_desc_create_with_strides(dnnl_memory_desc_t*, int ndims,
+                                         const dnnl_dims_t dims, int dtype,
+                                         const dnnl_dims_t strides);
+int dnnl_memory_desc_create_with_tag(dnnl_memory_desc_t*, int ndims,
+                                     const dnnl_dims_t dims, int dtype,
+                                     int tag);
+int dnnl_memory_desc_destroy(dnnl_memory_desc_t);
+int dnnl_memory_desc_equal(const_dnnl_memory_desc_t, const_dnnl_memory_desc_t);
+size_t dnnl_memory_desc_get_size(const_dnnl_memory_desc_t);
+int dnnl_memory_create(dnnl_memory_t*, const_dnnl_memory_desc_t,
+                       dnnl_engine_t, void* handle);
+int dnnl_memory_set_data_handle(dnnl_memory_t, void* handle);
+int dnnl_memory_get_memory_desc(const dnnl_memory_t,
+                                const_dnnl_memory_desc_t* memory_desc);
+int dnnl_convolution_forward_primitive_desc_create(
+    dnnl_primitive_desc_t*, dnnl_engine_t, int prop_kind, int alg_kind,
+    const_dnnl_memory_desc_t src, const_dnnl_memory_desc_t weights,
+    const_dnnl_memory_desc_t bias, const_dnnl_memory_desc_t dst,
+    const dnnl_dims_t strides, const dnnl_dims_t dilates,
+    const dnnl_dims_t padding_l, const dnnl_dims_t padding_r,
+    const void* attr);
+int dnnl_convolution_backward_data_primitive_desc_create(
+    dnnl_primitive_desc_t*, dnnl_engine_t, int alg_kind,
+    const_dnnl_memory_desc_t diff_src, const_dnnl_memory_desc_t weights,
+    const_dnnl_memory_desc_t diff_dst, const dnnl_dims_t strides,
+    const dnnl_dims_t dilates, const dnnl_dims_t padding_l,
+    const dnnl_dims_t padding_r, const dnnl_primitive_desc_t hint,
+    const void* attr);
+int dnnl_convolution_backward_weights_primitive_desc_create(
+    dnnl_primitive_desc_t*, dnnl_engine_t, int alg_kind,
+    const_dnnl_memory_desc_t src, const_dnnl_memory_desc_t diff_weights,
+    const_dnnl_memory_desc_t diff_bias, const_dnnl_memory_desc_t diff_dst,
+    const dnnl_dims_t strides, const dnnl_dims_t dilates,
+    const dnnl_dims_t padding_l, const dnnl_dims_t padding_r,
+    const dnnl_primitive_desc_t hint, const void* attr);
+int dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t*,
+                                       const_dnnl_memory_desc_t src,
+                                       dnnl_engine_t,
+                                       const_dnnl_memory_desc_t dst,
+                                       dnnl_engine_t, const void* attr);
+const_dnnl_memory_desc_t dnnl_primitive_desc_query_md(
+    const dnnl_primitive_desc_t, int what, int index);
+int dnnl_primitive_desc_destroy(dnnl_primitive_desc_t);
+int dnnl_primitive_create(dnnl_primitive_t*, const dnnl_primitive_desc_t);
+int dnnl_primitive_execute(const dnnl_primitive_t, dnnl_stream_t, int nargs,
+                           const dnnl_exec_arg_t* args);
+}
+
+namespace {
+
+namespace ffi = xla::ffi;
+
+// oneDNN v3 constants (stable across v3.x).
+constexpr int kCpu = 1, kF32 = 3, kTagAny = 1, kStreamInOrder = 1;
+constexpr int kForwardTraining = 64, kBackwardData = 160,
+              kBackwardWeights = 192, kConvolutionDirect = 1;
+constexpr int kQuerySrc = 129, kQueryDiffSrc = 130, kQueryWeights = 131,
+              kQueryDiffWeights = 132, kQueryDiffDst = 134;
+constexpr int kArgSrc = 1, kArgWeights = 33, kArgDiffSrc = 129,
+              kArgDiffDst = 145, kArgDiffWeights = 161;
+constexpr int kArgFrom = 1, kArgTo = 17;
+
+struct Engine {
+  dnnl_engine_t engine = nullptr;
+  dnnl_stream_t stream = nullptr;
+  bool ok = false;
+  Engine() {
+    ok = dnnl_engine_create(&engine, kCpu, 0) == 0 &&
+         dnnl_stream_create(&stream, engine, kStreamInOrder) == 0;
+  }
+};
+
+Engine& GetEngine() {
+  static Engine* e = new Engine();
+  return *e;
+}
+
+struct AlignedFree {
+  void operator()(void* p) const { std::free(p); }
+};
+
+// A tensor in oneDNN's preferred layout for one primitive argument, and the
+// reorder that fills it from (or empties it to) the caller's NHWC/HWIO buffer.
+struct Operand {
+  dnnl_memory_t user = nullptr;     // wraps the XLA buffer
+  dnnl_memory_t inner = nullptr;    // wraps `storage` (or the XLA buffer)
+  dnnl_primitive_t reorder = nullptr;
+  std::unique_ptr<void, AlignedFree> storage;
+
+  // `to_inner`: reorder user -> inner (an input); else inner -> user.
+  bool Init(const_dnnl_memory_desc_t user_md, const_dnnl_memory_desc_t want,
+            bool to_inner) {
+    Engine& e = GetEngine();
+    if (dnnl_memory_create(&user, user_md, e.engine, nullptr) != 0) return false;
+    if (dnnl_memory_desc_equal(user_md, want)) {
+      inner = user;
+      return true;
+    }
+    size_t bytes = (dnnl_memory_desc_get_size(want) + 63) / 64 * 64;
+    storage.reset(std::aligned_alloc(64, bytes));
+    if (!storage ||
+        dnnl_memory_create(&inner, want, e.engine, storage.get()) != 0)
+      return false;
+    dnnl_primitive_desc_t pd;
+    if ((to_inner ? dnnl_reorder_primitive_desc_create(&pd, user_md, e.engine,
+                                                       want, e.engine, nullptr)
+                  : dnnl_reorder_primitive_desc_create(&pd, want, e.engine,
+                                                       user_md, e.engine,
+                                                       nullptr)) != 0)
+      return false;
+    bool ok = dnnl_primitive_create(&reorder, pd) == 0;
+    dnnl_primitive_desc_destroy(pd);
+    return ok;
+  }
+
+  bool Reorder(bool to_inner) {
+    if (!reorder) return true;
+    dnnl_exec_arg_t args[2] = {{kArgFrom, to_inner ? user : inner},
+                               {kArgTo, to_inner ? inner : user}};
+    return dnnl_primitive_execute(reorder, GetEngine().stream, 2, args) == 0;
+  }
+};
+
+enum Kind { kBwdData = 1, kBwdWeights = 2, kBwd = 3 };
+
+// Problem: x (N,H,W,C), w (KH,KW,C,O), y (N,OH,OW,O).
+using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, int64_t>;
+
+// What one handler call runs: reorders into oneDNN's layouts, one or two
+// convolutions, reorders back. Operands wrap the call's XLA buffers (inputs
+// first, then results, in the handler's order).
+struct Plan {
+  struct Step {
+    dnnl_primitive_t prim = nullptr;
+    std::vector<std::pair<int, int>> args;  // (oneDNN arg, operand index)
+  };
+  std::vector<std::unique_ptr<Operand>> ops;
+  std::vector<int> buffer;  // XLA buffer of each operand
+  std::vector<bool> input;
+  std::vector<Step> steps;
+
+  // An operand for XLA buffer `buf` in layout `want`; one reorder per buffer
+  // and layout, shared by the steps that read it.
+  int Add(int buf, const_dnnl_memory_desc_t user, const_dnnl_memory_desc_t want,
+          bool is_input) {
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const_dnnl_memory_desc_t have = nullptr;
+      if (buffer[i] == buf && input[i] == is_input &&
+          dnnl_memory_get_memory_desc(ops[i]->inner, &have) == 0 &&
+          dnnl_memory_desc_equal(have, want))
+        return static_cast<int>(i);
+    }
+    auto op = std::make_unique<Operand>();
+    if (!op->Init(user, want, is_input)) return -1;
+    ops.push_back(std::move(op));
+    buffer.push_back(buf);
+    input.push_back(is_input);
+    return static_cast<int>(ops.size()) - 1;
+  }
+};
+
+std::mutex& Mutex() {
+  static std::mutex* m = new std::mutex();
+  return *m;
+}
+
+std::map<Key, std::unique_ptr<Plan>>& Cache() {
+  static auto* c = new std::map<Key, std::unique_ptr<Plan>>();
+  return *c;
+}
+
+struct Descs {
+  dnnl_memory_desc_t x = nullptr, w = nullptr, y = nullptr;
+  dnnl_memory_desc_t ax = nullptr, aw = nullptr, ay = nullptr;
+  ~Descs() {
+    for (auto d : {x, w, y, ax, aw, ay})
+      if (d) dnnl_memory_desc_destroy(d);
+  }
+};
+
+struct PdDeleter {
+  void operator()(dnnl_primitive_desc* pd) const {
+    dnnl_primitive_desc_destroy(pd);
+  }
+};
+using Pd = std::unique_ptr<dnnl_primitive_desc, PdDeleter>;
+
+std::unique_ptr<Plan> Build(const Key& k) {
+  auto [kind, n, h, w, c, o, kh, kw, oh, ow, sh, sw, pt, pl] = k;
+  Engine& e = GetEngine();
+  if (!e.ok) return nullptr;
+  // Logical dims in oneDNN order (NCHW, OIHW), strides of NHWC and HWIO.
+  dnnl_dims_t xd = {n, c, h, w}, xs = {h * w * c, 1, w * c, c};
+  dnnl_dims_t yd = {n, o, oh, ow}, ys = {oh * ow * o, 1, ow * o, o};
+  dnnl_dims_t wd = {o, c, kh, kw}, ws = {1, o, kw * c * o, c * o};
+  dnnl_dims_t strides = {sh, sw}, dil = {0, 0}, pad_l = {pt, pl};
+  dnnl_dims_t pad_r = {(oh - 1) * sh + kh - h - pt, (ow - 1) * sw + kw - w - pl};
+  Descs d;
+  if (dnnl_memory_desc_create_with_strides(&d.x, 4, xd, kF32, xs) ||
+      dnnl_memory_desc_create_with_strides(&d.w, 4, wd, kF32, ws) ||
+      dnnl_memory_desc_create_with_strides(&d.y, 4, yd, kF32, ys) ||
+      dnnl_memory_desc_create_with_tag(&d.ax, 4, xd, kF32, kTagAny) ||
+      dnnl_memory_desc_create_with_tag(&d.aw, 4, wd, kF32, kTagAny) ||
+      dnnl_memory_desc_create_with_tag(&d.ay, 4, yd, kF32, kTagAny))
+    return nullptr;
+  // The forward primitive descriptor: oneDNN's hint for the backward ones.
+  dnnl_primitive_desc_t hint_pd = nullptr;
+  dnnl_convolution_forward_primitive_desc_create(
+      &hint_pd, e.engine, kForwardTraining, kConvolutionDirect, d.ax, d.aw,
+      nullptr, d.ay, strides, dil, pad_l, pad_r, nullptr);
+  Pd hint(hint_pd);
+  if (!hint) return nullptr;
+  auto plan = std::make_unique<Plan>();
+  // Adds a convolution step; `spec` lists (oneDNN arg, query, XLA buffer,
+  // user desc, is input).
+  struct Arg {
+    int arg, query, buf;
+    const_dnnl_memory_desc_t user;
+    bool is_input;
+  };
+  auto add_step = [&](const Pd& pd, std::initializer_list<Arg> spec) {
+    if (!pd) return false;
+    Plan::Step step;
+    if (dnnl_primitive_create(&step.prim, pd.get())) return false;
+    for (const Arg& a : spec) {
+      int op = plan->Add(a.buf, a.user,
+                         dnnl_primitive_desc_query_md(pd.get(), a.query, 0),
+                         a.is_input);
+      if (op < 0) return false;
+      step.args.push_back({a.arg, op});
+    }
+    plan->steps.push_back(std::move(step));
+    return true;
+  };
+  auto bwd_data_pd = [&]() {
+    dnnl_primitive_desc_t pd = nullptr;
+    dnnl_convolution_backward_data_primitive_desc_create(
+        &pd, e.engine, kConvolutionDirect, d.ax, d.aw, d.ay, strides, dil,
+        pad_l, pad_r, hint.get(), nullptr);
+    return Pd(pd);
+  };
+  auto bwd_weights_pd = [&]() {
+    dnnl_primitive_desc_t pd = nullptr;
+    dnnl_convolution_backward_weights_primitive_desc_create(
+        &pd, e.engine, kConvolutionDirect, d.ax, d.aw, nullptr, d.ay, strides,
+        dil, pad_l, pad_r, hint.get(), nullptr);
+    return Pd(pd);
+  };
+  bool ok = false;
+  if (kind == kBwdData) {  // dy, w -> dx
+    ok = add_step(bwd_data_pd(),
+                  {{kArgDiffDst, kQueryDiffDst, 0, d.y, true},
+                   {kArgWeights, kQueryWeights, 1, d.w, true},
+                   {kArgDiffSrc, kQueryDiffSrc, 2, d.x, false}});
+  } else if (kind == kBwdWeights) {  // x, dy -> dw
+    ok = add_step(bwd_weights_pd(),
+                  {{kArgSrc, kQuerySrc, 0, d.x, true},
+                   {kArgDiffDst, kQueryDiffDst, 1, d.y, true},
+                   {kArgDiffWeights, kQueryDiffWeights, 2, d.w, false}});
+  } else {  // x, w, dy -> dx, dw: dy is reordered once for both.
+    ok = add_step(bwd_data_pd(),
+                  {{kArgDiffDst, kQueryDiffDst, 2, d.y, true},
+                   {kArgWeights, kQueryWeights, 1, d.w, true},
+                   {kArgDiffSrc, kQueryDiffSrc, 3, d.x, false}}) &&
+         add_step(bwd_weights_pd(),
+                  {{kArgSrc, kQuerySrc, 0, d.x, true},
+                   {kArgDiffDst, kQueryDiffDst, 2, d.y, true},
+                   {kArgDiffWeights, kQueryDiffWeights, 4, d.w, false}});
+  }
+  return ok ? std::move(plan) : nullptr;
+}
+
+ffi::Error Run(Kind kind, std::initializer_list<void*> buffers,
+               ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
+               ffi::Span<const int64_t> y_dims, int64_t sh, int64_t sw,
+               int64_t pt, int64_t pl) {
+  Key key{kind,      x_dims[0], x_dims[1], x_dims[2], x_dims[3],
+          w_dims[3], w_dims[0], w_dims[1], y_dims[1], y_dims[2],
+          sh,        sw,        pt,        pl};
+  std::lock_guard<std::mutex> lock(Mutex());
+  auto& slot = Cache()[key];
+  if (!slot) slot = Build(key);
+  if (!slot) {
+    Cache().erase(key);
+    return ffi::Error::Internal("oneDNN could not build this convolution");
+  }
+  Plan& plan = *slot;
+  std::vector<void*> data(buffers);
+  for (size_t i = 0; i < plan.ops.size(); ++i)
+    dnnl_memory_set_data_handle(plan.ops[i]->user, data[plan.buffer[i]]);
+  bool ok = true;
+  for (size_t i = 0; ok && i < plan.ops.size(); ++i)
+    if (plan.input[i]) ok = plan.ops[i]->Reorder(true);
+  for (const Plan::Step& step : plan.steps) {
+    if (!ok) break;
+    std::vector<dnnl_exec_arg_t> args;
+    for (auto [arg, op] : step.args) args.push_back({arg, plan.ops[op]->inner});
+    ok = dnnl_primitive_execute(step.prim, GetEngine().stream,
+                                static_cast<int>(args.size()),
+                                args.data()) == 0;
+  }
+  for (size_t i = 0; ok && i < plan.ops.size(); ++i)
+    if (!plan.input[i]) ok = plan.ops[i]->Reorder(false);
+  if (!ok || dnnl_stream_wait(GetEngine().stream) != 0)
+    return ffi::Error::Internal("oneDNN convolution failed");
+  return ffi::Error::Success();
+}
+
+ffi::Error BwdData(ffi::AnyBuffer dy, ffi::AnyBuffer w,
+                   ffi::Result<ffi::AnyBuffer> dx, int64_t sh, int64_t sw,
+                   int64_t pt, int64_t pl) {
+  return Run(kBwdData,
+             {dy.untyped_data(), w.untyped_data(), dx->untyped_data()},
+             dx->dimensions(), w.dimensions(), dy.dimensions(), sh, sw, pt,
+             pl);
+}
+
+ffi::Error BwdWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                      ffi::Result<ffi::AnyBuffer> dw, int64_t sh, int64_t sw,
+                      int64_t pt, int64_t pl) {
+  return Run(kBwdWeights,
+             {x.untyped_data(), dy.untyped_data(), dw->untyped_data()},
+             x.dimensions(), dw->dimensions(), dy.dimensions(), sh, sw, pt,
+             pl);
+}
+
+ffi::Error Bwd(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy,
+               ffi::Result<ffi::AnyBuffer> dx, ffi::Result<ffi::AnyBuffer> dw,
+               int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
+  return Run(kBwd,
+             {x.untyped_data(), w.untyped_data(), dy.untyped_data(),
+              dx->untyped_data(), dw->untyped_data()},
+             x.dimensions(), w.dimensions(), dy.dimensions(), sh, sw, pt, pl);
+}
+
+}  // namespace
+
+#define KMNIST_CONV_BINDING                                         \
+  ffi::Ffi::Bind()                                                  \
+      .Arg<ffi::AnyBuffer>()                                        \
+      .Arg<ffi::AnyBuffer>()                                        \
+      .Ret<ffi::AnyBuffer>()                                        \
+      .Attr<int64_t>("stride_h")                                    \
+      .Attr<int64_t>("stride_w")                                    \
+      .Attr<int64_t>("pad_top")                                     \
+      .Attr<int64_t>("pad_left")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_conv_bwd_data, BwdData,
+                              KMNIST_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_conv_bwd_weights, BwdWeights,
+                              KMNIST_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_conv_bwd, Bwd,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("stride_h")
+                                  .Attr<int64_t>("stride_w")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));
