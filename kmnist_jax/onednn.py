@@ -80,7 +80,11 @@ def build(libdnnl: str, cache_root: str | None = None) -> str:
   target = os.path.join(root, f'onednn_conv-{key}.so')
   if os.path.exists(target):
     return target
-  os.makedirs(root, exist_ok=True)
+  try:
+    os.makedirs(root, exist_ok=True)
+  except OSError:  # An unwritable cache: build for this process only.
+    root = tempfile.mkdtemp(prefix='kmnist_jax_onednn_')
+    target = os.path.join(root, os.path.basename(target))
   libdir = os.path.dirname(libdnnl)
   # Compile into a temporary file, then rename: concurrent processes and
   # interrupted builds never leave a half-written library behind.

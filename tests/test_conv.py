@@ -269,6 +269,10 @@ def test_build_is_cached_atomic_and_reports_compiler_errors(tmp_path,
   assert onednn.build(lib, cache_root=str(tmp_path)) == path  # cached
   assert os.stat(path).st_mtime_ns == mtime
   assert os.listdir(tmp_path) == [os.path.basename(path)]
+  blocked = tmp_path / 'a_file'
+  blocked.write_text('')  # the cache folder cannot be made below a file
+  elsewhere = onednn.build(lib, cache_root=str(blocked / 'cache'))
+  assert os.path.exists(elsewhere) and not elsewhere.startswith(str(tmp_path))
   monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails
   with pytest.raises(RuntimeError, match='false failed'):
     onednn.build(lib, cache_root=str(tmp_path / 'other'))
