@@ -8,9 +8,10 @@ the pre-2019-02-05 release).
   python -m kmnist_jax.main --config configs/keras_cnn.py --workdir W
   python -m kmnist_jax.main --config configs/keras_cnn.py:proxy --workdir W
 
-Expected runtime on a 2-core CPU: about 12 s/epoch on the offline proxy
-(8,000 images), about 90 s/epoch on the full 60,000. Expected wall time on
-one GPU: about 5 s/epoch, 1 min for the 12 epochs (estimate).
+Expected runtime on a 2-core CPU: about 6 s/epoch on the offline proxy
+(8,000 images; 76 s for the 12 epochs on 2026-11-26), about 45 s/epoch on
+the full 60,000 (estimate). Expected wall time on one GPU: about 5 s/epoch,
+1 min for the 12 epochs (estimate).
 """
 
 from kmnist_jax import configlib

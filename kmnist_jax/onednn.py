@@ -1,18 +1,17 @@
-"""oneDNN convolutions on XLA:CPU, through `jax.ffi`.
+"""oneDNN convolution gradients on XLA:CPU, through `jax.ffi`.
 
 XLA:CPU computes the gradients of keras_cnn's second convolution about half
 as fast as oneDNN, the CPU kernel library PyTorch uses. `csrc/onednn_conv.cc`
 wraps oneDNN's input-gradient and weight-gradient convolutions as XLA FFI
-handlers (`kmnist_jax.conv` uses them). On first use it is compiled with the C++ compiler
-against jaxlib's FFI headers and the `onednn-cpu-gomp` wheel's libdnnl, into
-the user cache folder (`~/.cache/kmnist_jax/onednn`), once per source,
-jaxlib and library version.
+handlers; `kmnist_jax.conv` calls them. On first use the file is compiled
+with the C++ compiler against jaxlib's FFI headers and the `onednn-cpu-gomp`
+wheel's libdnnl, into the user cache folder (`~/.cache/kmnist_jax/onednn`),
+once per source, jax, compiler and library.
 
-`available()` says whether the handlers are registered; when they are not
+`available()` says whether the handlers are registered. When they are not
 (no CPU backend, no libdnnl, no compiler, `KMNIST_JAX_ONEDNN=0`) it logs the
-reason once and `kmnist_jax.conv` uses XLA's convolutions. Results match
-XLA's to float32 rounding, not bit for bit: set `KMNIST_JAX_ONEDNN=0` to
-reproduce figures measured with XLA's convolutions.
+reason once and the gradients are XLA's. Results match XLA's to float32
+rounding, not bit for bit.
 """
 
 from __future__ import annotations
