@@ -5,7 +5,7 @@ with unit dilations and one feature group:
 
 * The gradients come from oneDNN through `jax.ffi` (`kmnist_jax.onednn`):
   about twice as fast as XLA:CPU's on this project's 2-core CPU (the
-  keras_cnn train step is 1.2x faster at batch 128, 1.5x at 400). Where
+  keras_cnn train step is 1.3x faster at batch 128, 1.5x at 400). Where
   oneDNN is not available they are XLA's.
 * The forward pass stays XLA's, the faster one in training and in eval. A
   single-channel convolution (the first layer of a KMNIST model) runs it as
