@@ -1,4 +1,4 @@
-"""kmnist_jax.conv and kmnist_jax.onednn: every route equals lax's conv."""
+"""kmnist_jax.conv and kmnist_jax.onednn: values and gradients equal lax's."""
 
 import os
 import re
@@ -25,7 +25,7 @@ needs_onednn = pytest.mark.skipif(
 
 @pytest.fixture
 def no_onednn(monkeypatch):
-  """Route 2/3 as on a machine without oneDNN."""
+  """As on a machine without oneDNN: the gradients are XLA's."""
   monkeypatch.setattr(onednn, 'available', lambda: False)
 
 
@@ -184,7 +184,7 @@ def test_models_equal_lax_convolutions(name):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-# --- route 1: oneDNN ---------------------------------------------------------
+# --- oneDNN gradients -------------------------------------------------------
 
 
 @needs_onednn
