@@ -15,7 +15,8 @@
 // would only slow each other down.
 //
 // Only the handful of oneDNN v3 C API entry points used here are declared
-// below, so no oneDNN headers are needed; the library is loaded at run time.
+// below, so no oneDNN headers are needed; the build links the
+// onednn-cpu-gomp wheel's libdnnl.so.3.
 
 #include <cstdint>
 #include <cstdlib>
