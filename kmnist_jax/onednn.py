@@ -29,6 +29,8 @@ import tempfile
 import jax
 import numpy as np
 
+from kmnist_jax import runtime
+
 ENV = 'KMNIST_JAX_ONEDNN'
 BWD, BWD_DATA, BWD_WEIGHTS = (
     'kmnist_conv_bwd', 'kmnist_conv_bwd_data', 'kmnist_conv_bwd_weights')
@@ -55,11 +57,6 @@ def find_libdnnl() -> str | None:
   return None
 
 
-def _cache_root() -> str:
-  base = os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache')
-  return os.path.join(base, 'kmnist_jax', 'onednn')
-
-
 def build(libdnnl: str, cache_root: str | None = None) -> str:
   """Compiles the FFI library (once; cached by content) and returns its path.
 
@@ -75,7 +72,7 @@ def build(libdnnl: str, cache_root: str | None = None) -> str:
   key = hashlib.sha256(b'\0'.join([
       source, jax.__version__.encode(), include.encode(),
       os.path.realpath(libdnnl).encode(), compiler.encode()])).hexdigest()[:16]
-  root = cache_root or _cache_root()
+  root = cache_root or runtime.user_cache_dir('onednn')
   target = os.path.join(root, f'onednn_conv-{key}.so')
   if os.path.exists(target):
     return target

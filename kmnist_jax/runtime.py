@@ -8,9 +8,14 @@ import os
 import jax
 
 
-def cache_dir() -> str:
+def user_cache_dir(name: str) -> str:
+  """`name` in the user cache folder ($XDG_CACHE_HOME or ~/.cache)."""
   base = os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache')
-  return os.path.join(base, 'kmnist_jax', 'jax_compilation_cache')
+  return os.path.join(base, 'kmnist_jax', name)
+
+
+def cache_dir() -> str:
+  return user_cache_dir('jax_compilation_cache')
 
 
 def setup() -> None:
