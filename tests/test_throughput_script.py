@@ -52,13 +52,28 @@ def test_write_report(tp, tmp_path):
                        jax_peak_frac=0.5, torch_peak_frac=None)],
       overhead=dict(model='keras_cnn', batch=128, steps_per_epoch=62,
                     overhead=0.02),
-      tta=[dict(jax=dict(seconds=10.0, epochs=4), torch=dict(seconds=None))])
+      tta=[dict(jax=dict(seconds=10.0, epochs=4), torch=dict(seconds=None)),
+           dict(jax=dict(seconds=12.0, epochs=4),
+                torch=dict(seconds=24.0, epochs=5))])
   out = str(tmp_path / 'r')
   tp.write_report(out, results)
   md = open(out + '.md').read()
   assert '| keras_cnn | train | 128 | 3000 | 2000 | 1.50 | 50 | n/a |' in md
   assert '+2.0%' in md and 'a note' in md
+  assert 'repeat 2 of 2: JAX 12.0 s (epoch 4), PyTorch 24.0 s (epoch 5)' in md
+  # A repeat where PyTorch missed the target: no median for it.
+  assert 'median of the 2 interleaved repeats: JAX 11.0 s, PyTorch n/a' in md
   assert json.load(open(out + '.json'))['peak_gflops'] == 200.0
+
+
+def test_tta_summary_takes_medians_and_a_miss_is_a_miss(tp):
+  row = lambda j, t: dict(jax=dict(seconds=j), torch=dict(seconds=t))
+  s = tp.tta_summary([row(30.0, 40.0), row(50.0, 20.0), row(31.0, 35.0)])
+  assert (s['jax'], s['torch']) == (31.0, 35.0)
+  assert s['ratio'] == pytest.approx(31.0 / 35.0)
+  s = tp.tta_summary([row(30.0, 40.0), row(None, 20.0), row(31.0, 35.0)])
+  assert s['jax'] is None and s['ratio'] is None
+  assert tp.tta_summary([dict(jax=dict(seconds=3.0))])['torch'] is None
 
 
 def test_peak_fractions(tp):

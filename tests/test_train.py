@@ -11,9 +11,13 @@ import time
 import jax
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from kmnist_jax import configlib
 from kmnist_jax import input_pipeline
+from kmnist_jax import models
+from kmnist_jax import optim
+from kmnist_jax import resnets
 from kmnist_jax import train
 from kmnist_jax.errors import UserError
 
@@ -129,6 +133,37 @@ def test_eval_counts_every_example_once():
   assert ev.num_batches == 3 and ev.num_examples == 7
   assert np.asarray(ev.mask).tolist() == [True] * 7 + [False] * 2
   np.testing.assert_array_equal(np.asarray(ev.labels)[:7], np.arange(7))
+
+
+def test_eval_step_compiles_once_for_all_batches():
+  config = tiny_config('unused')
+  tx = optim.create_optimizer(config, 1)
+  graphdef, state = train.init_state(config, 10, tx)
+  repl = NamedSharding(train.make_mesh(), P())
+  images = np.random.default_rng(0).integers(0, 256, (7, 28, 28), np.uint8)
+  ev = input_pipeline.make_eval_data(images, np.arange(7) % 10, 3, repl)
+  eval_step = train.make_eval_step(graphdef, 10, 3)
+  m = train.evaluate_arrays(eval_step, state, ev, 10)
+  assert ev.num_batches == 3 and m['num_examples'] == 7
+  assert eval_step._cache_size() == 1  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('model', [
+    pytest.param(m, marks=pytest.mark.slow) if m in resnets.MODELS else m
+    for m in sorted(models.MODELS)])  # The resnets take 7-18 s each.
+def test_init_state_equals_the_default_optimisation_level(model):
+  """train.jit_init_state compiles at LLVM level 0 (faster to compile);
+  the state must be bitwise the one XLA's default level computes."""
+  config = tiny_config('unused', model=model)
+  tx = optim.create_optimizer(config, 1)
+  repl = NamedSharding(train.make_mesh(), P())
+  fast = train.jit_init_state(config, 10, tx, repl)()
+  default = jax.jit(lambda: train.init_state(config, 10, tx)[1],
+                    out_shardings=repl)()
+  assert train.INIT_COMPILER_OPTIONS == {'xla_backend_optimization_level': 1}
+  for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(default),
+                  strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.mark.parametrize('field,value,match', [
