@@ -152,8 +152,9 @@ def test_eval_step_compiles_once_for_all_batches():
     pytest.param(m, marks=pytest.mark.slow) if m in resnets.MODELS else m
     for m in sorted(models.MODELS)])  # The resnets take 7-18 s each.
 def test_init_state_equals_the_default_optimisation_level(model):
-  """train.jit_init_state compiles at LLVM level 0 (faster to compile);
-  the state must be bitwise the one XLA's default level computes."""
+  """train.jit_init_state compiles at XLA backend optimisation level 1
+  (faster to compile); the state must be bitwise the one XLA's default level
+  computes."""
   config = tiny_config('unused', model=model)
   tx = optim.create_optimizer(config, 1)
   repl = NamedSharding(train.make_mesh(), P())
