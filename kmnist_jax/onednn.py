@@ -40,7 +40,7 @@ _WHEEL = 'onednn-cpu-gomp'
 
 
 def enabled_by_env() -> bool:
-  return os.environ.get(ENV, '1').lower() not in ('0', 'false', 'off', 'no')
+  return not runtime.switched_off(os.environ.get(ENV, '1'))
 
 
 def find_libdnnl() -> str | None:

@@ -14,6 +14,11 @@ def user_cache_dir(name: str) -> str:
   return os.path.join(base, 'kmnist_jax', name)
 
 
+def switched_off(value: str) -> bool:
+  """Whether an environment switch's value turns its feature off."""
+  return value.lower() in ('0', 'false', 'off', 'no')
+
+
 def cache_dir() -> str:
   return user_cache_dir('jax_compilation_cache')
 
@@ -26,7 +31,7 @@ def setup() -> None:
   """
   quiet_orbax_logs()
   setting = os.environ.get('KMNIST_JAX_COMPILATION_CACHE', '1')
-  if setting.lower() in ('0', 'false', 'off', 'no', ''):
+  if not setting or switched_off(setting):
     return
   path = setting if setting not in ('1', 'true', 'on', 'yes') else cache_dir()
   try:
