@@ -387,4 +387,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
+  runtime.setup()  # As the CLI does: before JAX starts its threads.
   sys.exit(main())

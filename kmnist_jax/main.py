@@ -65,11 +65,11 @@ def _run(argv) -> int:
 
   if not _WORKDIR.value:
     raise UserError('--workdir is required')
+  runtime.setup()  # Before JAX starts its threads: see keep_freed_memory.
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value,
                          _NUM_PROCESSES.value, _PROCESS_ID.value)
   if not distributed.is_main():  # Process 0 logs for all.
     logging.set_verbosity(logging.WARNING)
-  runtime.setup()
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
                jax.process_count(), jax.devices())
   mode = _MODE.value
