@@ -11,6 +11,11 @@ Sections (`--sections`, comma-separated; default all):
   alternate block by block, `--repeats` times, so machine noise hits both;
   the tables give medians and JAX/PyTorch ratios, and the fraction of the
   machine's 2-core f32 matmul peak each side reaches.
+* `malloc`: ms and minor page faults per train step (keras_cnn at batch 128,
+  seed_cnn at 400), each side with the C library's malloc defaults ("stock")
+  and with `kmnist_jax.runtime.keep_freed_memory` ("kept"), in fresh
+  processes. Every other section runs both sides "kept" (the JAX default;
+  `--torch_malloc stock` gives the PyTorch worker its defaults instead).
 * `overhead`: epoch wall time of the real train loop (`train_and_evaluate`)
   against steps x the pure compiled step time.
 * `compile`: first train step (trace + compile + run) in fresh processes with
@@ -49,8 +54,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-SECTIONS = ('train', 'eval', 'overhead', 'compile', 'predict', 'tta',
-            'profile')
+SECTIONS = ('train', 'eval', 'malloc', 'overhead', 'compile', 'predict',
+            'tta', 'profile')
 MODELS = ('seed_cnn', 'keras_cnn', 'preact_resnet18')
 # Steps per timed block: about one second of work per block on 2 cores.
 STEPS = {('seed_cnn', 128): 40, ('seed_cnn', 400): 15,
@@ -98,11 +103,11 @@ def md_table(header: list[str], rows: list[list]) -> str:
 class TorchWorker:
   """experiments/torch_models.py in a subprocess; one JSON line per command."""
 
-  def __init__(self, python: str, data_dir: str):
+  def __init__(self, python: str, data_dir: str, env: dict | None = None):
     script = os.path.join(ROOT, 'experiments', 'torch_models.py')
     self.proc = subprocess.Popen(
         [python, script, '--data_dir', data_dir], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, text=True, env=env)
     if not self._read().get('ready'):
       raise RuntimeError('torch worker did not start')
 
@@ -123,12 +128,22 @@ class TorchWorker:
     self.proc.wait(timeout=30)
 
 
-def start_torch(python: str | None, data_dir: str, notes: list[str]):
+def torch_env(malloc: str) -> dict:
+  """The worker's environment: `same` malloc settings as JAX's, or `stock`."""
+  from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ)
+  if malloc == 'stock':
+    env[runtime.MALLOC_ENV] = '0'
+  return env
+
+
+def start_torch(python: str | None, data_dir: str, notes: list[str],
+                malloc: str = 'same'):
   if not python or not os.path.exists(python):
     notes.append(f'PyTorch side skipped: no torch python ({python!r}); pass '
                  '--torch_python or set KMNIST_JAX_TORCH_PYTHON.')
     return None
-  return TorchWorker(python, data_dir)
+  return TorchWorker(python, data_dir, torch_env(malloc))
 
 
 # ----------------------------------------------------------------------------
@@ -298,6 +313,69 @@ def run_throughput(args, torch, data, sections, results, notes):
       print(f'{name:16s} {kind:5s} b{batch:<4d} jax {fmt(j_rate):>6s} img/s  '
             f'torch {fmt(t_rate):>6s} img/s  ratio {fmt(row["ratio"], ".2f")}',
             flush=True)
+
+
+_STEP_BLOCKS = r'''
+import json, resource, sys
+sys.path.insert(0, {root!r})
+from kmnist_jax import runtime
+runtime.setup()
+sys.argv = ['x']
+sys.path.insert(0, {root!r} + '/experiments')
+import throughput as tp
+bench = tp.JaxBench({name!r}, tp.load_data({data_dir!r}))
+bench.train({batch}, 1)
+seconds, faults = [], []
+for _ in range({repeats}):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  seconds.append(bench.train({batch}, {steps}))
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps(dict(seconds=seconds, minor_faults=faults)))
+'''
+MALLOC_RUNS = (('keras_cnn', 128), ('seed_cnn', 400))
+
+
+def _per_step(seconds, faults, steps) -> dict:
+  return dict(ms_per_step=1e3 * median(seconds) / steps,
+              faults_per_step=median(faults) / steps)
+
+
+def run_malloc(args, results, notes):
+  """Train steps with malloc's defaults and with kmnist_jax's, both sides."""
+  from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
+  rows = results.setdefault('malloc', [])
+  workers = {}
+  if args.torch_python and os.path.exists(args.torch_python):
+    workers = {m: TorchWorker(args.torch_python, args.data_dir, torch_env(m))
+               for m in ('stock', 'same')}
+  else:
+    notes.append('malloc: PyTorch side not measured.')
+  try:
+    for name, batch in MALLOC_RUNS:
+      steps = STEPS[(name, batch)]
+      row = dict(model=name, batch=batch, steps=steps)
+      for setting, key in (('stock', 'stock'), ('same', 'kept')):
+        env = dict(os.environ, **{runtime.MALLOC_ENV: '0' if setting == 'stock'
+                                  else '1'})
+        j = _python_json(_STEP_BLOCKS.format(
+            root=ROOT, data_dir=args.data_dir, name=name, batch=batch,
+            steps=steps, repeats=args.repeats), env)
+        row[f'jax_{key}'] = _per_step(j['seconds'], j['minor_faults'], steps)
+        if workers:
+          worker = workers[setting]
+          worker('train', model=name, batch=batch, steps=1)
+          ts = [worker('train', model=name, batch=batch, steps=steps)
+                for _ in range(args.repeats)]
+          row[f'torch_{key}'] = _per_step([t['seconds'] for t in ts],
+                                          [t['minor_faults'] for t in ts],
+                                          steps)
+      rows.append(row)
+      print(f'malloc {name} b{batch}: ' + ', '.join(
+          f'{k} {v["ms_per_step"]:.1f} ms ({v["faults_per_step"]:.0f} faults)'
+          for k, v in row.items() if isinstance(v, dict)), flush=True)
+  finally:
+    for worker in workers.values():
+      worker.close()
 
 
 def run_overhead(args, data, results):
@@ -528,10 +606,11 @@ def machine_info(torch) -> dict:
       cpu = next(l.split(':', 1)[1].strip() for l in f
                  if l.startswith('model name'))
   from kmnist_jax import onednn  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
   info = dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
               jax=jax.__version__, flax=flax.__version__,
               xla_flags=os.environ.get('XLA_FLAGS', ''),
-              onednn=onednn.describe(),
+              onednn=onednn.describe(), malloc=runtime.describe_malloc(),
               load_average_start=os.getloadavg())
   if torch:
     info['torch'] = torch('info')
@@ -573,6 +652,8 @@ def write_report(path: str, results: dict) -> None:
          f'jax {m["jax"]}, flax {m["flax"]}; torch {t.get("torch", "n/a")} '
          f'(Python {t.get("python", "n/a")}, {t.get("threads", "?")} threads). '
          f'JAX convolution gradients: {m.get("onednn", "n/a")}. '
+         f'malloc: JAX {m.get("malloc", "n/a")}; PyTorch '
+         f'{t.get("malloc", "n/a")}. '
          f'Date: {results["date"]}. Load average (1, 5, 15 min) at start '
          f'{_load(m, "start")}, at end {_load(m, "end")}: other work on the '
          'machine slows both sides.', '',
@@ -589,6 +670,18 @@ def write_report(path: str, results: dict) -> None:
             for r in results['throughput']]
     out += [md_table(['model', 'mode', 'batch', 'JAX img/s', 'PyTorch img/s',
                       'JAX/PyTorch', 'JAX % peak', 'PyTorch % peak'], rows), '']
+  if results.get('malloc'):
+    cell = lambda v: (f'{v["ms_per_step"]:.1f} ms, {v["faults_per_step"]:.0f}'
+                      if v else 'n/a')
+    out += ['Train step with the C library\'s malloc defaults ("stock") and '
+            'with kmnist_jax.runtime.keep_freed_memory ("kept"): ms per step, '
+            'minor page faults per step (fresh processes; medians):', '',
+            md_table(['model', 'batch', 'JAX stock', 'JAX kept',
+                      'PyTorch stock', 'PyTorch kept'],
+                     [[r['model'], r['batch'], cell(r.get('jax_stock')),
+                       cell(r.get('jax_kept')), cell(r.get('torch_stock')),
+                       cell(r.get('torch_kept'))] for r in results['malloc']]),
+            '']
   if 'overhead' in results:
     o = results['overhead']
     out.append(f'Epoch host overhead ({o["model"]}, batch {o["batch"]}, '
@@ -640,6 +733,9 @@ def parse_args(argv=None):
       'KMNIST_JAX_DATA_DIR', '/work/shared/data/kmnist'))
   p.add_argument('--torch_python',
                  default=os.environ.get('KMNIST_JAX_TORCH_PYTHON'))
+  p.add_argument('--torch_malloc', choices=('same', 'stock'), default='same',
+                 help='the PyTorch worker\'s malloc: the same settings as '
+                 'the JAX side (default) or the C library\'s defaults')
   p.add_argument('--sections', default=','.join(SECTIONS))
   p.add_argument('--models', default=','.join(MODELS))
   p.add_argument('--batches', default='128,400')
@@ -668,8 +764,8 @@ def main(argv=None):
                  date=time.strftime('%Y-%m-%d %H:%M'), repeats=args.repeats,
                  sections=args.sections, notes=notes)
   needs_torch = {'train', 'eval', 'tta'} & set(args.sections)
-  torch = start_torch(args.torch_python, args.data_dir, notes) if needs_torch \
-      else None
+  torch = start_torch(args.torch_python, args.data_dir, notes,
+                      args.torch_malloc) if needs_torch else None
   try:
     results['machine'] = machine_info(torch)
     if results['machine']['load_average_start'][0] > 1.0:
@@ -679,6 +775,8 @@ def main(argv=None):
     data = load_data(args.data_dir)
     if {'train', 'eval'} & set(args.sections):
       run_throughput(args, torch, data, args.sections, results, notes)
+    if 'malloc' in args.sections:
+      run_malloc(args, results, notes)
     if 'overhead' in args.sections:
       run_overhead(args, data, results)
     if 'compile' in args.sections:

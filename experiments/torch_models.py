@@ -16,6 +16,10 @@ Commands:
   {"cmd": "info"}                                       -> versions, threads
   {"cmd": "quit"}
 
+Like the JAX side, the worker keeps freed memory in glibc's malloc
+(`kmnist_jax.runtime.keep_freed_memory`; that module needs only the standard
+library) unless KMNIST_JAX_MALLOC=0.
+
 The models match `kmnist_jax.models` / `kmnist_jax.resnets` layer by layer
 (same shapes, initializers, dropout rates and BatchNorm settings); the
 optimizers match the configs: seed_cnn Adam, keras_cnn Adadelta, preact_resnet18
@@ -27,13 +31,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
 import numpy as np
-import torch
-from torch import nn
-import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Standard library only: the same malloc settings as the JAX side (unless
+# KMNIST_JAX_MALLOC=0), applied before torch starts its threads.
+from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+runtime.keep_freed_memory()
+
+import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
+from torch import nn  # pylint: disable=g-import-not-at-top,wrong-import-position
+import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _BN = dict(momentum=0.1, eps=1e-5)
 
@@ -140,6 +153,10 @@ def load_test(data_dir):
   return imgs, labels.astype(np.int64)
 
 
+def _minor_faults() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class Worker:
   """Keeps the data as uint8 tensors; batches are gathered and scaled per step
   (the same work as kmnist_jax's on-device pipeline)."""
@@ -178,11 +195,13 @@ class Worker:
       return loss
 
     step()  # Warm-up: allocator and oneDNN primitive caches.
+    faults = _minor_faults()
     t = time.perf_counter()
     for _ in range(steps):
       loss = step()
     loss.item()
-    return {'seconds': time.perf_counter() - t}
+    return {'seconds': time.perf_counter() - t,
+            'minor_faults': _minor_faults() - faults}
 
   def eval(self, name, batch, steps):
     model, _ = self._model(name)
@@ -238,7 +257,8 @@ class Worker:
 def info():
   return {'torch': torch.__version__, 'python': sys.version.split()[0],
           'threads': torch.get_num_threads(),
-          'mkldnn': torch.backends.mkldnn.is_available()}
+          'mkldnn': torch.backends.mkldnn.is_available(),
+          'malloc': runtime.describe_malloc()}
 
 
 def main():
