@@ -66,6 +66,34 @@ def test_write_report(tp, tmp_path):
   assert json.load(open(out + '.json'))['peak_gflops'] == 200.0
 
 
+def test_malloc_rows_and_report(tp, tmp_path):
+  # Medians per block, divided by the steps of a block.
+  v = tp._per_step([1.2, 1.0, 3.0], [2400, 0, 1200], steps=12)  # pylint: disable=protected-access
+  assert v == dict(ms_per_step=pytest.approx(100.0), faults_per_step=100.0)
+  results = dict(
+      command='throughput.py', date='today', repeats=3, notes=[],
+      machine=dict(cpu='cpu', cores=2, python='3.12', jax='0', flax='0',
+                   malloc='kept here', torch=dict(malloc='stock there')),
+      malloc=[dict(model='keras_cnn', batch=128, steps=12,
+                   jax_stock=dict(ms_per_step=107.5, faults_per_step=20529.0),
+                   jax_kept=dict(ms_per_step=75.9, faults_per_step=0.0))])
+  out = str(tmp_path / 'r')
+  tp.write_report(out, results)
+  md = open(out + '.md').read()
+  assert '| keras_cnn | 128 | 107.5 ms, 20529 | 75.9 ms, 0 | n/a | n/a |' in md
+  assert 'malloc: JAX kept here; PyTorch stock there.' in md
+
+
+def test_torch_env_switches_only_the_worker(tp, monkeypatch):
+  monkeypatch.delenv('KMNIST_JAX_MALLOC', raising=False)
+  assert tp.torch_env('stock')['KMNIST_JAX_MALLOC'] == '0'
+  assert 'KMNIST_JAX_MALLOC' not in tp.torch_env('same')
+  assert 'KMNIST_JAX_MALLOC' not in os.environ
+  assert tp.parse_args([]).torch_malloc == 'same'
+  with pytest.raises(SystemExit):
+    tp.parse_args(['--torch_malloc', 'tuned'])
+
+
 def test_tta_summary_takes_medians_and_a_miss_is_a_miss(tp):
   row = lambda j, t: dict(jax=dict(seconds=j), torch=dict(seconds=t))
   s = tp.tta_summary([row(30.0, 40.0), row(50.0, 20.0), row(31.0, 35.0)])
