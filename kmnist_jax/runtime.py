@@ -41,7 +41,8 @@ def keep_freed_memory() -> bool:
   unmaps it on free (always above 32 MiB, and from the arenas of threads
   other than the main one whenever their heap cannot hold it), so every
   step faults in all its pages again: 20,500 minor faults per keras_cnn
-  step, about a quarter of its time on this project's 2-core machine.
+  step, a quarter to a third of its time on this project's 2-core machine
+  (experiments/throughput.py, section `malloc`).
 
   Here every thread allocates from the main heap (one arena), never with
   mmap, and the heap is never trimmed: the next step reuses the same pages.
