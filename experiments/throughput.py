@@ -315,14 +315,20 @@ def run_throughput(args, torch, data, sections, results, notes):
             flush=True)
 
 
-_STEP_BLOCKS = r'''
-import json, resource, sys
+# Fresh-process snippets (str.format templates) start with this: kmnist_jax's
+# process settings first, as the CLI applies them, then this module as `tp`.
+_PRELUDE = r'''
+import json, sys, time
+t0 = time.perf_counter()
 sys.path.insert(0, {root!r})
 from kmnist_jax import runtime
 runtime.setup()
 sys.argv = ['x']
 sys.path.insert(0, {root!r} + '/experiments')
 import throughput as tp
+'''
+_STEP_BLOCKS = _PRELUDE + r'''
+import resource
 bench = tp.JaxBench({name!r}, tp.load_data({data_dir!r}))
 bench.train({batch}, 1)
 seconds, faults = [], []
@@ -344,25 +350,25 @@ def run_malloc(args, results, notes):
   """Train steps with malloc's defaults and with kmnist_jax's, both sides."""
   from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
   rows = results.setdefault('malloc', [])
+  envs = {key: dict(os.environ, **{runtime.MALLOC_ENV: on})
+          for key, on in (('stock', '0'), ('kept', '1'))}
   workers = {}
   if args.torch_python and os.path.exists(args.torch_python):
-    workers = {m: TorchWorker(args.torch_python, args.data_dir, torch_env(m))
-               for m in ('stock', 'same')}
+    workers = {key: TorchWorker(args.torch_python, args.data_dir, env)
+               for key, env in envs.items()}
   else:
     notes.append('malloc: PyTorch side not measured.')
   try:
     for name, batch in MALLOC_RUNS:
       steps = STEPS[(name, batch)]
       row = dict(model=name, batch=batch, steps=steps)
-      for setting, key in (('stock', 'stock'), ('same', 'kept')):
-        env = dict(os.environ, **{runtime.MALLOC_ENV: '0' if setting == 'stock'
-                                  else '1'})
+      for key, env in envs.items():
         j = _python_json(_STEP_BLOCKS.format(
             root=ROOT, data_dir=args.data_dir, name=name, batch=batch,
             steps=steps, repeats=args.repeats), env)
         row[f'jax_{key}'] = _per_step(j['seconds'], j['minor_faults'], steps)
         if workers:
-          worker = workers[setting]
+          worker = workers[key]
           worker('train', model=name, batch=batch, steps=1)
           ts = [worker('train', model=name, batch=batch, steps=steps)
                 for _ in range(args.repeats)]
@@ -402,16 +408,8 @@ def run_overhead(args, data, results):
         f'(epoch {epoch:.2f} s vs {spe} x {step * 1e3:.1f} ms)', flush=True)
 
 
-_FIRST_STEP = r'''
-import json, sys, time
-t0 = time.perf_counter()
-sys.path.insert(0, {root!r})
-from kmnist_jax import runtime
-runtime.setup()
+_FIRST_STEP = _PRELUDE + r'''
 import jax, numpy as np
-sys.argv = ['x']
-sys.path.insert(0, {root!r} + '/experiments')
-import throughput as tp
 from kmnist_jax import input_pipeline, optim, train
 config = tp.model_config({name!r})
 tx = optim.create_optimizer(config, 62)
