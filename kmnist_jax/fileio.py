@@ -1,0 +1,57 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half.
+
+Every file the package writes (metrics, configs, results, plots, CSVs, models,
+downloads, cached libraries) goes through `atomic_path`: the content goes to a
+temporary file in the same folder, which is renamed over the target only once
+it is complete; on any error the temporary file is removed and the target is
+left as it was. New files get the permissions the umask allows (0666 & ~umask),
+as `open()` would give them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any, Iterator
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], mode: int | None = None
+                ) -> Iterator[str]:
+  """Yields a temporary path beside `path`; renames it to `path` on success.
+
+  `mode`: permission bits of the result; default 0666 & ~umask (an executable
+  such as a shared library passes 0o700, say).
+  """
+  path = os.fspath(path)
+  folder = os.path.dirname(os.path.abspath(path))
+  base = os.path.basename(path)
+  fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix='.tmp', dir=folder)
+  os.close(fd)
+  try:
+    yield tmp
+    os.chmod(tmp, (0o666 & ~_umask()) if mode is None else mode)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+  """Writes `text` (UTF-8) to `path` atomically."""
+  with atomic_path(path) as tmp:
+    with open(tmp, 'w', encoding='utf-8') as f:
+      f.write(text)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+  """Writes `obj` as indented JSON to `path` atomically."""
+  write_text(path, json.dumps(obj, indent=2) + '\n')
