@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from kmnist_jax import data
+from kmnist_jax import download
 from kmnist_jax.errors import UserError
 
 from mirror_server import MirrorServer  # pylint: disable=g-bad-import-order
@@ -44,23 +45,31 @@ def _free_port() -> int:
 
 @pytest.fixture(autouse=True)
 def _fast_offline_downloads(monkeypatch):
-  """No real network in tests, no backoff waits, short timeouts."""
-  monkeypatch.setattr(data, 'BACKOFF_S', 0.0)
-  monkeypatch.setattr(data, 'TIMEOUT_S', 5.0)
+  """No real network in tests (the mirror only, on a closed local port, no
+  public copies), no backoff waits, short timeouts."""
+  monkeypatch.setattr(download, 'BACKOFF_S', 0.0)
+  monkeypatch.setattr(download, 'TIMEOUT_S', 5.0)
+  monkeypatch.setattr(download, 'PUBLIC_COPIES', {})
   monkeypatch.setenv(data.ENV_MIRROR, f'http://127.0.0.1:{_free_port()}')
+  monkeypatch.setenv(data.ENV_MIRROR_ONLY, '1')
 
 
 def _local_info(directory: pathlib.Path, checksums: bool = True,
-                name: str = 'synth') -> data.DatasetInfo:
-  """A registry entry for the files in `directory` (as written by conftest)."""
+                name: str = 'synth', official: str = '',
+                size: int | None = None) -> data.DatasetInfo:
+  """A registry entry for the files in `directory` (as written by conftest),
+  officially at `official` (default: a closed local port). `size` replaces
+  every pinned size."""
+  official = official or f'http://127.0.0.1:{_free_port()}/official/'
 
   def remote(file_name: str) -> data.RemoteFile:
     path = directory / file_name
     if not checksums or not path.exists():
-      return data.RemoteFile(file_name, f'http://invalid.test/{file_name}')
+      return data.RemoteFile(file_name, official + file_name)
     blob = path.read_bytes()
-    return data.RemoteFile(file_name, f'http://invalid.test/{file_name}',
-                           len(blob), hashlib.md5(blob).hexdigest(),
+    return data.RemoteFile(file_name, official + file_name,
+                           len(blob) if size is None else size,
+                           hashlib.md5(blob).hexdigest(),
                            hashlib.sha256(blob).hexdigest())
 
   kmnist = data.DATASETS['kmnist']
@@ -90,7 +99,7 @@ def serve(monkeypatch):
 
 
 def _leftovers(directory: pathlib.Path) -> list[str]:
-  return sorted(p.name for p in directory.glob('.*.part-*'))
+  return sorted(p.name for p in directory.glob('.*.tmp'))
 
 
 # ------------------------------------------------------------------ registry
@@ -335,12 +344,12 @@ def test_truncated_transfer_gives_up(serve, synthetic_data_dir, tmp_path):
   info = _local_info(synthetic_data_dir)
   server = serve(synthetic_data_dir)
   name = 'kmnist-test-imgs.npz'
-  server.plan[name] = ['truncate'] * (data.RETRIES + 1)
+  server.plan[name] = ['truncate'] * (download.RETRIES + 1)
   with pytest.raises(data.DownloadError, match='transfer truncated') as error:
     data.download(info, name, dest)
   assert f'{server.url}/{name}' in str(error.value)
   assert str(dest) in str(error.value)
-  assert len(server.log) == data.RETRIES + 1
+  assert len(server.log) == download.RETRIES + 1
   assert list(dest.iterdir()) == []
 
 
@@ -409,7 +418,7 @@ def test_final_path_never_holds_partial_file(serve, synthetic_data_dir,
   try:
     assert server.paused.wait(10)
     deadline = time.monotonic() + 10
-    while not any(p.stat().st_size for p in dest.glob('.*.part-*')):
+    while not any(p.stat().st_size for p in dest.glob('.*.tmp')):
       assert time.monotonic() < deadline
       time.sleep(0.01)
     assert not (dest / name).exists()
@@ -593,8 +602,8 @@ def test_md5_is_cached_per_path_size_mtime(tmp_path, monkeypatch):
   path = tmp_path / 'f.bin'
   path.write_bytes(b'abc')
   calls = []
-  real_hash = data._hash_file
-  monkeypatch.setattr(data, '_hash_file',
+  real_hash = download._hash_file
+  monkeypatch.setattr(download, '_hash_file',
                       lambda p, a: calls.append(p) or real_hash(p, a))
   assert data.md5sum(path) == hashlib.md5(b'abc').hexdigest()
   assert data.md5sum(path) == hashlib.md5(b'abc').hexdigest()
