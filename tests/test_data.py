@@ -22,6 +22,8 @@ from kmnist_jax.errors import UserError
 
 from mirror_server import MirrorServer  # pylint: disable=g-bad-import-order
 
+_PUBLIC_COPIES = dict(download.PUBLIC_COPIES)  # before tests replace it
+
 REAL_MD5 = {
     'kmnist-test-imgs.npz': 'dace6de62ca8b90843cc45366337d02e',
     'kmnist-test-labels.npz': '3ae489a79983d0fe386152684e3b5412',
@@ -161,7 +163,68 @@ def test_resolve_data_dir(monkeypatch, tmp_path):
   assert data.resolve_data_dir('kmnist', tmp_path / 'x') == tmp_path / 'x'
 
 
+def test_every_file_has_pinned_size_md5_and_sha256():
+  no_sha256 = set()
+  for info in data.DATASETS.values():
+    groups = [info.files, info.idx_files or {}]
+    files = [info.classmap] + [f for g in groups for split in g.values()
+                               for f in (split.images, split.labels)]
+    for file in files:
+      assert file.size and file.size > 0, file.name
+      assert len(file.md5 or '') == 32, file.name
+      if file.sha256 is None:
+        no_sha256.add(file.name)
+      else:
+        assert len(file.sha256) == 64, file.name
+  # Published nowhere we could find: size and md5 only.
+  assert no_sha256 == {'k49-test-imgs.npz', 'k49-test-labels.npz'}
+  idx = data.get_info('kmnist').idx_files['test'].images
+  assert (idx.size, idx.sha256) == (3_041_136, 'edd7a857845ad6bb1d0ba43fe7e794d1'
+                                    '64fe2dce499a1694695a792adfac43c5')
+  assert data.get_info('k49').classmap.size == 697
+
+
+def test_sources_in_order(monkeypatch):
+  monkeypatch.setattr(download, 'PUBLIC_COPIES', _PUBLIC_COPIES)
+  monkeypatch.delenv(data.ENV_MIRROR_ONLY)
+  monkeypatch.setenv(data.ENV_MIRROR, 'http://m.test/k/')
+  kmnist, k49 = data.get_info('kmnist'), data.get_info('k49')
+  assert download.sources(kmnist.files['train'].images) == [
+      ('$KMNIST_JAX_MIRROR', 'http://m.test/k/kmnist-train-imgs.npz'),
+      ('official', 'http://codh.rois.ac.jp/kmnist/dataset/kmnist/'
+                   'kmnist-train-imgs.npz'),
+      ('public copy', 'https://codh.rois.ac.jp/kmnist/dataset/kmnist/'
+                      'kmnist-train-imgs.npz')]
+  assert [label for label, _ in download.sources(k49.classmap)] == [
+      '$KMNIST_JAX_MIRROR', 'official']
+  monkeypatch.setenv(data.ENV_MIRROR_ONLY, '1')
+  assert download.sources(k49.classmap) == [
+      ('$KMNIST_JAX_MIRROR', 'http://m.test/k/k49_classmap.csv')]
+  monkeypatch.delenv(data.ENV_MIRROR)
+  assert [label for label, _ in download.sources(k49.classmap)] == [
+      'official']
+
+
 # ----------------------------------------------------------------- class map
+
+
+def test_k49_builtin_class_map_is_the_official_csv(tmp_path):
+  classes = data.class_map('k49', tmp_path)  # no CSV, nothing downloaded
+  assert len(classes) == 49 and list(tmp_path.iterdir()) == []
+  assert classes[0] == (0, 0x3042, 'あ') and classes[48] == (48, 0x309D, 'ゝ')
+  assert classes[44:47] == [(44, 0x3090, 'ゐ'), (45, 0x3091, 'ゑ'),
+                            (46, 0x3092, 'を')]
+  # Written like kmnist_classmap.csv, the table is the pinned official CSV.
+  text = 'index,codepoint,char\n' + ''.join(
+      f'{i},U+{code:04X},{char}\n' for i, code, char in classes)
+  blob = text.encode('utf-8')
+  pinned = data.get_info('k49').classmap
+  assert len(blob) == pinned.size
+  assert hashlib.md5(blob).hexdigest() == pinned.md5
+  assert hashlib.sha256(blob).hexdigest() == pinned.sha256
+  (tmp_path / 'k49_classmap.csv').write_bytes(blob)
+  assert data.class_map('k49', tmp_path) == classes
+
 
 
 def test_builtin_class_map_matches_real_csv(real_data_dir, tmp_path):
@@ -393,6 +456,104 @@ def test_server_down_names_files_urls_and_folder(monkeypatch,
   assert 'gave up after' in message
   assert list(dest.iterdir()) == []
   assert time.monotonic() - started < 10
+
+
+def _three_sources(monkeypatch, root, mirror, official, public):
+  """`root`'s files with mirror, official and public-copy URLs set."""
+  monkeypatch.delenv(data.ENV_MIRROR_ONLY)
+  monkeypatch.setenv(data.ENV_MIRROR, mirror)
+  info = _local_info(root, official=official + '/')
+  monkeypatch.setattr(download, 'PUBLIC_COPIES', {official + '/': (
+      public + '/',)})
+  return info
+
+
+def test_falls_back_through_sources(monkeypatch, synthetic_data_dir,
+                                    tmp_path, caplog):
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  mirror, official, public = (MirrorServer(root) for root in (
+      empty, synthetic_data_dir, synthetic_data_dir))
+  try:
+    info = _three_sources(monkeypatch, synthetic_data_dir, mirror.url,
+                          official.url, public.url)
+    official.plan[_LABELS] = ['wrong']
+    with caplog.at_level('WARNING'):
+      path = data.download(info, _LABELS, tmp_path / 'dest')
+  finally:
+    for server in (mirror, official, public):
+      server.close()
+  assert _md5(path) == _md5(synthetic_data_dir / _LABELS)
+  assert (mirror.log, official.log, public.log) == ([_LABELS],) * 3
+  notes = [r.getMessage() for r in caplog.records]
+  assert len(notes) == 2, notes
+  assert f'$KMNIST_JAX_MIRROR {mirror.url}/{_LABELS}' in notes[0]
+  assert 'HTTP 404' in notes[0]
+  assert f'official {official.url}/{_LABELS}' in notes[1]
+  assert 'checksum mismatch' in notes[1]
+  assert _leftovers(tmp_path / 'dest') == []
+
+
+def test_offline_message_lists_every_source(monkeypatch, synthetic_data_dir,
+                                            tmp_path):
+  mirror, official, public = (f'http://127.0.0.1:{_free_port()}/{kind}'
+                              for kind in ('m', 'o', 'p'))
+  info = _three_sources(monkeypatch, synthetic_data_dir, mirror, official,
+                        public)
+  started = time.monotonic()
+  with pytest.raises(data.DownloadError) as error:
+    data.load(info, 'test', tmp_path / 'dest')
+  message = str(error.value)
+  assert '\n' not in message
+  for label, url in (('$KMNIST_JAX_MIRROR', mirror),
+                     ('official', official), ('public copy', public)):
+    assert f'{label} {url}/{_IMAGES} (' in message, message
+  assert 'gave up after 4 attempts' in message
+  assert _LABELS in message and str(tmp_path / 'dest') in message
+  assert time.monotonic() - started < 10
+
+
+def test_stream_past_expected_size_stops(serve, synthetic_data_dir,
+                                         tmp_path):
+  dest = tmp_path / 'dest'
+  info = _local_info(synthetic_data_dir)
+  server = serve(synthetic_data_dir)
+  server.plan[_IMAGES] = ['endless']
+  size = info.files['test'].images.size
+  with pytest.raises(data.DownloadError) as error:
+    data.download(info, _IMAGES, dest)
+  assert f'sent more than the expected {size} bytes' in str(error.value)
+  assert server.log == [_IMAGES]  # skipped, not retried
+  # It hung up early: far less than the 64 MiB on offer was taken.
+  deadline = time.monotonic() + 10
+  while server.sent.get(_IMAGES, 0) < 1 and time.monotonic() < deadline:
+    time.sleep(0.01)
+  assert server.sent[_IMAGES] < server.endless_bytes // 2
+  assert list(dest.iterdir()) == []
+
+
+def test_announced_size_mismatch_is_skipped(serve, synthetic_data_dir,
+                                            tmp_path):
+  info = _local_info(synthetic_data_dir, size=100)
+  server = serve(synthetic_data_dir)
+  with pytest.raises(data.DownloadError) as error:
+    data.download(info, _LABELS, tmp_path / 'dest')
+  blob = (synthetic_data_dir / _LABELS).read_bytes()
+  assert f'announced {len(blob)} bytes; expected 100' in str(error.value)
+  assert server.log == [_LABELS]
+
+
+@pytest.mark.parametrize('umask', [0o002, 0o022])
+def test_download_gets_umask_permissions(serve, synthetic_data_dir, tmp_path,
+                                         umask):
+  info = _local_info(synthetic_data_dir)
+  serve(synthetic_data_dir)
+  old = os.umask(umask)
+  try:
+    path = data.download(info, _LABELS, tmp_path / 'shared')
+  finally:
+    os.umask(old)
+  assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_official_urls_without_mirror(monkeypatch):
