@@ -179,8 +179,9 @@ def test_every_file_has_pinned_size_md5_and_sha256():
   # Published nowhere we could find: size and md5 only.
   assert no_sha256 == {'k49-test-imgs.npz', 'k49-test-labels.npz'}
   idx = data.get_info('kmnist').idx_files['test'].images
-  assert (idx.size, idx.sha256) == (3_041_136, 'edd7a857845ad6bb1d0ba43fe7e794d1'
-                                    '64fe2dce499a1694695a792adfac43c5')
+  assert (idx.size, idx.sha256) == (
+      3_041_136,
+      'edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5')
   assert data.get_info('k49').classmap.size == 697
 
 
