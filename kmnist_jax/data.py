@@ -5,26 +5,19 @@ Typical use::
   images, labels = data.load('kmnist', 'train[:90%]')  # uint8, int32
 
 Files live in `data_dir` if given, else in env `KMNIST_JAX_DATA_DIR`, else in
-`~/.cache/kmnist_jax/<dataset>`. Missing files are downloaded from the official
-URLs, or from the mirror base URL in env `KMNIST_JAX_MIRROR`, and checked
-against the registered size and checksums before they get their final name.
+`~/.cache/kmnist_jax/<dataset>`. Missing files are downloaded by
+`kmnist_jax.download` (env `KMNIST_JAX_MIRROR` first, then the official URLs,
+then public copies) and kept only with their pinned size and checksums.
 """
 
 import csv
 import dataclasses
 import gzip
-import hashlib
-import http.client
 import io
 import math
 import os
 import pathlib
 import re
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 import zlib
@@ -33,7 +26,12 @@ from typing import Literal
 
 import numpy as np
 
-from kmnist_jax.errors import UserError
+from kmnist_jax import download as _download
+# Re-exported: the public names of the former single module.
+from kmnist_jax.download import ENV_DATA_DIR, ENV_MIRROR, ENV_MIRROR_ONLY
+from kmnist_jax.download import DownloadError, PathLike, RemoteFile
+from kmnist_jax.download import STALE_PART_S, md5sum, source_url
+from kmnist_jax.errors import UserError, one_line
 from kmnist_jax.splits import SPLITS, Bound, SplitSpec
 from kmnist_jax.splits import parse_split, resolve_split
 
@@ -44,42 +42,11 @@ __all__ = [
     'release_id', 'resolve_data_dir', 'resolve_split', 'source_url',
 ]
 
-ENV_DATA_DIR = 'KMNIST_JAX_DATA_DIR'
-ENV_MIRROR = 'KMNIST_JAX_MIRROR'
 IMAGE_SHAPE = (28, 28)
-
-# Download behaviour; tests lower these.
-RETRIES = 3  # retries after the first attempt
-BACKOFF_S = 1.0  # wait before retry k is BACKOFF_S * 2**k
-TIMEOUT_S = 60.0
-# A partial download untouched this long was left by a killed run; an active
-# one is written to at least every TIMEOUT_S.
-STALE_PART_S = 3600.0
-_CHUNK = 1 << 16
-
-PathLike = str | os.PathLike[str]
 
 
 class DataWarning(UserWarning):
   """A data file differs from the registered official release."""
-
-
-class DownloadError(UserError):
-  """Files could not be downloaded (network, server or truncated transfers)."""
-
-  def __init__(self, message: str, reason: str = ''):
-    super().__init__(message)
-    self.reason = reason
-
-
-@dataclasses.dataclass(frozen=True)
-class RemoteFile:
-  """A downloadable file; `None` where a size or checksum is not known."""
-  name: str
-  url: str
-  size: int | None = None
-  md5: str | None = None
-  sha256: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,13 +86,9 @@ class DatasetInfo:
   fallback_chars: str = ''
 
 
-def _remote(base: str, name: str, size: int | None = None,
-            md5: str | None = None, sha256: str | None = None) -> RemoteFile:
-  return RemoteFile(name, base + name, size, md5, sha256)
-
-
 _KMNIST = 'http://codh.rois.ac.jp/kmnist/dataset/kmnist/'
 _K49 = 'http://codh.rois.ac.jp/kmnist/dataset/k49/'
+_pinned = _download.pinned
 
 DATASETS: dict[str, DatasetInfo] = {
     'kmnist': DatasetInfo(
@@ -133,39 +96,20 @@ DATASETS: dict[str, DatasetInfo] = {
         num_classes=10,
         metric='accuracy',
         files={
-            'train': SplitFiles(
-                _remote(_KMNIST, 'kmnist-train-imgs.npz', 18_384_171,
-                        'a183fbc01ed9a345513b145673d3d0bb'),
-                _remote(_KMNIST, 'kmnist-train-labels.npz', 29_700,
-                        'b0e1d240e8afec72b50437fc3bc5908a',
-                        'a325c877035602cb9b9ba54f4194a2a1'
-                        'b5f718026a463db5b5e0cdc124c03720')),
-            'test': SplitFiles(
-                _remote(_KMNIST, 'kmnist-test-imgs.npz', 3_079_479,
-                        'dace6de62ca8b90843cc45366337d02e',
-                        '692d824896bec8f3c357ebf7a0fe904e'
-                        'd67ac632ce953d0b58f7fbef7bb27d87'),
-                _remote(_KMNIST, 'kmnist-test-labels.npz', 5_304,
-                        '3ae489a79983d0fe386152684e3b5412',
-                        '660f13a4705431ea2a6391c41ecbe384'
-                        'cd0d932c595a101ec4f3b8989e785046')),
+            'train': SplitFiles(_pinned(_KMNIST, 'kmnist-train-imgs.npz'),
+                                _pinned(_KMNIST, 'kmnist-train-labels.npz')),
+            'test': SplitFiles(_pinned(_KMNIST, 'kmnist-test-imgs.npz'),
+                               _pinned(_KMNIST, 'kmnist-test-labels.npz')),
         },
-        classmap=_remote(_KMNIST, 'kmnist_classmap.csv', 151,
-                         '899202f6e8dc29a321ac210a03d0f2f1',
-                         '88ba4be4bd52d986ae100b425d5c2843'
-                         '7c81829c87800c5832a2253edc758374'),
+        classmap=_pinned(_KMNIST, 'kmnist_classmap.csv'),
         num_examples={'train': 60_000, 'test': 10_000},
         idx_files={
             'train': SplitFiles(
-                _remote(_KMNIST, 'train-images-idx3-ubyte.gz',
-                        md5='bdb82020997e1d708af4cf47b453dcf7'),
-                _remote(_KMNIST, 'train-labels-idx1-ubyte.gz',
-                        md5='e144d726b3acfaa3e44228e80efcd344')),
+                _pinned(_KMNIST, 'train-images-idx3-ubyte.gz'),
+                _pinned(_KMNIST, 'train-labels-idx1-ubyte.gz')),
             'test': SplitFiles(
-                _remote(_KMNIST, 't10k-images-idx3-ubyte.gz',
-                        md5='5c965bf0a639b31b8f53240b1b52f4d7'),
-                _remote(_KMNIST, 't10k-labels-idx1-ubyte.gz',
-                        md5='7320c461ea6c1c855c0b718fb2a4b134')),
+                _pinned(_KMNIST, 't10k-images-idx3-ubyte.gz'),
+                _pinned(_KMNIST, 't10k-labels-idx1-ubyte.gz')),
         },
         outdated_md5s={
             'c8fe4d39f842711ac6cc8c1b4be5ee21':
@@ -178,21 +122,17 @@ DATASETS: dict[str, DatasetInfo] = {
         num_classes=49,
         metric='balanced_accuracy',
         files={
-            # md5s as published by independent K49 loaders (torchvision-style
-            # K49 class and a constants table agree); rois-codh publishes none.
-            'train': SplitFiles(
-                _remote(_K49, 'k49-train-imgs.npz',
-                        md5='7ac088b20481cf51dcd01ceaab89d821'),
-                _remote(_K49, 'k49-train-labels.npz',
-                        md5='44a8e1b893f81e63ff38d73cad420f7a')),
-            'test': SplitFiles(
-                _remote(_K49, 'k49-test-imgs.npz',
-                        md5='d352e201d846ce6b94f42c990966f374'),
-                _remote(_K49, 'k49-test-labels.npz',
-                        md5='4da6f7a62e67a832d5eb1bd85c5ee448')),
+            'train': SplitFiles(_pinned(_K49, 'k49-train-imgs.npz'),
+                                _pinned(_K49, 'k49-train-labels.npz')),
+            'test': SplitFiles(_pinned(_K49, 'k49-test-imgs.npz'),
+                               _pinned(_K49, 'k49-test-labels.npz')),
         },
-        classmap=_remote(_K49, 'k49_classmap.csv'),
+        classmap=_pinned(_K49, 'k49_classmap.csv'),
         num_examples={'train': 232_365, 'test': 38_547},
+        # The rows of k49_classmap.csv: written in kmnist_classmap.csv's
+        # format they give its pinned size, md5 and sha256 exactly.
+        fallback_chars=('あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほ'
+                        'まみむめもやゆよらりるれろわゐゑをんゝ'),
     ),
 }
 
@@ -219,146 +159,7 @@ def resolve_data_dir(name: 'str | DatasetInfo',
   return pathlib.Path.home() / '.cache' / 'kmnist_jax' / info.name
 
 
-# ----------------------------------------------------------------- checksums
-
-_md5_cache: dict[tuple[str, int, int], str] = {}
-
-
-def _hash_file(path: pathlib.Path, algorithm: str) -> str:
-  digest = hashlib.new(algorithm)
-  with open(path, 'rb') as f:
-    while chunk := f.read(1 << 20):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
-def md5sum(path: PathLike) -> str:
-  """md5 of a file, cached per (path, size, mtime)."""
-  path = pathlib.Path(path)
-  stat = path.stat()
-  key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-  if key not in _md5_cache:
-    _md5_cache[key] = _hash_file(path, 'md5')
-  return _md5_cache[key]
-
-
 # ----------------------------------------------------------------- downloads
-
-
-def source_url(file: RemoteFile) -> str:
-  """The mirror URL (env KMNIST_JAX_MIRROR + '/' + name) or the official one."""
-  mirror = os.environ.get(ENV_MIRROR, '')
-  if mirror:
-    return mirror.rstrip('/') + '/' + file.name
-  return file.url
-
-
-class _Transient(Exception):
-  """A failure worth retrying; `unreachable` when no connection was made."""
-
-  def __init__(self, reason: str, unreachable: bool = False):
-    super().__init__(reason)
-    self.unreachable = unreachable
-
-
-def _one_line(error: BaseException | str) -> str:
-  text = error if isinstance(error, str) else (
-      str(error) or type(error).__name__)
-  return ' '.join(text.split())
-
-
-def _fail_message(files: list[RemoteFile], directory: pathlib.Path,
-                  reason: str) -> str:
-  names = ', '.join(f.name for f in files)
-  urls = ' '.join(source_url(f) for f in files)
-  return (f'cannot download {names} ({reason}); download {urls} and put them '
-          f'in {directory} (or set {ENV_DATA_DIR} to a folder holding them)')
-
-
-class _Progress:
-  """A one-line progress display, shown only when stderr is a terminal."""
-
-  def __init__(self, name: str, total: int | None):
-    self.name, self.total, self.last = name, total, 0.0
-    self.enabled = sys.stderr.isatty()
-
-  def update(self, done: int, final: bool = False) -> None:
-    now = time.monotonic()
-    if not self.enabled or (not final and now - self.last < 0.2):
-      return
-    self.last = now
-    total = f'/{self.total / 1e6:.1f}' if self.total else ''
-    end = '\n' if final else ''
-    sys.stderr.write(f'\r{self.name}: {done / 1e6:.1f}{total} MB{end}')
-    sys.stderr.flush()
-
-
-def _open(url: str, name: str, timeout: float) -> http.client.HTTPResponse:
-  try:
-    return urllib.request.urlopen(url, timeout=timeout)
-  except urllib.error.HTTPError as e:
-    if e.code >= 500 or e.code in (408, 429):
-      raise _Transient(f'HTTP {e.code} {e.reason} from {url}') from None
-    raise UserError(
-        f'cannot download {name}: {url} answered HTTP {e.code} {e.reason}; '
-        f'expected the file there (check {ENV_MIRROR})') from None
-  except urllib.error.URLError as e:
-    raise _Transient(f'{_one_line(str(e.reason))} at {url}',
-                     unreachable=True) from None
-  except (OSError, http.client.HTTPException) as e:
-    raise _Transient(f'{_one_line(e)} at {url}') from None
-
-
-def _fetch_once(file: RemoteFile, url: str, directory: pathlib.Path,
-                timeout: float) -> pathlib.Path:
-  """One attempt: stream to a temp file, verify, rename; never leaves temps."""
-  try:
-    fd, tmp_name = tempfile.mkstemp(prefix=f'.{file.name}.part-',
-                                    dir=directory)
-  except OSError as e:
-    raise UserError(
-        f'cannot write {file.name} into {directory} '
-        f'({_one_line(e.strerror or e)}); expected a writable folder (set '
-        f'{ENV_DATA_DIR}) or put the file there yourself from {url}') from None
-  tmp = pathlib.Path(tmp_name)
-  try:
-    md5, sha256, received = hashlib.md5(), hashlib.sha256(), 0
-    with os.fdopen(fd, 'wb') as out, _open(url, file.name, timeout) as resp:
-      length = resp.headers.get('Content-Length')
-      expected = int(length) if length and length.isdigit() else file.size
-      progress = _Progress(file.name, expected)
-      try:
-        while chunk := resp.read1(_CHUNK):
-          out.write(chunk)
-          md5.update(chunk)
-          sha256.update(chunk)
-          received += len(chunk)
-          progress.update(received)
-      except (OSError, http.client.HTTPException) as e:
-        raise _Transient(f'transfer of {url} interrupted: {_one_line(e)}')
-      progress.update(received, final=True)
-    if expected is not None and received < expected:
-      raise _Transient(
-          f'transfer truncated: got {received} of {expected} bytes from {url}')
-    got_md5 = md5.hexdigest()
-    if file.md5 and got_md5 != file.md5:
-      raise UserError(
-          f'checksum mismatch for {file.name} from {url}: expected md5 '
-          f'{file.md5}, got {got_md5} ({received} bytes); the download was '
-          'deleted')
-    if file.sha256 and sha256.hexdigest() != file.sha256:
-      raise UserError(
-          f'checksum mismatch for {file.name} from {url}: expected sha256 '
-          f'{file.sha256}, got {sha256.hexdigest()}; the download was deleted')
-    if file.size is not None and received != file.size:
-      raise UserError(
-          f'size mismatch for {file.name} from {url}: expected {file.size} '
-          f'bytes, got {received}; the download was deleted')
-    final = directory / file.name
-    os.replace(tmp, final)
-    return final
-  finally:
-    tmp.unlink(missing_ok=True)
 
 
 def download(info: 'str | DatasetInfo', file: 'RemoteFile | str',
@@ -371,67 +172,11 @@ def download(info: 'str | DatasetInfo', file: 'RemoteFile | str',
     dest_dir: target folder, created if needed.
 
   Raises:
-    DownloadError: still failing after `RETRIES` retries (unreachable network,
-      server errors, truncated transfers); names the file, URL and folder.
-    UserError: checksum/size mismatch, HTTP 4xx, unwritable folder.
+    DownloadError: no source (mirror, official URL, public copies) delivered
+      the file with its pinned size and checksums; lists every source tried.
+    UserError: unknown file name; the folder cannot be created or written.
   """
-  info = get_info(info)
-  if isinstance(file, str):
-    file = _file_by_name(info, file)
-  directory = pathlib.Path(dest_dir).expanduser()
-  url = source_url(file)
-  try:
-    directory.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise UserError(
-        f'cannot create data folder {directory} for {file.name} '
-        f'({_one_line(e.strerror or e)}); expected a writable folder (set '
-        f'{ENV_DATA_DIR}) or put the file there yourself from {url}') from None
-  _remove_stale_parts(directory, file.name)
-  reason = ''
-  for attempt in range(RETRIES + 1):
-    if attempt:
-      time.sleep(BACKOFF_S * 2 ** (attempt - 1))
-    try:
-      return _fetch_once(file, url, directory, TIMEOUT_S)
-    except _Transient as e:
-      reason = _one_line(e)
-  reason = f'{reason}; gave up after {RETRIES + 1} attempts'
-  raise DownloadError(_fail_message([file], directory, reason), reason)
-
-
-def _remove_stale_parts(directory: pathlib.Path, name: str) -> None:
-  """Deletes the partial files of `name` that killed runs left behind."""
-  for part in directory.glob(f'.{name}.part-*'):
-    try:
-      if time.time() - part.stat().st_mtime > STALE_PART_S:
-        part.unlink()
-    except OSError:
-      pass  # Another run removed or renamed it.
-
-
-def _file_by_name(info: DatasetInfo, name: str) -> RemoteFile:
-  groups = [info.files, info.idx_files or {}]
-  files = [info.classmap] + [f for g in groups for s in g.values()
-                             for f in (s.images, s.labels)]
-  for f in files:
-    if f.name == name:
-      return f
-  raise UserError(f'{name!r} is not a file of dataset {info.name!r}; expected '
-                  f'one of: {", ".join(f.name for f in files)}')
-
-
-def _download_all(info: DatasetInfo, files: list[RemoteFile],
-                  directory: pathlib.Path) -> None:
-  """Downloads `files`; a failure names every file not yet downloaded."""
-  for i, file in enumerate(files):
-    try:
-      download(info, file, directory)
-    except DownloadError as e:
-      if len(files) - i == 1:
-        raise
-      raise DownloadError(_fail_message(files[i:], directory, e.reason),
-                          e.reason) from None
+  return _download.download(get_info(info), file, dest_dir)
 
 
 # ------------------------------------------------------------------- loading
@@ -465,7 +210,7 @@ def _split_files(info: DatasetInfo, split: str, directory: pathlib.Path
       found[role] = (directory / remote.name, remote)
       missing.append(remote)
   if missing:
-    _download_all(info, missing, directory)
+    _download.download_all(info, missing, directory)
   return found
 
 
@@ -508,7 +253,7 @@ def _read_npz(path: pathlib.Path) -> np.ndarray:
   try:
     archive = np.load(path, allow_pickle=False)
   except _READ_ERRORS as e:
-    raise UserError(f'{path} is not a readable .npz archive ({_one_line(e)}); '
+    raise UserError(f'{path} is not a readable .npz archive ({one_line(e)}); '
                     f'expected {kind} (delete it to download again)') from None
   if not isinstance(archive, np.lib.npyio.NpzFile):
     raise UserError(f'{path} holds a bare array, not {kind}')
@@ -520,7 +265,7 @@ def _read_npz(path: pathlib.Path) -> np.ndarray:
       return archive['arr_0']
     except _READ_ERRORS as e:
       raise UserError(
-          f"{path}: cannot read 'arr_0' ({_one_line(e)}); the file looks "
+          f"{path}: cannot read 'arr_0' ({one_line(e)}); the file looks "
           'truncated or corrupt (delete it to download again)') from None
 
 
@@ -534,7 +279,7 @@ def _read_idx(path: pathlib.Path) -> np.ndarray:
     else:
       raw = path.read_bytes()
   except (OSError, EOFError, zlib.error) as e:
-    raise UserError(f'{path} cannot be read ({_one_line(e)}); expected {kind}'
+    raise UserError(f'{path} cannot be read ({one_line(e)}); expected {kind}'
                     ) from None
   if len(raw) < 4 or raw[:3] != b'\x00\x00\x08' or raw[3] not in (1, 3):
     raise UserError(
@@ -643,7 +388,7 @@ def _read_classmap(path: pathlib.Path,
   try:
     text = path.read_text(encoding='utf-8-sig')
   except (OSError, UnicodeDecodeError) as e:
-    raise UserError(f'{path} cannot be read ({_one_line(e)}); expected {kind}'
+    raise UserError(f'{path} cannot be read ({one_line(e)}); expected {kind}'
                     ) from None
   rows = [row for row in csv.reader(io.StringIO(text)) if row]
   if not rows or [c.strip() for c in rows[0]] != ['index', 'codepoint', 'char']:
@@ -687,5 +432,5 @@ def class_map(name: 'str | DatasetInfo',
   if not path.exists():
     if len(info.fallback_chars) == info.num_classes:
       return [(i, ord(c), c) for i, c in enumerate(info.fallback_chars)]
-    _download_all(info, [info.classmap], directory)
+    _download.download_all(info, [info.classmap], directory)
   return _read_classmap(path, info.num_classes)

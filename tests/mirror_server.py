@@ -10,12 +10,16 @@ class MirrorServer:
 
   `plan[name]` is a list of modes used by successive requests for `name`:
   'ok', '500', 'truncate' (Content-Length of the full body, half sent),
-  'wrong' (same length, different bytes) or 'pause' (half sent, then waits
-  for `release`, at most `pause_s` seconds).
+  'wrong' (same length, different bytes), 'pause' (half sent, then waits
+  for `release`, at most `pause_s` seconds) or 'endless' (no Content-Length,
+  the file repeated up to `endless_bytes`, until the client hangs up).
+  `sent[name]` counts the body bytes written to the socket.
   """
 
-  def __init__(self, root: pathlib.Path, pause_s: float = 10):
-    self.root, self.plan, self.log = root, {}, []
+  def __init__(self, root: pathlib.Path, pause_s: float = 10,
+               endless_bytes: int = 64 << 20):
+    self.root, self.plan, self.log, self.sent = root, {}, [], {}
+    self.endless_bytes = endless_bytes
     self.release, self.paused = threading.Event(), threading.Event()
     server = self
 
@@ -36,6 +40,9 @@ class MirrorServer:
         body = path.read_bytes()
         if mode == 'wrong':
           body = bytes(b ^ 0xFF for b in body)
+        if mode == 'endless':
+          self._endless(name, body)
+          return
         self.send_response(200)
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
@@ -50,6 +57,18 @@ class MirrorServer:
           self.wfile.write(body[half:])
           return
         self.wfile.write(body)
+
+      def _endless(self, name, body):
+        self.send_response(200)
+        self.end_headers()
+        server.sent[name] = 0
+        while server.sent[name] < server.endless_bytes:
+          try:
+            self.wfile.write(body)
+            self.wfile.flush()
+          except OSError:  # The client hung up.
+            return
+          server.sent[name] += len(body)
 
       def log_message(self, *args):
         pass

@@ -17,9 +17,12 @@ import numpy as np
 import pytest
 
 from kmnist_jax import data
+from kmnist_jax import download
 from kmnist_jax.errors import UserError
 
 from mirror_server import MirrorServer  # pylint: disable=g-bad-import-order
+
+_PUBLIC_COPIES = dict(download.PUBLIC_COPIES)  # before tests replace it
 
 REAL_MD5 = {
     'kmnist-test-imgs.npz': 'dace6de62ca8b90843cc45366337d02e',
@@ -44,23 +47,31 @@ def _free_port() -> int:
 
 @pytest.fixture(autouse=True)
 def _fast_offline_downloads(monkeypatch):
-  """No real network in tests, no backoff waits, short timeouts."""
-  monkeypatch.setattr(data, 'BACKOFF_S', 0.0)
-  monkeypatch.setattr(data, 'TIMEOUT_S', 5.0)
+  """No real network in tests (the mirror only, on a closed local port, no
+  public copies), no backoff waits, short timeouts."""
+  monkeypatch.setattr(download, 'BACKOFF_S', 0.0)
+  monkeypatch.setattr(download, 'TIMEOUT_S', 5.0)
+  monkeypatch.setattr(download, 'PUBLIC_COPIES', {})
   monkeypatch.setenv(data.ENV_MIRROR, f'http://127.0.0.1:{_free_port()}')
+  monkeypatch.setenv(data.ENV_MIRROR_ONLY, '1')
 
 
 def _local_info(directory: pathlib.Path, checksums: bool = True,
-                name: str = 'synth') -> data.DatasetInfo:
-  """A registry entry for the files in `directory` (as written by conftest)."""
+                name: str = 'synth', official: str = '',
+                size: int | None = None) -> data.DatasetInfo:
+  """A registry entry for the files in `directory` (as written by conftest),
+  officially at `official` (default: a closed local port). `size` replaces
+  every pinned size."""
+  official = official or f'http://127.0.0.1:{_free_port()}/official/'
 
   def remote(file_name: str) -> data.RemoteFile:
     path = directory / file_name
     if not checksums or not path.exists():
-      return data.RemoteFile(file_name, f'http://invalid.test/{file_name}')
+      return data.RemoteFile(file_name, official + file_name)
     blob = path.read_bytes()
-    return data.RemoteFile(file_name, f'http://invalid.test/{file_name}',
-                           len(blob), hashlib.md5(blob).hexdigest(),
+    return data.RemoteFile(file_name, official + file_name,
+                           len(blob) if size is None else size,
+                           hashlib.md5(blob).hexdigest(),
                            hashlib.sha256(blob).hexdigest())
 
   kmnist = data.DATASETS['kmnist']
@@ -90,7 +101,7 @@ def serve(monkeypatch):
 
 
 def _leftovers(directory: pathlib.Path) -> list[str]:
-  return sorted(p.name for p in directory.glob('.*.part-*'))
+  return sorted(p.name for p in directory.glob('.*.tmp'))
 
 
 # ------------------------------------------------------------------ registry
@@ -152,7 +163,69 @@ def test_resolve_data_dir(monkeypatch, tmp_path):
   assert data.resolve_data_dir('kmnist', tmp_path / 'x') == tmp_path / 'x'
 
 
+def test_every_file_has_pinned_size_md5_and_sha256():
+  no_sha256 = set()
+  for info in data.DATASETS.values():
+    groups = [info.files, info.idx_files or {}]
+    files = [info.classmap] + [f for g in groups for split in g.values()
+                               for f in (split.images, split.labels)]
+    for file in files:
+      assert file.size and file.size > 0, file.name
+      assert len(file.md5 or '') == 32, file.name
+      if file.sha256 is None:
+        no_sha256.add(file.name)
+      else:
+        assert len(file.sha256) == 64, file.name
+  # Published nowhere we could find: size and md5 only.
+  assert no_sha256 == {'k49-test-imgs.npz', 'k49-test-labels.npz'}
+  idx = data.get_info('kmnist').idx_files['test'].images
+  assert (idx.size, idx.sha256) == (
+      3_041_136,
+      'edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5')
+  assert data.get_info('k49').classmap.size == 697
+
+
+def test_sources_in_order(monkeypatch):
+  monkeypatch.setattr(download, 'PUBLIC_COPIES', _PUBLIC_COPIES)
+  monkeypatch.delenv(data.ENV_MIRROR_ONLY)
+  monkeypatch.setenv(data.ENV_MIRROR, 'http://m.test/k/')
+  kmnist, k49 = data.get_info('kmnist'), data.get_info('k49')
+  assert download.sources(kmnist.files['train'].images) == [
+      ('$KMNIST_JAX_MIRROR', 'http://m.test/k/kmnist-train-imgs.npz'),
+      ('official', 'http://codh.rois.ac.jp/kmnist/dataset/kmnist/'
+                   'kmnist-train-imgs.npz'),
+      ('public copy', 'https://codh.rois.ac.jp/kmnist/dataset/kmnist/'
+                      'kmnist-train-imgs.npz')]
+  assert [label for label, _ in download.sources(k49.classmap)] == [
+      '$KMNIST_JAX_MIRROR', 'official']
+  monkeypatch.setenv(data.ENV_MIRROR_ONLY, '1')
+  assert download.sources(k49.classmap) == [
+      ('$KMNIST_JAX_MIRROR', 'http://m.test/k/k49_classmap.csv')]
+  monkeypatch.delenv(data.ENV_MIRROR)
+  assert [label for label, _ in download.sources(k49.classmap)] == [
+      'official']
+
+
 # ----------------------------------------------------------------- class map
+
+
+def test_k49_builtin_class_map_is_the_official_csv(tmp_path):
+  classes = data.class_map('k49', tmp_path)  # no CSV, nothing downloaded
+  assert len(classes) == 49 and list(tmp_path.iterdir()) == []
+  assert classes[0] == (0, 0x3042, 'あ') and classes[48] == (48, 0x309D, 'ゝ')
+  assert classes[44:47] == [(44, 0x3090, 'ゐ'), (45, 0x3091, 'ゑ'),
+                            (46, 0x3092, 'を')]
+  # Written like kmnist_classmap.csv, the table is the pinned official CSV.
+  text = 'index,codepoint,char\n' + ''.join(
+      f'{i},U+{code:04X},{char}\n' for i, code, char in classes)
+  blob = text.encode('utf-8')
+  pinned = data.get_info('k49').classmap
+  assert len(blob) == pinned.size
+  assert hashlib.md5(blob).hexdigest() == pinned.md5
+  assert hashlib.sha256(blob).hexdigest() == pinned.sha256
+  (tmp_path / 'k49_classmap.csv').write_bytes(blob)
+  assert data.class_map('k49', tmp_path) == classes
+
 
 
 def test_builtin_class_map_matches_real_csv(real_data_dir, tmp_path):
@@ -335,12 +408,12 @@ def test_truncated_transfer_gives_up(serve, synthetic_data_dir, tmp_path):
   info = _local_info(synthetic_data_dir)
   server = serve(synthetic_data_dir)
   name = 'kmnist-test-imgs.npz'
-  server.plan[name] = ['truncate'] * (data.RETRIES + 1)
+  server.plan[name] = ['truncate'] * (download.RETRIES + 1)
   with pytest.raises(data.DownloadError, match='transfer truncated') as error:
     data.download(info, name, dest)
   assert f'{server.url}/{name}' in str(error.value)
   assert str(dest) in str(error.value)
-  assert len(server.log) == data.RETRIES + 1
+  assert len(server.log) == download.RETRIES + 1
   assert list(dest.iterdir()) == []
 
 
@@ -386,6 +459,104 @@ def test_server_down_names_files_urls_and_folder(monkeypatch,
   assert time.monotonic() - started < 10
 
 
+def _three_sources(monkeypatch, root, mirror, official, public):
+  """`root`'s files with mirror, official and public-copy URLs set."""
+  monkeypatch.delenv(data.ENV_MIRROR_ONLY)
+  monkeypatch.setenv(data.ENV_MIRROR, mirror)
+  info = _local_info(root, official=official + '/')
+  monkeypatch.setattr(download, 'PUBLIC_COPIES', {official + '/': (
+      public + '/',)})
+  return info
+
+
+def test_falls_back_through_sources(monkeypatch, synthetic_data_dir,
+                                    tmp_path, caplog):
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  mirror, official, public = (MirrorServer(root) for root in (
+      empty, synthetic_data_dir, synthetic_data_dir))
+  try:
+    info = _three_sources(monkeypatch, synthetic_data_dir, mirror.url,
+                          official.url, public.url)
+    official.plan[_LABELS] = ['wrong']
+    with caplog.at_level('WARNING'):
+      path = data.download(info, _LABELS, tmp_path / 'dest')
+  finally:
+    for server in (mirror, official, public):
+      server.close()
+  assert _md5(path) == _md5(synthetic_data_dir / _LABELS)
+  assert (mirror.log, official.log, public.log) == ([_LABELS],) * 3
+  notes = [r.getMessage() for r in caplog.records]
+  assert len(notes) == 2, notes
+  assert f'$KMNIST_JAX_MIRROR {mirror.url}/{_LABELS}' in notes[0]
+  assert 'HTTP 404' in notes[0]
+  assert f'official {official.url}/{_LABELS}' in notes[1]
+  assert 'checksum mismatch' in notes[1]
+  assert _leftovers(tmp_path / 'dest') == []
+
+
+def test_offline_message_lists_every_source(monkeypatch, synthetic_data_dir,
+                                            tmp_path):
+  mirror, official, public = (f'http://127.0.0.1:{_free_port()}/{kind}'
+                              for kind in ('m', 'o', 'p'))
+  info = _three_sources(monkeypatch, synthetic_data_dir, mirror, official,
+                        public)
+  started = time.monotonic()
+  with pytest.raises(data.DownloadError) as error:
+    data.load(info, 'test', tmp_path / 'dest')
+  message = str(error.value)
+  assert '\n' not in message
+  for label, url in (('$KMNIST_JAX_MIRROR', mirror),
+                     ('official', official), ('public copy', public)):
+    assert f'{label} {url}/{_IMAGES} (' in message, message
+  assert 'gave up after 4 attempts' in message
+  assert _LABELS in message and str(tmp_path / 'dest') in message
+  assert time.monotonic() - started < 10
+
+
+def test_stream_past_expected_size_stops(serve, synthetic_data_dir,
+                                         tmp_path):
+  dest = tmp_path / 'dest'
+  info = _local_info(synthetic_data_dir)
+  server = serve(synthetic_data_dir)
+  server.plan[_IMAGES] = ['endless']
+  size = info.files['test'].images.size
+  with pytest.raises(data.DownloadError) as error:
+    data.download(info, _IMAGES, dest)
+  assert f'sent more than the expected {size} bytes' in str(error.value)
+  assert server.log == [_IMAGES]  # skipped, not retried
+  # It hung up early: far less than the 64 MiB on offer was taken.
+  deadline = time.monotonic() + 10
+  while server.sent.get(_IMAGES, 0) < 1 and time.monotonic() < deadline:
+    time.sleep(0.01)
+  assert server.sent[_IMAGES] < server.endless_bytes // 2
+  assert list(dest.iterdir()) == []
+
+
+def test_announced_size_mismatch_is_skipped(serve, synthetic_data_dir,
+                                            tmp_path):
+  info = _local_info(synthetic_data_dir, size=100)
+  server = serve(synthetic_data_dir)
+  with pytest.raises(data.DownloadError) as error:
+    data.download(info, _LABELS, tmp_path / 'dest')
+  blob = (synthetic_data_dir / _LABELS).read_bytes()
+  assert f'announced {len(blob)} bytes; expected 100' in str(error.value)
+  assert server.log == [_LABELS]
+
+
+@pytest.mark.parametrize('umask', [0o002, 0o022])
+def test_download_gets_umask_permissions(serve, synthetic_data_dir, tmp_path,
+                                         umask):
+  info = _local_info(synthetic_data_dir)
+  serve(synthetic_data_dir)
+  old = os.umask(umask)
+  try:
+    path = data.download(info, _LABELS, tmp_path / 'shared')
+  finally:
+    os.umask(old)
+  assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_official_urls_without_mirror(monkeypatch):
   monkeypatch.delenv(data.ENV_MIRROR)
   file = data.get_info('kmnist').classmap
@@ -409,7 +580,7 @@ def test_final_path_never_holds_partial_file(serve, synthetic_data_dir,
   try:
     assert server.paused.wait(10)
     deadline = time.monotonic() + 10
-    while not any(p.stat().st_size for p in dest.glob('.*.part-*')):
+    while not any(p.stat().st_size for p in dest.glob('.*.tmp')):
       assert time.monotonic() < deadline
       time.sleep(0.01)
     assert not (dest / name).exists()
@@ -593,8 +764,8 @@ def test_md5_is_cached_per_path_size_mtime(tmp_path, monkeypatch):
   path = tmp_path / 'f.bin'
   path.write_bytes(b'abc')
   calls = []
-  real_hash = data._hash_file
-  monkeypatch.setattr(data, '_hash_file',
+  real_hash = download._hash_file
+  monkeypatch.setattr(download, '_hash_file',
                       lambda p, a: calls.append(p) or real_hash(p, a))
   assert data.md5sum(path) == hashlib.md5(b'abc').hexdigest()
   assert data.md5sum(path) == hashlib.md5(b'abc').hexdigest()

@@ -27,7 +27,8 @@ def test_download_killed_midway_then_rerun_completes(real_data_dir, tmp_path):
   # The first request for the images sends half, then hangs until close().
   server = MirrorServer(real_data_dir, pause_s=60)
   server.plan[_IMAGES] = ['pause']
-  env = dict(fc.env(), KMNIST_JAX_MIRROR=server.url)
+  env = dict(fc.env(), KMNIST_JAX_MIRROR=server.url,
+             KMNIST_JAX_MIRROR_ONLY='1')
   cmd = [sys.executable, '-m', 'kmnist_jax.main', '--config',
          str(fc.REPO / 'configs' / 'seed_cnn.py:smoke'),
          f'--workdir={workdir}', f'--config.data_dir={data_dir}']
@@ -48,7 +49,8 @@ def test_download_killed_midway_then_rerun_completes(real_data_dir, tmp_path):
     # partial file stays. Aged past data.STALE_PART_S, the rerun deletes it.
     names = sorted(p.name for p in data_dir.iterdir())
     assert _IMAGES not in names and _LABELS not in names, names
-    assert all(n.startswith(f'.{_IMAGES}.part-') for n in names), names
+    assert all(n.startswith(f'.{_IMAGES}.') and n.endswith('.tmp')
+               for n in names), names
     old = time.time() - data.STALE_PART_S - 60
     for part in data_dir.iterdir():
       os.utime(part, (old, old))
