@@ -201,7 +201,7 @@ def write_csv(table: pd.DataFrame, path: str) -> None:
                     f'folder {preprocess.display_name(folder)} does not exist')
   table = table.copy()
   for column in table.columns:
-    if table[column].dtype == object:
+    if not pd.api.types.is_numeric_dtype(table[column]):
       table[column] = [csv_cell(str(v)) for v in table[column]]
   try:
     with fileio.atomic_path(path) as tmp:
