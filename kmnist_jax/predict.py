@@ -180,11 +180,7 @@ def csv_cell(text: str) -> str:
   that are not UTF-8 are written as `\\xff`. Anything else is kept as is,
   control characters too: the CSV quoting keeps them inside the cell.
   """
-  try:
-    text = text.encode('utf-8', 'surrogateescape').decode(
-        'utf-8', 'backslashreplace')
-  except UnicodeEncodeError:
-    text = text.encode('utf-8', 'backslashreplace').decode('utf-8')
+  text = preprocess.as_utf8(text)
   return "'" + text if text.startswith(_FORMULA_START) else text
 
 
@@ -193,7 +189,7 @@ def write_csv(table: pd.DataFrame, path: str) -> None:
 
   RFC 4180 (CRLF line ends, so a CR or LF in a cell is always quoted): any
   CSV reader gives back one row per prediction. Text cells go through
-  `csv_cell`; absolute paths (starting with '/') are written unchanged.
+  `csv_cell`, which leaves absolute UTF-8 paths unchanged.
   """
   folder = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(folder):
@@ -244,7 +240,8 @@ def main(workdir: str, inputs: list[str], output_csv: str = '',
                                top_k=min(top_k, 3), max_rows=GALLERY_ROWS,
                                path=gallery)
       print(f'wrote {show(gallery)}')
-    except (OSError, UserError) as e:
+    except Exception as e:  # pylint: disable=broad-except
+      # The table and the CSV are out: a picture never costs them.
       print(f'warning: gallery not written: {show(str(e))}', file=sys.stderr)
   elif not result.errors:  # Else each bad input already has its line.
     print('error: no input could be predicted', file=sys.stderr)

@@ -72,7 +72,7 @@ _EXPECTED_ARRAY = 'expected a NumPy file of shape (N, 28, 28) or (28, 28)'
 # 232,365 KMNIST-49 training images fit, as uint8 or float16.
 MAX_ARRAY_IMAGES = 250_000
 MAX_ARRAY_BYTES = 512 << 20
-_MAX_NPY_HEADER = 65_536  # numpy's own limit on a header is 10,000 bytes.
+_MAX_NPY_HEADER = 10_000  # numpy's limit; longer headers are refused.
 # (first bytes, kind, what): kind 'npy', 'zip', 'image' or 'other'.
 _SIGNATURES = (
     (b'\x93NUMPY', 'npy', 'a NumPy .npy array'),
@@ -119,6 +119,16 @@ class Item:
 _ESCAPES = {'\t': '\\t', '\n': '\\n', '\r': '\\r'}
 
 
+def as_utf8(name: str) -> str:
+  """`name` encodable as UTF-8: the bytes of a POSIX file name that are not
+  UTF-8 (read with surrogateescape) become the text `\\xff`."""
+  try:
+    return name.encode('utf-8', 'surrogateescape').decode(
+        'utf-8', 'backslashreplace')
+  except UnicodeEncodeError:  # A lone surrogate that is not an escaped byte.
+    return name.encode('utf-8', 'backslashreplace').decode('utf-8')
+
+
 def display_name(name: str) -> str:
   """`name` safe to show in a terminal or a picture, one line.
 
@@ -127,13 +137,8 @@ def display_name(name: str) -> str:
   line-separator characters become `\\t`, `\\n`, `\\r`, `\\x1b`, `\\u202e`.
   Everything else, `$ = + - @` and backslashes included, is kept as is.
   """
-  try:
-    text = name.encode('utf-8', 'surrogateescape').decode(
-        'utf-8', 'backslashreplace')
-  except UnicodeEncodeError:  # A lone surrogate that is not an escaped byte.
-    text = name.encode('utf-8', 'backslashreplace').decode('utf-8')
   out = []
-  for c in text:
+  for c in as_utf8(name):
     if unicodedata.category(c) in ('Cc', 'Cf', 'Cs', 'Zl', 'Zp'):
       o = ord(c)
       out.append(_ESCAPES.get(c) or (f'\\x{o:02x}' if o < 0x100 else
@@ -399,7 +404,8 @@ def _read_npy(path: str) -> list[tuple[str, np.ndarray]]:
 
 
 def _read_npz(path: str) -> list[tuple[str, np.ndarray]]:
-  """Checks every member's declared size, then reads them one by one."""
+  """Checks every member's declared size, then every header, then reads
+  the data member by member."""
   try:
     with zipfile.ZipFile(path) as z:
       infos = [i for i in z.infolist() if not i.is_dir()]
@@ -418,14 +424,19 @@ def _read_npz(path: str) -> list[tuple[str, np.ndarray]]:
           raise InputError(
               f'{what} would decompress to {info.file_size:,} bytes{before}; '
               f'expected at most {MAX_ARRAY_BYTES:,} bytes of data per file')
-      out, images, nbytes = [], 0, 0
-      for info in infos:
+      headers, images, nbytes = [], 0, 0
+      for info in infos:  # Every header (a few hundred bytes inflated) ...
         key = info.filename[:-len('.npy')]
         what = f'array {key!r}' if len(infos) > 1 else ''
         with z.open(info) as fp:
           shape, fortran, dtype = _npy_header(fp, what)
-          images, nbytes, size = _check_size(shape, dtype, what, images,
-                                             nbytes)
+          start = fp.tell()
+        images, nbytes, size = _check_size(shape, dtype, what, images, nbytes)
+        headers.append((info, key, what, start, shape, fortran, dtype, size))
+      out = []
+      for info, key, what, start, shape, fortran, dtype, size in headers:
+        with z.open(info) as fp:  # ... before any data.
+          fp.read(start)
           data = _read_exact(fp, size, what, shape)
         out.append((key, _to_array(data, shape, fortran, dtype)))
       return out

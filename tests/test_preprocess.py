@@ -436,3 +436,23 @@ def test_the_content_decides_when_the_name_says_nothing(tmp_path):
 def test_display_name_escapes_what_a_terminal_would_obey(name, shown):
   assert preprocess.display_name(name) == shown
   shown.encode('utf-8')  # Printable on any UTF-8 terminal.
+
+
+def test_every_npz_header_is_checked_before_any_data_is_read(tmp_path,
+                                                             monkeypatch):
+  np.savez(tmp_path / 'x.npz', a=np.stack([glyph(1)] * 2), b=glyph(2)[None],
+           c=np.zeros((2, 28, 27), np.uint8))
+  reads = []
+  read_exact = preprocess._read_exact
+  monkeypatch.setattr(preprocess, '_read_exact',
+                      lambda *a: reads.append(a[2]) or read_exact(*a))
+  items, errors = preprocess.collect(str(tmp_path / 'x.npz'))
+  assert items == [] and reads == []
+  assert errors == [(str(tmp_path / 'x.npz'), "array 'c' of shape (2, 28, "
+                     '27); expected (N, 28, 28) with N >= 1, or (28, 28)')]
+  np.savez(tmp_path / 'y.npz', a=np.stack([glyph(1)] * 2), b=glyph(2))
+  items, errors = preprocess.collect(str(tmp_path / 'y.npz'))
+  assert errors == [] and reads == ["array 'a'", "array 'b'"]
+  assert [os.path.basename(it.name) for it in items] == [
+      'y.npz:a[0]', 'y.npz:a[1]', 'y.npz:b']
+  np.testing.assert_array_equal(items[2].image, glyph(2))
