@@ -261,13 +261,26 @@ def _fit(image: np.ndarray, side: int) -> np.ndarray:
   return out
 
 
+def gallery_name(name: str, limit: int = 16) -> str:
+  """The label of an input in the gallery: its base name, shown as is.
+
+  Drawn without mathtext or TeX (a `$` is a dollar sign), control
+  characters escaped (`preprocess.display_name`), and a name longer than
+  `limit` cut to '…' and its last `limit - 1` characters.
+  """
+  from kmnist_jax import preprocess  # pylint: disable=g-import-not-at-top
+  name = preprocess.display_name(os.path.basename(name) or name)
+  return name if len(name) <= limit else '…' + name[-(limit - 1):]
+
+
 def prediction_gallery(items: Sequence[Any], probs: np.ndarray,
                        classes: Classes, top_k: int = 3, max_rows: int = 16,
                        path: str | None = None) -> Figure:
   """Per input: as read, preprocessed 28x28, and the top-k probabilities.
 
-  `items` are `preprocess.Item`s (name, image, display), `probs` (N, C).
-  Only the first `max_rows` inputs are drawn. One axes holds everything
+  `items` are `preprocess.Item`s (name, image, display), `probs` (N, C);
+  each input is labelled by `gallery_name`. Only the first `max_rows`
+  inputs are drawn. One axes holds everything
   (a mosaic plus text and bars), which keeps 16 rows well under a second.
   """
   n = min(len(items), max_rows)
@@ -296,9 +309,8 @@ def prediction_gallery(items: Sequence[Any], probs: np.ndarray,
     for r in range(n):
       p = probs[r]
       y = r * row_h
-      name = os.path.basename(items[r].name) or items[r].name
-      ax.text(2, y + side - 3, name if len(name) <= 16 else '…' + name[-15:],
-              fontsize=6, color='yellow', va='bottom',
+      ax.text(2, y + side - 3, gallery_name(items[r].name), fontsize=6,
+              color='yellow', va='bottom', parse_math=False, usetex=False,
               bbox=dict(facecolor='black', alpha=0.5, pad=1, linewidth=0))
       for j, t in enumerate(np.argsort(-p, kind='stable')[:k]):
         t = int(t)

@@ -13,10 +13,17 @@ config; the checkpoint is `checkpoint_step`, else the best by eval accuracy
 (else the latest). Inputs are preprocessed to the KMNIST convention by
 `kmnist_jax.preprocess`. The forward pass runs in batches of a fixed size (the
 last one padded), so it compiles once.
+
+File names are data: the table keeps each path as given; the terminal table,
+the `error:` lines and the gallery show it through
+`preprocess.display_name` (control characters escaped, one line), and the
+CSV (`write_csv`) is RFC 4180 with text cells guarded against spreadsheet
+formulas.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 import sys
@@ -27,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from kmnist_jax import data as data_lib
+from kmnist_jax import fileio
 from kmnist_jax import preprocess
 from kmnist_jax import train
 from kmnist_jax.errors import UserError
@@ -120,7 +128,8 @@ class Predictor:
     result = self.run(inputs, top_k)
     if result.errors and errors == 'raise':
       raise UserError(f'{len(result.errors)} bad input(s): ' + '; '.join(
-          f'{path}: {message}' for path, message in result.errors))
+          preprocess.display_name(f'{path}: {message}')
+          for path, message in result.errors))
     return result.table
 
   def table(self, names: list[str], probs: np.ndarray,
@@ -139,14 +148,19 @@ class Predictor:
 
 
 def format_table(table: pd.DataFrame, top_k: int) -> str:
-  """The stdout table: path, then per k 'index U+304A お probability'."""
-  width = max([len('path')] + [len(p) for p in table['path']])
+  """The stdout table: path, then per k 'index U+304A お probability'.
+
+  Paths go through `preprocess.display_name`: a control character in a file
+  name is shown escaped (`\\x1b`), never sent to the terminal.
+  """
+  paths = [preprocess.display_name(p) for p in table['path']]
+  width = max([len('path')] + [len(p) for p in paths])
   head = [f'{"path":<{width}}'] + [f'{"top" + str(k + 1):<20}'
                                    for k in range(top_k)]
   lines = ['  '.join(head).rstrip()]
-  for row in table.itertuples(index=False):
+  for path, row in zip(paths, table.itertuples(index=False)):
     row = row._asdict()
-    cells = [f'{row["path"]:<{width}}']
+    cells = [f'{path:<{width}}']
     for k in range(1, top_k + 1):
       cells.append(f'{row[f"top{k}_index"]:>2} {row[f"top{k}_codepoint"]} '
                    f'{row[f"top{k}_char"]} {row[f"top{k}_prob"]:.4f}')
@@ -154,21 +168,44 @@ def format_table(table: pd.DataFrame, top_k: int) -> str:
   return '\n'.join(lines)
 
 
+# OWASP "CSV injection": a spreadsheet runs a cell that starts with these.
+_FORMULA_START = ('=', '+', '-', '@', '\t', '\r')
+
+
+def csv_cell(text: str) -> str:
+  """A text cell safe for spreadsheets, as valid UTF-8.
+
+  A cell starting with = + - @, tab or CR gets a leading single quote (the
+  OWASP advice; spreadsheets then show it as text); bytes of a file name
+  that are not UTF-8 are written as `\\xff`. Anything else is kept as is,
+  control characters too: the CSV quoting keeps them inside the cell.
+  """
+  text = preprocess.as_utf8(text)
+  return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def write_csv(table: pd.DataFrame, path: str) -> None:
-  """Writes the table as UTF-8 CSV atomically (temp file + rename)."""
+  """Writes the table as UTF-8 CSV atomically.
+
+  RFC 4180 (CRLF line ends, so a CR or LF in a cell is always quoted): any
+  CSV reader gives back one row per prediction. Text cells go through
+  `csv_cell`, which leaves absolute UTF-8 paths unchanged.
+  """
   folder = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(folder):
-    raise UserError(f'--predict_output {path}: folder {folder} does not exist')
-  tmp = f'{path}.tmp{os.getpid()}'
+    raise UserError(f'--predict_output {preprocess.display_name(path)}: '
+                    f'folder {preprocess.display_name(folder)} does not exist')
+  table = table.copy()
+  for column in table.columns:
+    if not pd.api.types.is_numeric_dtype(table[column]):
+      table[column] = [csv_cell(str(v)) for v in table[column]]
   try:
-    table.to_csv(tmp, index=False, encoding='utf-8', float_format='%.6f')
-    os.replace(tmp, path)
+    with fileio.atomic_path(path) as tmp:
+      table.to_csv(tmp, index=False, encoding='utf-8', float_format='%.6f',
+                   quoting=csv.QUOTE_MINIMAL, lineterminator='\r\n')
   except OSError as e:
-    raise UserError(f'--predict_output {path}: cannot write it '
-                    f'({e.strerror or e})') from None
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    raise UserError(f'--predict_output {preprocess.display_name(path)}: '
+                    f'cannot write it ({e.strerror or e})') from None
 
 
 def main(workdir: str, inputs: list[str], output_csv: str = '',
@@ -188,22 +225,24 @@ def main(workdir: str, inputs: list[str], output_csv: str = '',
   output_csv = output_csv or os.path.join(workdir, 'predictions.csv')
   predictor = Predictor.from_workdir(workdir, checkpoint_step)
   result = predictor.run(inputs, top_k)
+  show = preprocess.display_name
   for path, message in result.errors:
-    print(f'error: {path}: {message}', file=sys.stderr)
+    print(f'error: {show(path)}: {show(message)}', file=sys.stderr)
   if result.items:
     print(format_table(result.table, top_k))
     write_csv(result.table, output_csv)
-    print(f'wrote {output_csv} ({len(result.items)} predictions, checkpoint '
-          f'step {predictor.step})')
+    print(f'wrote {show(output_csv)} ({len(result.items)} predictions, '
+          f'checkpoint step {predictor.step})')
     gallery = os.path.join(workdir, 'plots', 'predictions.png')
     try:
       from kmnist_jax import plots  # pylint: disable=g-import-not-at-top
       plots.prediction_gallery(result.items, result.probs, predictor.classes,
                                top_k=min(top_k, 3), max_rows=GALLERY_ROWS,
                                path=gallery)
-      print(f'wrote {gallery}')
-    except (OSError, UserError) as e:
-      print(f'warning: gallery not written: {e}', file=sys.stderr)
+      print(f'wrote {show(gallery)}')
+    except Exception as e:  # pylint: disable=broad-except
+      # The table and the CSV are out: a picture never costs them.
+      print(f'warning: gallery not written: {show(str(e))}', file=sys.stderr)
   elif not result.errors:  # Else each bad input already has its line.
     print('error: no input could be predicted', file=sys.stderr)
   return 1 if result.errors or not result.items else 0

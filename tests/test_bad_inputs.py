@@ -10,6 +10,7 @@ parsing, the error printer, exit codes); the rest call the library, whose
 `UserError` the CLI prints the same way. Predict inputs are at the end.
 """
 
+import csv
 import http.server
 import json
 import pathlib
@@ -28,6 +29,7 @@ from kmnist_jax import train
 from kmnist_jax.errors import UserError
 
 from faults import conftest as fc
+from test_preprocess import lying_inputs
 
 IMGS, LABELS = 'kmnist-train-imgs.npz', 'kmnist-train-labels.npz'
 CLASSMAP = 'kmnist_classmap.csv'
@@ -440,6 +442,40 @@ def test_predict_bad_inputs_one_line_each(trained, tmp_path):
       assert needle in mine[0], (needle, mine[0])
   assert rss < 1500, f'peak memory {rss} MiB for a 400 Mpx image'
   assert fc.snapshot(tmp_path) == before  # No CSV, no gallery.
+
+
+def test_predict_lying_inputs_one_line_each_the_rest_predicted(trained,
+                                                              tmp_path):
+  """Content that lies about the file (another format than the name, headers
+  declaring shapes no machine holds, a 3 GiB .npz bomb): one `error:` line
+  per file, in bounded memory, and the good inputs (odd names included) are
+  still predicted into the CSV."""
+  inputs = tmp_path / 'inputs'
+  inputs.mkdir()
+  cases = lying_inputs(inputs)
+  good = ['good.png', '=1+2 $x$ \x1b[2J.png']
+  for name in good:
+    Image.fromarray(_ink()).save(inputs / name)
+  workdir = pathlib.Path(shutil.copytree(trained, tmp_path / 'w'))
+  proc, rss = _run_measured(
+      ['--mode=predict', f'--workdir={workdir}'] +
+      [f'--predict_input={inputs / name}' for name in sorted(cases) + good])
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr, (
+      proc.stderr[-3000:])
+  assert '\x1b' not in proc.stdout + proc.stderr
+  lines = fc.error_lines(proc.stderr)
+  assert len(lines) == len(cases), lines
+  for name, needles in cases.items():
+    mine = [l for l in lines if l.startswith(f'error: {inputs / name}: ')]
+    assert len(mine) == 1, (name, lines)
+    for needle in needles:
+      assert needle in mine[0], (needle, mine[0])
+  with open(workdir / 'predictions.csv', encoding='utf-8', newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['path'] for r in rows] == [str(inputs / n) for n in good]
+  assert f'{inputs}/=1+2 $x$ \\x1b[2J.png ' in proc.stdout
+  assert (workdir / 'plots' / 'predictions.png').is_file()
+  assert rss < 1500, f'peak memory {rss} MiB'
 
 
 def test_predict_one_bad_input_is_one_line(trained, tmp_path):

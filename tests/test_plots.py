@@ -206,3 +206,26 @@ def test_real_proxy_style_plots(real_data_dir, tmp_path):
   assert render(fig) == []
   tiles = fig.axes[0].images[0].get_array()
   assert tiles[:28, :28].max() == 255  # Real glyphs, white on black.
+
+
+def test_gallery_draws_file_names_as_they_are(tmp_path):
+  """`$` is no mathtext (an odd `$\\frac$` would make drawing raise), a
+  leading = + - @ is plain text, control characters are shown escaped and
+  bytes that are not UTF-8 as `\\xff`: the PNG is written."""
+  images, _, probs = synthetic(7)
+  names = ['$\\frac$.png', 'd/$x^2$.png', '=1+2.png', '@a-b+.png',
+           'esc\x1b[31m.png', 'two\nlines.png', os.fsdecode(b'\xff.png')]
+  shown = ['$\\frac$.png', '$x^2$.png', '=1+2.png', '@a-b+.png',
+           'esc\\x1b[31m.png', 'two\\nlines.png', '\\xff.png']
+  items = [preprocess.Item(n, im, im) for n, im in zip(names, images)]
+  path = str(tmp_path / 'gallery.png')
+  fig = plots.prediction_gallery(items, probs, CLASSES, path=path)
+  labels = [t for t in fig.axes[0].texts if t.get_color() == 'yellow']
+  assert [t.get_text() for t in labels] == shown
+  for t in labels:  # Drawn as plain text: no mathtext, no TeX.
+    assert t._preprocess_math(t.get_text()) == (t.get_text(), False)
+  assert render(fig) == []
+  with Image.open(path) as im:
+    assert im.format == 'PNG' and im.size[1] > 7 * 80
+  assert plots.gallery_name('/x/' + 'a' * 20 + '$.png') == '…' + (
+      'a' * 10 + '$.png')

@@ -167,6 +167,55 @@ def test_main_prints_table_errors_and_writes_csv_and_gallery(
   assert os.path.exists(os.path.join(workdir, 'predictions.csv'))
 
 
+# Valid names that mean something elsewhere: mathtext, spreadsheet formulas,
+# terminal control, bidirectional text, bytes that are not UTF-8.
+ODD_NAMES = ['$x^2$.png', '$\\frac$.png', '=SUM(A1).png', '+1.png', '-1.png',
+             '@cmd.png', 'esc\x1b[31m.png', 'new\nline.png', 'cr\r.png',
+             'tab\t.png', 'rtl\u202egnp.png', os.fsdecode(b'\xff.png'),
+             'comma, "quote".png']
+
+
+def test_main_predicts_odd_names_and_writes_them_safely(
+    tiny, tmp_path, capsys, monkeypatch):
+  """Relative names (a cell may start with '='): each is predicted, the CSV
+  parses back to one row per name with formulas guarded, the terminal table
+  and error lines show control characters escaped, the gallery draws."""
+  workdir, images, _ = tiny
+  (tmp_path / 'in').mkdir()
+  for i, name in enumerate(ODD_NAMES):
+    Image.fromarray(images[i]).save(tmp_path / 'in' / name, 'PNG')
+  monkeypatch.chdir(tmp_path / 'in')
+  gone = 'gone\x1b]0;title\x07\n.png'
+  code = predict.main(workdir, ODD_NAMES + [gone], str(tmp_path / 'p.csv'),
+                      top_k=1)
+  out, err = capsys.readouterr()
+  assert code == 1
+  assert '\x1b' not in out + err and '\r' not in out + err
+  assert err.splitlines() == [
+      'error: gone\\x1b]0;title\\x07\\n.png: no such file or folder; expected '
+      'an image, a folder or a .npy/.npz array']
+  shown = ['$x^2$.png', '$\\frac$.png', '=SUM(A1).png', '+1.png', '-1.png',
+           '@cmd.png', 'esc\\x1b[31m.png', 'new\\nline.png', 'cr\\r.png',
+           'tab\\t.png', 'rtl\\u202egnp.png', '\\xff.png', 'comma, "quote".png']
+  lines = out.splitlines()
+  assert len(lines) == 1 + len(ODD_NAMES) + 2
+  for line, name in zip(lines[1:], shown):
+    assert line.startswith(name + ' '), (line, name)
+  with open(tmp_path / 'p.csv', encoding='utf-8', newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['path'] for r in rows] == [
+      '$x^2$.png', '$\\frac$.png', "'=SUM(A1).png", "'+1.png", "'-1.png",
+      "'@cmd.png", 'esc\x1b[31m.png', 'new\nline.png', 'cr\r.png',
+      'tab\t.png', 'rtl\u202egnp.png', '\\xff.png', 'comma, "quote".png']
+  expected = predict.Predictor.from_workdir(workdir).probabilities(
+      images[:len(ODD_NAMES)]).argmax(1)
+  assert [int(r['top1_index']) for r in rows] == list(expected)
+  gallery = os.path.join(workdir, 'plots', 'predictions.png')
+  assert lines[-1] == f'wrote {gallery}'
+  with Image.open(gallery) as im:
+    assert im.format == 'PNG' and im.size[1] > 13 * 80
+
+
 def test_main_refuses_bad_arguments(tiny, tmp_path):
   workdir, _, _ = tiny
   with pytest.raises(UserError, match='--predict_input is required'):

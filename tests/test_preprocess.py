@@ -1,6 +1,11 @@
 """Image reading and KMNIST-convention preprocessing (no model needed)."""
 
+import io
 import os
+import resource
+import struct
+import zipfile
+import zlib
 
 from hypothesis import given, settings, strategies as st
 import numpy as np
@@ -241,3 +246,213 @@ def test_bad_inputs_get_one_message_each_and_others_still_load(tmp_path):
 def test_zero_size_image():
   with pytest.raises(InputError, match=r'empty image \(0x5\)'):
     preprocess.to_kmnist(np.zeros((0, 5), np.uint8))
+
+
+# --------------------------------------------- content that lies about itself
+
+
+def npy_bytes(shape, descr='|u1', data=b'') -> bytes:
+  """A .npy header declaring `shape` of `descr`, then `data` (any length)."""
+  out = io.BytesIO()
+  np.lib.format.write_array_header_1_0(
+      out, {'descr': descr, 'fortran_order': False, 'shape': shape})
+  return out.getvalue() + data
+
+
+def zip_bomb(path, n: int) -> int:
+  """An .npz whose one member, arr_0.npy, inflates to (n, 28, 28) uint8 of
+  zeros (n * 784 a multiple of 1 MiB); returns the inflated size.
+
+  One deflated MiB of zeros, ended by a full flush, is repeated: a 3 GiB
+  member takes 3 MB and no time to write. The CRC is left 0: a reader that
+  got to the end would also find it corrupt.
+  """
+  mib = 1 << 20
+  header = npy_bytes((n, 28, 28))
+  assert n * 784 % mib == 0
+  c = zlib.compressobj(9, zlib.DEFLATED, -15)
+  body = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH)
+  c = zlib.compressobj(9, zlib.DEFLATED, -15)
+  chunk = c.compress(bytes(mib)) + c.flush(zlib.Z_FULL_FLUSH)
+  body += chunk * (n * 784 // mib) + b'\x03\x00'  # An empty final block.
+  size = len(header) + n * 784
+  name = b'arr_0.npy'
+  local = struct.pack('<IHHHHHIIIHH', 0x04034b50, 20, 0, 8, 0, 0, 0,
+                      len(body), size, len(name), 0) + name
+  central = struct.pack('<IHHHHHHIIIHHHHHII', 0x02014b50, 20, 20, 0, 8, 0, 0,
+                        0, len(body), size, len(name), 0, 0, 0, 0, 0,
+                        0) + name
+  end = struct.pack('<IHHHHIIH', 0x06054b50, 0, 0, 1, 1, len(central),
+                    len(local) + len(body), 0)
+  with open(path, 'wb') as f:
+    f.write(local + body + central + end)
+  return size
+
+
+def lying_inputs(d) -> dict:
+  """{file name: words its one message must hold} for files whose content
+  is another format than their name says, or whose headers declare more
+  than the file holds or a machine could."""
+  img = glyph(3)
+  png = io.BytesIO()
+  Image.fromarray(img).save(png, 'PNG')
+  jpeg = io.BytesIO()
+  Image.fromarray(img).save(jpeg, 'JPEG')
+  npy = io.BytesIO()
+  np.save(npy, img)
+  npz = io.BytesIO()
+  np.savez(npz, img)
+  files = {
+      'png.npy': png.getvalue(), 'jpeg.npz': jpeg.getvalue(),
+      'npz.npy': npz.getvalue(), 'npy.npz': npy.getvalue(),
+      'npy.png': npy.getvalue(), 'npz.gif': npz.getvalue(),
+      'pdf.jpg': b'%PDF-1.4\n' + bytes(100),
+      'huge.npy': npy_bytes((10**12, 28, 28), data=bytes(1000)),
+      'overflow.npy': npy_bytes((2**62, 28, 28), '<f8'),
+      'short.npy': npy_bytes((5, 28, 28), data=bytes(1000)),
+      'negative.npy': npy_bytes((-1, 28, 28)),
+      'strings.npy': npy_bytes((28, 28), '<U5', bytes(28 * 28 * 20)),
+  }
+  for name, blob in files.items():
+    (d / name).write_bytes(blob)
+  zip_bomb(d / 'bomb.npz', 4 << 20)  # 3.06 GiB of zeros in 3 MB.
+  with zipfile.ZipFile(d / 'header_bomb.npz', 'w', zipfile.ZIP_DEFLATED) as z:
+    z.writestr('arr_0.npy', npy_bytes((10**9, 28, 28), data=bytes(10_000)))
+  with zipfile.ZipFile(d / 'short_member.npz', 'w') as z:
+    z.writestr('a.npy', npy.getvalue())
+    z.writestr('b.npy', npy_bytes((3, 28, 28), data=bytes(784)))
+  with zipfile.ZipFile(d / 'notes.npz', 'w') as z:
+    z.writestr('notes.txt', 'not an array')
+  array = 'not a readable .npy/.npz array'
+  expected = 'expected a NumPy file of shape (N, 28, 28) or (28, 28)'
+  image = 'expected an image (PNG, JPEG, BMP, TIFF, GIF)'
+  too_large = ('expected at most 250,000 images and 536,870,912 bytes of '
+               'data per file')
+  return {
+      'png.npy': [array, 'name ends in .npy but the content is a PNG image',
+                  expected],
+      'jpeg.npz': [array, 'ends in .npz but the content is a JPEG image',
+                   expected],
+      'npz.npy': [array, 'ends in .npy but the content is a ZIP archive',
+                  expected],
+      'npy.npz': [array, 'ends in .npz but the content is a NumPy .npy',
+                  expected],
+      'npy.png': ['not an image: the name ends in .png but the content is a '
+                  'NumPy .npy array', image],
+      'npz.gif': ['not an image: the name ends in .gif but the content is a '
+                  'ZIP archive', image],
+      'pdf.jpg': ['not an image', 'the content is a PDF document', image],
+      'huge.npy': ['array too large: the header declares shape '
+                   '(1000000000000, 28, 28) of uint8 (784,000,000,000,000 '
+                   'bytes)', too_large],
+      'overflow.npy': ['array too large', f'shape ({2**62}, 28, 28) of '
+                       'float64', too_large],
+      'short.npy': ['truncated array: the header declares shape (5, 28, 28) '
+                    '(3,920 bytes of data) but only 1,000 bytes follow'],
+      'negative.npy': ['array of shape (-1, 28, 28); expected (N, 28, 28)'],
+      'strings.npy': [array, 'array of dtype <U5; expected numbers'],
+      'bomb.npz': ["member 'arr_0.npy' would decompress to 3,288,334,464 "
+                   'bytes; expected at most 536,870,912 bytes'],
+      'header_bomb.npz': ['array too large: the header declares shape '
+                          '(1000000000, 28, 28)', too_large],
+      'short_member.npz': ["truncated array 'b': the header declares shape "
+                           '(3, 28, 28) (2,352 bytes of data) but only 784'],
+      'notes.npz': [array, "member 'notes.txt' is not a .npy array"],
+  }
+
+
+def test_content_that_lies_about_the_file_gets_one_message(tmp_path):
+  """Formats told by content, shapes and sizes checked from the headers
+  before the data is read (the 3 GiB bomb costs no memory), one message per
+  file, and the good input still loads."""
+  cases = lying_inputs(tmp_path)
+  good = save(tmp_path / 'good.png', glyph(4))
+  names = sorted(cases)
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  items, errors = preprocess.collect(
+      [str(tmp_path / n) for n in names[:5]] + [good] +
+      [str(tmp_path / n) for n in names[5:]])
+  grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+  assert [it.name for it in items] == [good]
+  assert [e[0] for e in errors] == [str(tmp_path / n) for n in names]
+  for name, (_, message) in zip(names, errors):
+    assert '\n' not in message, message
+    for needle in cases[name]:
+      assert needle in message, (name, needle, message)
+  assert grown < 200 * 1024, f'peak memory grew by {grown // 1024} MiB'
+
+
+def test_array_caps_count_every_member(tmp_path, monkeypatch):
+  monkeypatch.setattr(preprocess, 'MAX_ARRAY_IMAGES', 3)
+  np.savez(tmp_path / 'two.npz', a=np.stack([glyph(1)] * 2),
+           b=np.stack([glyph(2)] * 2))
+  np.save(tmp_path / 'three.npy', np.stack([glyph(1)] * 3))
+  items, errors = preprocess.collect([str(tmp_path / 'two.npz'),
+                                      str(tmp_path / 'three.npy')])
+  assert [os.path.basename(it.name) for it in items] == [
+      'three.npy[0]', 'three.npy[1]', 'three.npy[2]']
+  assert errors == [(str(tmp_path / 'two.npz'),
+                     "array 'b' too large: the header declares shape "
+                     '(2, 28, 28) of uint8 (1,568 bytes); expected at most 3 '
+                     'images and 536,870,912 bytes of data per file')]
+
+
+def test_the_content_decides_when_the_name_says_nothing(tmp_path):
+  """No suffix or an unknown one: read by content. A JPEG named .png and a
+  Fortran-ordered .npy are fine too."""
+  img = glyph(5)
+  Image.fromarray(img).save(tmp_path / 'scan', 'PNG')
+  Image.fromarray(img).save(tmp_path / 'photo.png', 'JPEG', quality=95)
+  with open(tmp_path / 'array.bin', 'wb') as f:
+    np.save(f, np.stack([img, 255 - img]))
+  with open(tmp_path / 'arrays.zip', 'wb') as f:
+    np.savez(f, x=img)
+  np.save(tmp_path / 'fortran.npy', np.asfortranarray(np.stack([img, img.T])))
+  names = ['scan', 'photo.png', 'array.bin', 'arrays.zip', 'fortran.npy']
+  items, errors = preprocess.collect([str(tmp_path / n) for n in names])
+  assert errors == []
+  assert [os.path.basename(it.name) for it in items] == [
+      'scan', 'photo.png', 'array.bin[0]', 'array.bin[1]', 'arrays.zip',
+      'fortran.npy[0]', 'fortran.npy[1]']
+  np.testing.assert_array_equal(items[0].image, img)
+  assert np.abs(items[1].image.astype(float) - img).mean() < 3
+  for it, want in zip(items[2:], [img, img, img, img, img.T]):
+    np.testing.assert_array_equal(it.image, want)
+  assert [preprocess.sniff(tmp_path / n)[0] for n in names] == [
+      'image', 'image', 'npy', 'zip', 'npy']
+
+
+@pytest.mark.parametrize('name,shown', [
+    ('$x^2$ =1+2 @a -b.png', '$x^2$ =1+2 @a -b.png'),
+    ('esc\x1b[31mred.png', 'esc\\x1b[31mred.png'),
+    ('two\nlines\r\tx.png', 'two\\nlines\\r\\tx.png'),
+    ('bell\x07del\x7fcsi\x9b.png', 'bell\\x07del\\x7fcsi\\x9b.png'),
+    ('rtl\u202egnp.exe', 'rtl\\u202egnp.exe'),
+    ('line\u2028sep', 'line\\u2028sep'),
+    (os.fsdecode(b'latin1-\xe9.png'), 'latin1-\\xe9.png'),
+    ('lone\ud800', 'lone\\ud800'),
+    ('かな\\back.png', 'かな\\back.png'),
+])
+def test_display_name_escapes_what_a_terminal_would_obey(name, shown):
+  assert preprocess.display_name(name) == shown
+  shown.encode('utf-8')  # Printable on any UTF-8 terminal.
+
+
+def test_every_npz_header_is_checked_before_any_data_is_read(tmp_path,
+                                                             monkeypatch):
+  np.savez(tmp_path / 'x.npz', a=np.stack([glyph(1)] * 2), b=glyph(2)[None],
+           c=np.zeros((2, 28, 27), np.uint8))
+  reads = []
+  read_exact = preprocess._read_exact
+  monkeypatch.setattr(preprocess, '_read_exact',
+                      lambda *a: reads.append(a[2]) or read_exact(*a))
+  items, errors = preprocess.collect(str(tmp_path / 'x.npz'))
+  assert items == [] and reads == []
+  assert errors == [(str(tmp_path / 'x.npz'), "array 'c' of shape (2, 28, "
+                     '27); expected (N, 28, 28) with N >= 1, or (28, 28)')]
+  np.savez(tmp_path / 'y.npz', a=np.stack([glyph(1)] * 2), b=glyph(2))
+  items, errors = preprocess.collect(str(tmp_path / 'y.npz'))
+  assert errors == [] and reads == ["array 'a'", "array 'b'"]
+  assert [os.path.basename(it.name) for it in items] == [
+      'y.npz:a[0]', 'y.npz:a[1]', 'y.npz:b']
+  np.testing.assert_array_equal(items[2].image, glyph(2))

@@ -1,21 +1,27 @@
 """Property-based tests: the split-string parser and image preprocessing
-either give a valid result or one clear `UserError` line, never a crash.
+either give a valid result or one clear `UserError` line, never a crash;
+any file name is shown on one printable line and written as one CSV cell.
 
 Extends tests/test_data.py (which covers `parse_split` on any text and
 slicing equivalence) with near-miss split strings, any example count, and
 the complement property that makes percentage splits lose no example.
 """
 
+import csv
 import io
+import os
+import unicodedata
 import warnings
 
 import hypothesis
 import hypothesis.extra.numpy as hnp
 import hypothesis.strategies as st
 import numpy as np
+import pandas as pd
 from PIL import Image
 import pytest
 
+from kmnist_jax import predict
 from kmnist_jax import preprocess
 from kmnist_jax import splits
 from kmnist_jax.errors import UserError
@@ -156,3 +162,48 @@ def test_random_bytes_under_any_suffix(tmp_path_factory, blob, suffix):
   for _, message in errors:
     _assert_clear(message)
   assert items or errors
+
+
+# ------------------------------------------------- file names as data
+
+
+_NAMES = st.one_of(
+    st.text(max_size=12),
+    st.text(st.sampled_from('=+-@$\t\r\n\x1b\x07\x7f\x9b\u202e\u2028 a,"\'\\'),
+            max_size=8),
+    st.binary(max_size=8).map(os.fsdecode))  # Not UTF-8: surrogateescape.
+_UNSAFE = ('Cc', 'Cf', 'Cs', 'Zl', 'Zp')
+
+
+@_SETTINGS
+@hypothesis.given(_NAMES)
+def test_display_name_is_one_printable_line(name):
+  shown = preprocess.display_name(name)
+  shown.encode('utf-8')  # No surrogate left: prints on any UTF-8 terminal.
+  assert not [c for c in shown if unicodedata.category(c) in _UNSAFE], shown
+  if not [c for c in name if unicodedata.category(c) in _UNSAFE]:
+    assert shown == name
+
+
+@_SETTINGS
+@hypothesis.given(st.lists(_NAMES, min_size=1, max_size=5))
+def test_csv_gives_back_one_row_per_name(tmp_path_factory, names):
+  """Any names: the CSV parses to the same rows; a cell never starts a
+  spreadsheet formula; UTF-8 names not starting one are kept exactly."""
+  table = pd.DataFrame({'path': names, 'top1_prob': np.linspace(0, 1,
+                                                                len(names))})
+  path = tmp_path_factory.mktemp('csv') / 'p.csv'
+  predict.write_csv(table, str(path))
+  with open(path, encoding='utf-8', newline='') as f:
+    rows = list(csv.reader(f))
+  assert rows[0] == ['path', 'top1_prob'] and len(rows) == len(names) + 1
+  cells = [r[0] for r in rows[1:]]
+  assert cells == [predict.csv_cell(n) for n in names]
+  assert not [c for c in cells if c.startswith(('=', '+', '-', '@', '\t',
+                                                '\r'))]
+  for name, cell in zip(names, cells):
+    if not name.startswith(('=', '+', '-', '@', '\t', '\r')) and not [
+        c for c in name if unicodedata.category(c) == 'Cs']:
+      assert cell == name
+  assert [float(r[1]) for r in rows[1:]] == pytest.approx(
+      table['top1_prob'].tolist(), abs=1e-6)
