@@ -265,11 +265,11 @@ def gallery_name(name: str, limit: int = 16) -> str:
   """The label of an input in the gallery: its base name, shown as is.
 
   Drawn without mathtext or TeX (a `$` is a dollar sign), control
-  characters escaped (`preprocess.display_name`), and a name longer than
+  characters escaped (`inputs.display_name`), and a name longer than
   `limit` cut to '…' and its last `limit - 1` characters.
   """
-  from kmnist_jax import preprocess  # pylint: disable=g-import-not-at-top
-  name = preprocess.display_name(os.path.basename(name) or name)
+  from kmnist_jax import inputs  # pylint: disable=g-import-not-at-top
+  name = inputs.display_name(os.path.basename(name) or name)
   return name if len(name) <= limit else '…' + name[-(limit - 1):]
 
 
@@ -278,7 +278,7 @@ def prediction_gallery(items: Sequence[Any], probs: np.ndarray,
                        path: str | None = None) -> Figure:
   """Per input: as read, preprocessed 28x28, and the top-k probabilities.
 
-  `items` are `preprocess.Item`s (name, image, display), `probs` (N, C);
+  `items` are `inputs.Item`s (name, image, display), `probs` (N, C);
   each input is labelled by `gallery_name`. Only the first `max_rows`
   inputs are drawn. One axes holds everything
   (a mosaic plus text and bars), which keeps 16 rows well under a second.

@@ -15,7 +15,7 @@ import pytest
 from kmnist_jax import configlib
 from kmnist_jax import data
 from kmnist_jax import plots
-from kmnist_jax import preprocess
+from kmnist_jax import inputs
 from kmnist_jax import train
 
 from conftest import make_learnable_dir  # pylint: disable=g-bad-import-order
@@ -90,7 +90,7 @@ def test_every_plot_draws_fast_and_renders_characters(tmp_path):
   records = [dict(step=10 * e, epoch=e, split=s, loss=1.0 / e,
                   accuracy=1 - 0.5 / e) for e in (1, 2, 3)
              for s in ('train', 'eval')]
-  items, _ = preprocess.collect([images[i] for i in range(20)])
+  items, _ = inputs.collect([images[i] for i in range(20)])
   makers = {
       'samples': lambda p: plots.sample_grid(images, labels, CLASSES, path=p),
       'dist': lambda p: plots.class_distribution(
@@ -217,7 +217,7 @@ def test_gallery_draws_file_names_as_they_are(tmp_path):
            'esc\x1b[31m.png', 'two\nlines.png', os.fsdecode(b'\xff.png')]
   shown = ['$\\frac$.png', '$x^2$.png', '=1+2.png', '@a-b+.png',
            'esc\\x1b[31m.png', 'two\\nlines.png', '\\xff.png']
-  items = [preprocess.Item(n, im, im) for n, im in zip(names, images)]
+  items = [inputs.Item(n, im, im) for n, im in zip(names, images)]
   path = str(tmp_path / 'gallery.png')
   fig = plots.prediction_gallery(items, probs, CLASSES, path=path)
   labels = [t for t in fig.axes[0].texts if t.get_color() == 'yellow']

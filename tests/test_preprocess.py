@@ -13,6 +13,7 @@ from PIL import Image
 import pytest
 
 from kmnist_jax import data
+from kmnist_jax import inputs
 from kmnist_jax import preprocess
 from kmnist_jax.preprocess import InputError
 
@@ -120,7 +121,7 @@ def test_formats(tmp_path, suffix, kw):
   img = glyph(4)
   big = np.asarray(Image.fromarray(255 - img).resize((112, 112)))
   path = save(tmp_path / f'x.{suffix}', big, **kw)
-  items, errors = preprocess.collect(path)
+  items, errors = inputs.collect(path)
   assert errors == [] and [it.name for it in items] == [path]
   assert np.abs(items[0].image.astype(float) - img).mean() < 12
   assert items[0].display.shape[:2] == (96, 96)
@@ -135,7 +136,7 @@ def test_gif_first_frame_rgba_and_16_bit(tmp_path):
   Image.fromarray(rgba, 'RGBA').save(tmp_path / 'b.png')
   Image.fromarray(first.astype(np.uint16) * 257).save(tmp_path / 'c.png')
   assert Image.open(tmp_path / 'c.png').mode.startswith('I')
-  items, errors = preprocess.collect([str(tmp_path / n)
+  items, errors = inputs.collect([str(tmp_path / n)
                                       for n in ('a.gif', 'b.png', 'c.png')])
   assert errors == []
   for it in items:
@@ -146,16 +147,16 @@ def test_huge_images_are_shrunk_and_bombs_refused(tmp_path, monkeypatch):
   img = np.full((3000, 4000), 250, np.uint8)
   img[500:2500, 1500:2500] = 10
   path = save(tmp_path / 'big.jpg', img, quality=90)
-  gray, display = preprocess.read_image(path)
-  assert max(gray.shape) <= preprocess.MAX_SIDE
-  assert max(display.shape) <= preprocess.DISPLAY_SIDE
+  gray, display = inputs.read_image(path)
+  assert max(gray.shape) <= inputs.MAX_SIDE
+  assert max(display.shape) <= inputs.DISPLAY_SIDE
   out = preprocess.to_kmnist(gray)
   top, bottom, left, right = ink_box(out)
   assert (top, bottom) == (0, 27) and 12 <= right - left + 1 <= 16
   monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)
   with pytest.raises(InputError, match=r'image too large .*expected at most '
                      r'1,000 pixels'):
-    preprocess.read_image(path)
+    inputs.read_image(path)
 
 
 def test_arrays(tmp_path):
@@ -164,7 +165,7 @@ def test_arrays(tmp_path):
   np.save(tmp_path / 'stack.npy', stack)
   np.savez(tmp_path / 'two.npz', a=stack[:2], b=stack[2])
   np.save(tmp_path / 'float.npy', stack[:1].astype(np.float32) / 255)
-  items, errors = preprocess.collect(
+  items, errors = inputs.collect(
       [str(tmp_path / n) for n in ('one.npy', 'stack.npy', 'two.npz',
                                    'float.npy')])
   assert errors == []
@@ -179,7 +180,7 @@ def test_arrays(tmp_path):
 
 def test_in_memory_inputs():
   img = glyph(7)
-  items, errors = preprocess.collect(
+  items, errors = inputs.collect(
       [img, np.stack([img, img]), Image.fromarray(255 - img),
        np.dstack([255 - img] * 3), np.zeros((5, 5, 5))])
   assert [it.name for it in items] == [
@@ -198,7 +199,7 @@ def test_folders_are_walked_recursively_in_sorted_order(tmp_path):
                'd/.hidden/x.png', 'd/.y.png'):
     save(tmp_path / name, img)
   (tmp_path / 'd' / 'notes.txt').write_text('not an image')
-  items, errors = preprocess.collect(str(tmp_path / 'd'))
+  items, errors = inputs.collect(str(tmp_path / 'd'))
   assert errors == []
   assert [os.path.relpath(it.name, tmp_path) for it in items] == [
       'd/a.png', 'd/b/1.png', 'd/b/2.png', 'd/c.PNG']
@@ -221,7 +222,7 @@ def test_bad_inputs_get_one_message_each_and_others_still_load(tmp_path):
   names = ['zero.png', 'text.png', 'cut.png', 'blank.png', 'shape.npy',
            'none.npy', 'nan.npy', 'bad.npz', 'empty_dir', 'missing.png']
   paths = [str(tmp_path / n) for n in names]
-  items, errors = preprocess.collect(paths[:5] + [good] + paths[5:])
+  items, errors = inputs.collect(paths[:5] + [good] + paths[5:])
   assert [it.name for it in items] == [good]
   assert [e[0] for e in errors] == paths
   messages = dict(zip(names, (m for _, m in errors)))
@@ -369,7 +370,7 @@ def test_content_that_lies_about_the_file_gets_one_message(tmp_path):
   good = save(tmp_path / 'good.png', glyph(4))
   names = sorted(cases)
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  items, errors = preprocess.collect(
+  items, errors = inputs.collect(
       [str(tmp_path / n) for n in names[:5]] + [good] +
       [str(tmp_path / n) for n in names[5:]])
   grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
@@ -383,11 +384,11 @@ def test_content_that_lies_about_the_file_gets_one_message(tmp_path):
 
 
 def test_array_caps_count_every_member(tmp_path, monkeypatch):
-  monkeypatch.setattr(preprocess, 'MAX_ARRAY_IMAGES', 3)
+  monkeypatch.setattr(inputs, 'MAX_ARRAY_IMAGES', 3)
   np.savez(tmp_path / 'two.npz', a=np.stack([glyph(1)] * 2),
            b=np.stack([glyph(2)] * 2))
   np.save(tmp_path / 'three.npy', np.stack([glyph(1)] * 3))
-  items, errors = preprocess.collect([str(tmp_path / 'two.npz'),
+  items, errors = inputs.collect([str(tmp_path / 'two.npz'),
                                       str(tmp_path / 'three.npy')])
   assert [os.path.basename(it.name) for it in items] == [
       'three.npy[0]', 'three.npy[1]', 'three.npy[2]']
@@ -409,7 +410,7 @@ def test_the_content_decides_when_the_name_says_nothing(tmp_path):
     np.savez(f, x=img)
   np.save(tmp_path / 'fortran.npy', np.asfortranarray(np.stack([img, img.T])))
   names = ['scan', 'photo.png', 'array.bin', 'arrays.zip', 'fortran.npy']
-  items, errors = preprocess.collect([str(tmp_path / n) for n in names])
+  items, errors = inputs.collect([str(tmp_path / n) for n in names])
   assert errors == []
   assert [os.path.basename(it.name) for it in items] == [
       'scan', 'photo.png', 'array.bin[0]', 'array.bin[1]', 'arrays.zip',
@@ -418,7 +419,7 @@ def test_the_content_decides_when_the_name_says_nothing(tmp_path):
   assert np.abs(items[1].image.astype(float) - img).mean() < 3
   for it, want in zip(items[2:], [img, img, img, img, img.T]):
     np.testing.assert_array_equal(it.image, want)
-  assert [preprocess.sniff(tmp_path / n)[0] for n in names] == [
+  assert [inputs.sniff(tmp_path / n)[0] for n in names] == [
       'image', 'image', 'npy', 'zip', 'npy']
 
 
@@ -434,7 +435,7 @@ def test_the_content_decides_when_the_name_says_nothing(tmp_path):
     ('かな\\back.png', 'かな\\back.png'),
 ])
 def test_display_name_escapes_what_a_terminal_would_obey(name, shown):
-  assert preprocess.display_name(name) == shown
+  assert inputs.display_name(name) == shown
   shown.encode('utf-8')  # Printable on any UTF-8 terminal.
 
 
@@ -443,15 +444,15 @@ def test_every_npz_header_is_checked_before_any_data_is_read(tmp_path,
   np.savez(tmp_path / 'x.npz', a=np.stack([glyph(1)] * 2), b=glyph(2)[None],
            c=np.zeros((2, 28, 27), np.uint8))
   reads = []
-  read_exact = preprocess._read_exact
-  monkeypatch.setattr(preprocess, '_read_exact',
+  read_exact = inputs._read_exact
+  monkeypatch.setattr(inputs, '_read_exact',
                       lambda *a: reads.append(a[2]) or read_exact(*a))
-  items, errors = preprocess.collect(str(tmp_path / 'x.npz'))
+  items, errors = inputs.collect(str(tmp_path / 'x.npz'))
   assert items == [] and reads == []
   assert errors == [(str(tmp_path / 'x.npz'), "array 'c' of shape (2, 28, "
                      '27); expected (N, 28, 28) with N >= 1, or (28, 28)')]
   np.savez(tmp_path / 'y.npz', a=np.stack([glyph(1)] * 2), b=glyph(2))
-  items, errors = preprocess.collect(str(tmp_path / 'y.npz'))
+  items, errors = inputs.collect(str(tmp_path / 'y.npz'))
   assert errors == [] and reads == ["array 'a'", "array 'b'"]
   assert [os.path.basename(it.name) for it in items] == [
       'y.npz:a[0]', 'y.npz:a[1]', 'y.npz:b']

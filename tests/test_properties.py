@@ -22,6 +22,7 @@ from PIL import Image
 import pytest
 
 from kmnist_jax import predict
+from kmnist_jax import inputs
 from kmnist_jax import preprocess
 from kmnist_jax import splits
 from kmnist_jax.errors import UserError
@@ -141,7 +142,7 @@ def test_image_files_any_mode_truncated_or_garbled(tmp_path_factory, mode,
     blob = blob[:int(len(blob) * cut)]
   path = tmp_path_factory.mktemp('img') / f'x.{fmt.lower()}'
   path.write_bytes(blob + junk)
-  items, errors = preprocess.collect([str(path)])
+  items, errors = inputs.collect([str(path)])
   assert len(items) + len(errors) == 1
   for item in items:
     _assert_kmnist(item.image)
@@ -156,7 +157,7 @@ def test_image_files_any_mode_truncated_or_garbled(tmp_path_factory, mode,
 def test_random_bytes_under_any_suffix(tmp_path_factory, blob, suffix):
   path = tmp_path_factory.mktemp('bytes') / f'x{suffix}'
   path.write_bytes(blob)
-  items, errors = preprocess.collect([str(path)])
+  items, errors = inputs.collect([str(path)])
   for item in items:
     _assert_kmnist(item.image)
   for _, message in errors:
@@ -178,7 +179,7 @@ _UNSAFE = ('Cc', 'Cf', 'Cs', 'Zl', 'Zp')
 @_SETTINGS
 @hypothesis.given(_NAMES)
 def test_display_name_is_one_printable_line(name):
-  shown = preprocess.display_name(name)
+  shown = inputs.display_name(name)
   shown.encode('utf-8')  # No surrogate left: prints on any UTF-8 terminal.
   assert not [c for c in shown if unicodedata.category(c) in _UNSAFE], shown
   if not [c for c in name if unicodedata.category(c) in _UNSAFE]:
