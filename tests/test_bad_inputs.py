@@ -230,7 +230,8 @@ def test_cli_bad_input(name, tmp_path, learnable_data_dir, request):
   try:
     argv = setup(case)
     before = fc.snapshot(tmp_path)
-    proc = fc.run_main(argv, KMNIST_JAX_MIRROR=server.url)
+    proc = fc.run_main(argv, KMNIST_JAX_MIRROR=server.url,
+                       KMNIST_JAX_MIRROR_ONLY='1')
   finally:
     server.close()
   fc.assert_one_clear_error(proc, *needles)
