@@ -192,6 +192,7 @@ def test_on_a_gpu_backend_nothing_of_the_cpu_code_engages(monkeypatch):
   def refuse(*args, **kwargs):
     raise AssertionError(f'CPU machinery engaged: {args}')
 
+  monkeypatch.delenv(onednn.ENV, raising=False)  # The backend decides.
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   monkeypatch.setattr(onednn, 'build', refuse)
   monkeypatch.setattr(onednn.subprocess, 'run', refuse)

@@ -83,6 +83,8 @@ def test_onednn_switch_and_missing_library(monkeypatch):
 
 @pytest.mark.skipif(onednn.find_libdnnl() is None,
                     reason='onednn-cpu-gomp not installed')
+@pytest.mark.skipif(not onednn.enabled_by_env(),
+                    reason=f'switched off by {onednn.ENV}=0')
 def test_onednn_is_available_where_its_wheel_is_installed():
   """Where the wheel is installed (Linux x86-64), the build must work: a
   broken build would silently fall back to XLA's slower kernels."""
