@@ -13,7 +13,7 @@ Sections (`--sections`, comma-separated; default all):
   machine's 2-core f32 matmul peak each side reaches.
 * `malloc`: ms and minor page faults per train step (keras_cnn at batch 128,
   seed_cnn at 400), each side with the C library's malloc defaults ("stock")
-  and with `kmnist_jax.runtime.keep_freed_memory` ("kept"), in fresh
+  and with `kmnist_jax.cpu.malloc.keep_freed_memory` ("kept"), in fresh
   processes. Every other section runs both sides "kept" (the JAX default;
   `--torch_malloc stock` gives the PyTorch worker its defaults instead).
 * `overhead`: epoch wall time of the real train loop (`train_and_evaluate`)
@@ -130,10 +130,10 @@ class TorchWorker:
 
 def torch_env(malloc: str) -> dict:
   """The worker's environment: `same` malloc settings as JAX's, or `stock`."""
-  from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.cpu import malloc as cpu_malloc  # pylint: disable=g-import-not-at-top
   env = dict(os.environ)
   if malloc == 'stock':
-    env[runtime.MALLOC_ENV] = '0'
+    env[cpu_malloc.ENV] = '0'
   return env
 
 
@@ -348,9 +348,9 @@ def _per_step(seconds, faults, steps) -> dict:
 
 def run_malloc(args, results, notes):
   """Train steps with malloc's defaults and with kmnist_jax's, both sides."""
-  from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.cpu import malloc as cpu_malloc  # pylint: disable=g-import-not-at-top
   rows = results.setdefault('malloc', [])
-  envs = {key: dict(os.environ, **{runtime.MALLOC_ENV: on})
+  envs = {key: dict(os.environ, **{cpu_malloc.ENV: on})
           for key, on in (('stock', '0'), ('kept', '1'))}
   workers = {}
   if args.torch_python and os.path.exists(args.torch_python):
@@ -603,12 +603,12 @@ def machine_info(torch) -> dict:
     with open('/proc/cpuinfo') as f:
       cpu = next(l.split(':', 1)[1].strip() for l in f
                  if l.startswith('model name'))
-  from kmnist_jax import onednn  # pylint: disable=g-import-not-at-top
-  from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.cpu import onednn  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.cpu import malloc as cpu_malloc  # pylint: disable=g-import-not-at-top
   info = dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
               jax=jax.__version__, flax=flax.__version__,
               xla_flags=os.environ.get('XLA_FLAGS', ''),
-              onednn=onednn.describe(), malloc=runtime.describe_malloc(),
+              onednn=onednn.describe(), malloc=cpu_malloc.describe(),
               load_average_start=os.getloadavg())
   if torch:
     info['torch'] = torch('info')
@@ -672,8 +672,8 @@ def write_report(path: str, results: dict) -> None:
     cell = lambda v: (f'{v["ms_per_step"]:.1f} ms, {v["faults_per_step"]:.0f}'
                       if v else 'n/a')
     out += ['Train step with the C library\'s malloc defaults ("stock") and '
-            'with kmnist_jax.runtime.keep_freed_memory ("kept"): ms per step, '
-            'minor page faults per step (fresh processes; medians):', '',
+            'with kmnist_jax.cpu.malloc.keep_freed_memory ("kept"): ms per '
+            'step, minor page faults per step (fresh processes; medians):', '',
             md_table(['model', 'batch', 'JAX stock', 'JAX kept',
                       'PyTorch stock', 'PyTorch kept'],
                      [[r['model'], r['batch'], cell(r.get('jax_stock')),

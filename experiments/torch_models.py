@@ -17,8 +17,8 @@ Commands:
   {"cmd": "quit"}
 
 Like the JAX side, the worker keeps freed memory in glibc's malloc
-(`kmnist_jax.runtime.keep_freed_memory`; that module needs only the standard
-library) unless KMNIST_JAX_MALLOC=0.
+(`kmnist_jax.cpu.malloc.keep_freed_memory`; that module needs only the
+standard library) unless KMNIST_JAX_MALLOC=0.
 
 The models match `kmnist_jax.models` / `kmnist_jax.resnets` layer by layer
 (same shapes, initializers, dropout rates and BatchNorm settings); the
@@ -40,9 +40,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Standard library only: the same malloc settings as the JAX side (unless
 # KMNIST_JAX_MALLOC=0), applied before torch starts its threads.
-from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
+from kmnist_jax.cpu import malloc  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-runtime.keep_freed_memory()
+malloc.keep_freed_memory()
 
 import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 from torch import nn  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -258,7 +258,7 @@ def info():
   return {'torch': torch.__version__, 'python': sys.version.split()[0],
           'threads': torch.get_num_threads(),
           'mkldnn': torch.backends.mkldnn.is_available(),
-          'malloc': runtime.describe_malloc()}
+          'malloc': malloc.describe()}
 
 
 def main():

@@ -65,6 +65,8 @@ def _run(argv) -> int:
 
   if not _WORKDIR.value:
     raise UserError('--workdir is required')
+  if not flags.FLAGS['verbosity'].present:  # --verbosity=0: every INFO line.
+    runtime.quiet_library_logs()
   runtime.setup()  # Before JAX starts its threads: see keep_freed_memory.
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value,
                          _NUM_PROCESSES.value, _PROCESS_ID.value)

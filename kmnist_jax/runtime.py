@@ -1,20 +1,15 @@
-"""Process-level settings: the persistent compilation cache and malloc.
+"""Process-level settings: malloc, the persistent compilation cache, logs.
 
 Imports nothing beyond the standard library at module level, so that the
 PyTorch benchmark worker (experiments/torch_models.py, its own environment)
-can apply the same malloc settings.
+can use `kmnist_jax.cpu.malloc`, which imports it.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-
-MALLOC_ENV = 'KMNIST_JAX_MALLOC'
-# glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-_malloc_kept = False
+import stat
 
 
 def user_cache_dir(name: str) -> str:
@@ -32,63 +27,47 @@ def cache_dir() -> str:
   return user_cache_dir('jax_compilation_cache')
 
 
-def keep_freed_memory() -> bool:
-  """Makes glibc's malloc keep freed memory for reuse. True if applied.
+def private_dir(path: str) -> bool:
+  """Creates folder `path` private (0700) if absent. True if it is safe.
 
-  XLA:CPU allocates the temporaries of one execution as one buffer (84 MB
-  for the keras_cnn train step at batch 128) and frees it when the
-  execution ends. glibc serves a request that large with a fresh mmap and
-  unmaps it on free (always above 32 MiB, and from the arenas of threads
-  other than the main one whenever their heap cannot hold it), so every
-  step faults in all its pages again: 20,500 minor faults per keras_cnn
-  step, a quarter to a third of its time on this project's 2-core machine
-  (experiments/throughput.py, section `malloc`).
-
-  Here every thread allocates from the main heap (one arena), never with
-  mmap, and the heap is never trimmed: the next step reuses the same pages.
-  The process keeps the memory it freed, up to its peak use. Process-wide;
-  glibc only (a no-op elsewhere); `KMNIST_JAX_MALLOC=0` switches it off.
-  Call it before JAX starts its threads (the first `jax.devices()` or
-  computation): a thread that already has an arena keeps it.
+  Safe: a folder (not a link) of this user that nobody else can write, so
+  the compiled code cached in it is this user's own.
   """
-  global _malloc_kept
-  if switched_off(os.environ.get(MALLOC_ENV, '1')):
-    return False
   try:
-    if not os.confstr('CS_GNU_LIBC_VERSION').startswith('glibc'):
-      return False
-    mallopt = ctypes.CDLL(None).mallopt
-  except (AttributeError, OSError, ValueError):
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+  except OSError:
     return False
-  _malloc_kept = all(mallopt(param, value) == 1 for param, value in (
-      (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)))
-  return _malloc_kept
+  return private(st, stat.S_ISDIR)
 
 
-def describe_malloc() -> str:
-  """One line for reports: the malloc settings of this process."""
-  if _malloc_kept:
-    return 'glibc malloc keeps freed memory (kmnist_jax.runtime)'
-  return f'the C library\'s defaults ({MALLOC_ENV}=0, not glibc, or not set)'
+def private(st: os.stat_result, kind=stat.S_ISREG) -> bool:
+  """Whether `st` is of `kind`, this user's, and not writable by others."""
+  return (kind(st.st_mode) and st.st_uid == os.getuid()
+          and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def setup() -> None:
-  """malloc (`keep_freed_memory`), then JAX's persistent compilation cache.
+  """malloc (`cpu.malloc.keep_freed_memory`), then JAX's compilation cache.
 
   Call it first, before JAX starts its threads. The cache lives in the user
-  cache folder; set `KMNIST_JAX_COMPILATION_CACHE=0` to switch it off, or
-  to a folder to move it.
+  cache folder, created private (0700); set `KMNIST_JAX_COMPILATION_CACHE=0`
+  to switch it off, or to a folder to move it. A folder that is not this
+  user's, or that others can write, is not used: its compiled code could be
+  anyone's.
   """
-  keep_freed_memory()
+  from kmnist_jax.cpu import malloc  # pylint: disable=g-import-not-at-top
+  malloc.keep_freed_memory()
   quiet_orbax_logs()
   setting = os.environ.get('KMNIST_JAX_COMPILATION_CACHE', '1')
   if not setting or switched_off(setting):
     return
   path = setting if setting not in ('1', 'true', 'on', 'yes') else cache_dir()
-  try:
-    os.makedirs(path, exist_ok=True)
-  except OSError:
-    return  # An unwritable cache only costs compile time.
+  if not private_dir(path):
+    # An unusable cache only costs compile time.
+    logging.warning('kmnist_jax: no compilation cache: %s is not a folder '
+                    'of this user that only this user can write', path)
+    return
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_compilation_cache_dir', path)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
@@ -108,3 +87,24 @@ def quiet_orbax_logs() -> None:
   handler = absl_logging.get_absl_handler()
   if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
     handler.addFilter(_QuietOrbax())
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+class _OwnInfoOnly(logging.Filter):
+  """Keeps every warning and error, and kmnist_jax's own INFO lines (its
+  progress); drops the libraries' INFO lines (the JAX backends it could not
+  start: tpu, proxy; Orbax's saves)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or os.path.abspath(
+        record.pathname or '').startswith(_PACKAGE)
+
+
+def quiet_library_logs() -> None:
+  """Console: warnings, and INFO from kmnist_jax only (the CLI's default)."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  handler = absl_logging.get_absl_handler()
+  if not any(isinstance(f, _OwnInfoOnly) for f in handler.filters):
+    handler.addFilter(_OwnInfoOnly())

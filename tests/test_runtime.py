@@ -1,61 +1,17 @@
-"""kmnist_jax.runtime: malloc settings, compilation cache, environment switches."""
+"""kmnist_jax.runtime: the compilation cache, environment switches, the console."""
 
-import json
+import logging
 import os
+import stat
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from kmnist_jax import runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# A jitted function whose 40 MB intermediate XLA:CPU keeps in the execution's
-# temporary buffer, run 25 times; prints the minor page faults of runs 6-25.
-_FAULTS = r'''
-import json, resource, sys
-sys.path.insert(0, {root!r})
-from kmnist_jax import runtime
-runtime.setup()
-import jax, jax.numpy as jnp
-f = jax.jit(lambda x: (jax.lax.optimization_barrier(x + 1.0) * 2.0).sum())
-x = jnp.ones((10_000_000,), jnp.float32)
-for _ in range(5):
-  f(x).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(20):
-  f(x).block_until_ready()
-print(json.dumps(dict(
-    faults=resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before,
-    kept=runtime.describe_malloc())))
-'''
-
-
-def _faults(malloc: str) -> dict:
-  env = dict(os.environ, KMNIST_JAX_MALLOC=malloc,
-             KMNIST_JAX_COMPILATION_CACHE='0')
-  out = subprocess.run([sys.executable, '-c', _FAULTS.format(root=ROOT)],
-                       env=env, check=True, capture_output=True, text=True)
-  return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-@pytest.mark.skipif(not os.confstr('CS_GNU_LIBC_VERSION').startswith('glibc'),
-                    reason='glibc only')
-def test_kept_memory_stops_page_faults_of_xla_temporaries():
-  stock, kept = _faults('0'), _faults('1')
-  # With malloc's defaults every run faults in 40 MB of fresh 4 KiB pages
-  # (9,766). Kept, the runs reuse the heap's pages; a few grow the heap
-  # when small allocations have split the freed space (0-4 of 10 runs here).
-  assert stock['faults'] > 20 * 9000, stock
-  assert kept['faults'] < stock['faults'] / 3, (stock, kept)
-  assert 'defaults' in stock['kept'] and 'keeps freed' in kept['kept']
-
-
-def test_switched_off_by_env(monkeypatch):
-  monkeypatch.setenv(runtime.MALLOC_ENV, 'off')
-  assert runtime.keep_freed_memory() is False
-
 
 @pytest.mark.parametrize('value,off', [
     ('0', True), ('false', True), ('OFF', True), ('no', True), ('1', False),
@@ -72,3 +28,53 @@ def test_import_needs_only_the_standard_library():
   out = subprocess.run([sys.executable, '-c', code], check=True,
                        capture_output=True, text=True)
   assert out.stdout.strip() == '[]'
+
+
+@pytest.fixture
+def jax_config(monkeypatch):
+  """Records runtime.setup's jax.config updates instead of applying them."""
+  updates = {}
+  monkeypatch.setattr(jax.config, 'update', updates.__setitem__)
+  monkeypatch.setenv('KMNIST_JAX_MALLOC', '0')  # Not in the test process.
+  return updates
+
+
+def test_compilation_cache_is_created_private(tmp_path, monkeypatch,
+                                              jax_config):
+  path = tmp_path / 'cache' / 'jax'
+  monkeypatch.setenv('KMNIST_JAX_COMPILATION_CACHE', str(path))
+  runtime.setup()
+  assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+  assert jax_config['jax_compilation_cache_dir'] == str(path)
+
+
+def test_a_cache_others_can_write_is_not_used(tmp_path, monkeypatch,
+                                              jax_config, caplog):
+  shared = tmp_path / 'shared'
+  shared.mkdir()
+  shared.chmod(0o777)
+  monkeypatch.setenv('KMNIST_JAX_COMPILATION_CACHE', str(shared))
+  with caplog.at_level(logging.WARNING):
+    runtime.setup()
+  assert jax_config == {}
+  assert f'no compilation cache: {shared} is not a folder of this user' in (
+      caplog.text)
+
+
+def _stat(mode, uid=None):
+  uid = os.getuid() if uid is None else uid
+  return os.stat_result((mode, 0, 0, 1, uid, 0, 0, 0, 0, 0))
+
+
+@pytest.mark.parametrize('st, kind, safe', [
+    (_stat(stat.S_IFREG | 0o700), stat.S_ISREG, True),
+    (_stat(stat.S_IFREG | 0o755), stat.S_ISREG, True),
+    (_stat(stat.S_IFREG | 0o720), stat.S_ISREG, False),   # group-writable
+    (_stat(stat.S_IFREG | 0o702), stat.S_ISREG, False),   # world-writable
+    (_stat(stat.S_IFREG | 0o700, uid=os.getuid() + 1), stat.S_ISREG, False),
+    (_stat(stat.S_IFLNK | 0o700), stat.S_ISREG, False),   # a link
+    (_stat(stat.S_IFDIR | 0o700), stat.S_ISDIR, True),
+    (_stat(stat.S_IFDIR | 0o700, uid=os.getuid() + 1), stat.S_ISDIR, False),
+])
+def test_private_means_this_users_and_nobody_elses_to_write(st, kind, safe):
+  assert runtime.private(st, kind) is safe

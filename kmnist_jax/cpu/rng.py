@@ -1,4 +1,5 @@
-"""Dropout masks, bit for bit `jax.random.bernoulli`, without its slow loop.
+"""Dropout whose masks are bit for bit `jax.random.bernoulli`'s, without its
+slow loop on XLA:CPU.
 
 On CPU, jax lowers the threefry2x32 hash as a `fori_loop` over its five
 4-round groups (to keep compile times down). The loop stops XLA from fusing the
@@ -8,11 +9,13 @@ mask, and on the keras_cnn train step the loop took about 6 ms of 110
 the same 20 rounds unrolled, which XLA fuses into one elementwise loop (a 128 x
 12 x 12 x 64 mask: 4.2 ms -> 0.65 ms on 2 cores). The bits are identical, so
 the trained models, the checkpoints and every committed number stay the same;
-`tests/test_rng.py` asserts the equality against `jax.random.bernoulli`.
+`tests/test_cpu_rng.py` asserts the equality against
+`jax.random.bernoulli`.
 
-Only jax's default configuration gets the fast path: raw or typed threefry
-keys with `jax_threefry_partitionable` on (the default since jax 0.5). Any
-other configuration falls back to `jax.random.bernoulli` itself.
+Only jax's default configuration on the CPU backend gets the fast path: raw
+or typed threefry keys with `jax_threefry_partitionable` on (the default
+since jax 0.5). Any other configuration, and any other backend (whose
+lowering is not the loop), falls back to `jax.random.bernoulli` itself.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def threefry2x32(k1, k2, x1, x2):
 
 
 def _fast_path(key) -> bool:
+  if jax.default_backend() != 'cpu':
+    return False
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
     if jax.random.key_impl(key) != jax.random.key_impl(jax.random.key(0)):
       return False
@@ -69,3 +74,14 @@ def bernoulli(key, p: float, shape) -> jax.Array:
   u = jax.lax.bitcast_convert_type((bits >> np.uint32(9)) | np.uint32(
       0x3F800000), jnp.float32) - jnp.float32(1.0)
   return u < jnp.float32(p)
+
+
+def dropout(x, rate: float, train: bool, key):
+  """Inverted dropout: zeroes elements with probability `rate` in training
+  and scales the rest by 1 / (1 - rate); `x` itself otherwise."""
+  if not train or rate == 0.0:
+    return x
+  keep = bernoulli(key, 1.0 - rate, x.shape)  # == jax.random.bernoulli
+  # The same values as jnp.where(keep, x / (1 - rate), 0) for finite x, as a
+  # multiply: its gradient needs no broadcast zeros or select.
+  return x * keep.astype(x.dtype) / (1.0 - rate)

@@ -1,6 +1,6 @@
-"""kmnist_jax.conv and kmnist_jax.onednn: values and gradients equal lax's."""
+"""kmnist_jax.cpu.conv: values and gradients equal lax's; where it applies."""
 
-import os
+import functools
 import re
 
 import jax
@@ -11,11 +11,12 @@ from flax import nnx
 from jax import lax
 
 from kmnist_jax import configlib
-from kmnist_jax import conv
+from kmnist_jax import cpu
 from kmnist_jax import models
-from kmnist_jax import onednn
 from kmnist_jax import optim
 from kmnist_jax import train
+from kmnist_jax.cpu import conv
+from kmnist_jax.cpu import onednn
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
@@ -164,7 +165,7 @@ def test_models_equal_lax_convolutions(name):
   """The CNNs compute the same function, and gradients, as with lax's convs."""
   x = jax.random.uniform(jax.random.PRNGKey(3), (6, 28, 28, 1))
   model = models.create_model(name, 10, seed=4)
-  assert model.conv1.conv_general_dilated is conv.conv_general_dilated
+  assert model.conv1.conv_general_dilated is cpu.conv_general_dilated
   assert model.conv2.conv_general_dilated is conv.conv_general_dilated
 
   def out_and_grad(model):
@@ -184,96 +185,35 @@ def test_models_equal_lax_convolutions(name):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-# --- oneDNN gradients -------------------------------------------------------
+def test_on_a_gpu_backend_nothing_of_the_cpu_code_engages(monkeypatch):
+  """With the backend faked to a GPU: lax's own convolution (the same jaxpr,
+  value and gradient), and oneDNN is neither built nor loaded."""
 
+  def refuse(*args, **kwargs):
+    raise AssertionError(f'CPU machinery engaged: {args}')
 
-@needs_onednn
-@pytest.mark.parametrize('x_shape, w_shape, strides, padding', [
-    ((16, 26, 26, 32), (3, 3, 32, 64), (1, 1), 'VALID'),       # keras conv2
-    ((8, 28, 28, 1), (3, 3, 1, 32), (1, 1), 'VALID'),           # keras conv1
-    ((8, 12, 12, 16), (4, 4, 16, 32), (2, 2), ((1, 1), (1, 1))),  # seed conv2
-    ((3, 9, 7, 5), (3, 2, 5, 6), (1, 2), 'SAME'),     # asymmetric SAME pads
-    ((2, 10, 9, 4), (3, 3, 4, 3), (2, 3), ((2, 0), (0, 3))),  # crops a row
-    ((2, 12, 13, 3), (2, 2, 3, 4), (3, 3), 'VALID'),  # unused last rows
-    ((1, 6, 6, 7), (1, 1, 7, 5), (1, 1), 'VALID'),    # 1x1
-])
-def test_onednn_values_and_gradients_equal_lax(x_shape, w_shape, strides,
-                                               padding):
-  r = np.random.default_rng(5)
-  x = jnp.asarray(r.standard_normal(x_shape, np.float32))
-  w = jnp.asarray(r.standard_normal(w_shape, np.float32) * 0.2)
+  monkeypatch.delenv(onednn.ENV, raising=False)  # The backend decides.
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  monkeypatch.setattr(onednn, 'build', refuse)
+  monkeypatch.setattr(onednn.subprocess, 'run', refuse)
+  monkeypatch.setattr(onednn.ctypes, 'CDLL', refuse)
+  # A fresh decision: the process's cached one was made on the CPU.
+  monkeypatch.setattr(onednn, '_status',
+                      functools.cache(onednn._status.__wrapped__))  # pylint: disable=protected-access
+  assert not onednn.available()
+  assert onednn._status() == 'backend is gpu, not cpu'  # pylint: disable=protected-access
+  for cin, padding in ((1, 'VALID'), (3, ((1, 1), (1, 1)))):
+    x, k = _inputs(2, 10, 10, 3, 3, 4)
+    x = jnp.tile(x, (1, 1, 1, cin))
+    k = jnp.tile(k, (1, 1, cin, 1))
 
-  def ours(x, w):
-    return conv.conv_general_dilated(x, w, strides, padding,
-                                     dimension_numbers=NHWC)
+    def loss(conv_fn, x, k):
+      return jnp.sum(conv_fn(x, k, (1, 1), padding,
+                             dimension_numbers=NHWC) ** 2)
 
-  def ref(x, w):
-    return lax.conv_general_dilated(x, w, strides, padding,
-                                    dimension_numbers=NHWC)
-
-  y, y_ref = jax.jit(ours)(x, w), jax.jit(ref)(x, w)
-  assert y.shape == y_ref.shape and y.dtype == jnp.float32
-  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-  g = jnp.asarray(r.standard_normal(y_ref.shape, np.float32))
-  vjp = jax.jit(lambda f, x, w, g: jax.vjp(f, x, w)[1](g), static_argnums=0)
-  assert 'kmnist_conv_bwd' in vjp.lower(ours, x, w, g).as_text()
-  (dx, dw), (dx_ref, dw_ref) = vjp(ours, x, w, g), vjp(ref, x, w, g)
-  np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
-  # A sum over batch and positions: float32 rounding grows with its length.
-  np.testing.assert_allclose(dw, dw_ref, rtol=1e-4,
-                             atol=1e-5 * float(jnp.abs(dw_ref).max()))
-  # Run to run, the same bits (training determinism rests on this).
-  np.testing.assert_array_equal(vjp(ours, x, w, g)[1], dw)
-  np.testing.assert_array_equal(jax.jit(ours)(x, w), y)
-
-
-@needs_onednn
-def test_onednn_under_grad_of_a_loss_and_eval_shape():
-  x = jnp.ones((2, 8, 8, 3))
-  w = jnp.full((3, 3, 3, 4), 0.1)
-  f = lambda w: conv.conv_general_dilated(x, w, (1, 1), 'SAME',
-                                          dimension_numbers=NHWC).sum()
-  assert jax.eval_shape(f, w).shape == ()
-  dw = jax.grad(f)(w)
-  # Every weight sees the input's ones over the window positions it covers:
-  # 8x8 positions for the centre tap, 7x8 for edge taps, 7x7 for corners.
-  np.testing.assert_allclose(dw[1, 1], 2 * 64.0)
-  np.testing.assert_allclose(dw[0, 1], 2 * 56.0)
-  np.testing.assert_allclose(dw[0, 0], 2 * 49.0)
-
-
-def test_onednn_switch_and_missing_library(monkeypatch):
-  monkeypatch.setenv(onednn.ENV, '0')
-  assert onednn._reason_unavailable() == f'{onednn.ENV}=0'
-  monkeypatch.setenv(onednn.ENV, '1')
-  monkeypatch.setattr(onednn, 'find_libdnnl', lambda: None)
-  if jax.default_backend() == 'cpu':
-    assert 'onednn-cpu-gomp is not installed' in onednn._reason_unavailable()
-
-
-@pytest.mark.skipif(onednn.find_libdnnl() is None,
-                    reason='onednn-cpu-gomp not installed')
-def test_onednn_is_available_where_its_wheel_is_installed():
-  """Where the wheel is installed (Linux x86-64), the build must work: a
-  broken build would silently fall back to XLA's slower kernels."""
-  assert onednn.available(), onednn._status()
-
-
-@pytest.mark.skipif(onednn.find_libdnnl() is None,
-                    reason='onednn-cpu-gomp not installed')
-def test_build_is_cached_atomic_and_reports_compiler_errors(tmp_path,
-                                                           monkeypatch):
-  lib = onednn.find_libdnnl()
-  path = onednn.build(lib, cache_root=str(tmp_path))
-  mtime = os.stat(path).st_mtime_ns
-  assert onednn.build(lib, cache_root=str(tmp_path)) == path  # cached
-  assert os.stat(path).st_mtime_ns == mtime
-  assert os.listdir(tmp_path) == [os.path.basename(path)]
-  blocked = tmp_path / 'a_file'
-  blocked.write_text('')  # the cache folder cannot be made below a file
-  elsewhere = onednn.build(lib, cache_root=str(blocked / 'cache'))
-  assert os.path.exists(elsewhere) and not elsewhere.startswith(str(tmp_path))
-  monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails
-  with pytest.raises(RuntimeError, match='false failed'):
-    onednn.build(lib, cache_root=str(tmp_path / 'other'))
-  assert os.listdir(tmp_path / 'other') == []  # no half-written library
+    # A new function per trace: jax caches traces by function.
+    jaxpr = lambda f: str(jax.make_jaxpr(jax.grad(
+        lambda x, k: loss(f, x, k), argnums=(0, 1)))(x, k))
+    ours = jaxpr(conv.conv_general_dilated)
+    assert ours == jaxpr(lax.conv_general_dilated)
+    assert 'custom_vjp' not in ours and 'optimization_barrier' not in ours

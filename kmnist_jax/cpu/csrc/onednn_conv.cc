@@ -1,8 +1,8 @@
 // The gradients of a 2-D convolution by oneDNN, as XLA FFI handlers (CPU,
 // float32, NHWC/HWIO), for y (N,OH,OW,O) = conv(x (N,H,W,C), w (KH,KW,C,O)).
 //
-// kmnist_jax.onednn compiles this file on first use; kmnist_jax.conv calls
-// it through jax.ffi. The handlers share one attribute set (stride_h,
+// kmnist_jax.cpu.onednn compiles this file on first use; kmnist_jax.cpu.conv
+// calls it through jax.ffi. The handlers share one attribute set (stride_h,
 // stride_w, pad_top, pad_left; the bottom/right padding follows from the
 // shapes):
 //   kmnist_conv_bwd:           x, w, dy  -> dx, dw
@@ -11,8 +11,10 @@
 // Each reorders its operands into the layouts oneDNN's kernels prefer
 // (blocked, nChw16c), runs the primitives and reorders the results back;
 // kmnist_conv_bwd reorders dy once for both. Plans are built once per shape
-// and cached. Calls are serialized: two OpenMP teams on a 2-core machine
-// would only slow each other down.
+// and cached. Every buffer's element type, rank and dimensions are checked
+// against the others first: a mismatch is an InvalidArgument error, never a
+// read or write past a buffer (onednn_checks.h). Calls are serialized: two
+// OpenMP teams on a 2-core machine would only slow each other down.
 //
 // Only the handful of oneDNN v3 C API entry points used here are declared
 // below, so no oneDNN headers are needed; the build links the
@@ -28,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "onednn_checks.h"
 #include "xla/ffi/api/ffi.h"
 
 extern "C" {
@@ -97,6 +100,9 @@ int dnnl_primitive_execute(const dnnl_primitive_t, dnnl_stream_t, int nargs,
 namespace {
 
 namespace ffi = xla::ffi;
+using kmnist_checks::CheckBuffer;
+using kmnist_checks::CheckProblem;
+using kmnist_checks::Same;
 
 // oneDNN v3 constants (stable across v3.x).
 constexpr int kCpu = 1, kF32 = 3, kTagAny = 1, kStreamInOrder = 1;
@@ -359,6 +365,11 @@ ffi::Error Run(Kind kind, std::initializer_list<void*> buffers,
 ffi::Error BwdData(ffi::AnyBuffer dy, ffi::AnyBuffer w,
                    ffi::Result<ffi::AnyBuffer> dx, int64_t sh, int64_t sw,
                    int64_t pt, int64_t pl) {
+  KMNIST_CHECK(CheckBuffer("dy", dy));
+  KMNIST_CHECK(CheckBuffer("w", w));
+  KMNIST_CHECK(CheckBuffer("dx", *dx));
+  KMNIST_CHECK(CheckProblem(dx->dimensions(), w.dimensions(), dy.dimensions(),
+                            sh, sw, pt, pl));
   return Run(kBwdData,
              {dy.untyped_data(), w.untyped_data(), dx->untyped_data()},
              dx->dimensions(), w.dimensions(), dy.dimensions(), sh, sw, pt,
@@ -368,6 +379,11 @@ ffi::Error BwdData(ffi::AnyBuffer dy, ffi::AnyBuffer w,
 ffi::Error BwdWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
                       ffi::Result<ffi::AnyBuffer> dw, int64_t sh, int64_t sw,
                       int64_t pt, int64_t pl) {
+  KMNIST_CHECK(CheckBuffer("x", x));
+  KMNIST_CHECK(CheckBuffer("dy", dy));
+  KMNIST_CHECK(CheckBuffer("dw", *dw));
+  KMNIST_CHECK(CheckProblem(x.dimensions(), dw->dimensions(), dy.dimensions(),
+                            sh, sw, pt, pl));
   return Run(kBwdWeights,
              {x.untyped_data(), dy.untyped_data(), dw->untyped_data()},
              x.dimensions(), dw->dimensions(), dy.dimensions(), sh, sw, pt,
@@ -377,6 +393,19 @@ ffi::Error BwdWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
 ffi::Error Bwd(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy,
                ffi::Result<ffi::AnyBuffer> dx, ffi::Result<ffi::AnyBuffer> dw,
                int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
+  KMNIST_CHECK(CheckBuffer("x", x));
+  KMNIST_CHECK(CheckBuffer("w", w));
+  KMNIST_CHECK(CheckBuffer("dy", dy));
+  KMNIST_CHECK(CheckBuffer("dx", *dx));
+  KMNIST_CHECK(CheckBuffer("dw", *dw));
+  if (!Same(dx->dimensions(), x.dimensions()))
+    return ffi::Error::InvalidArgument(
+        "kmnist_conv: dx's shape differs from x's");
+  if (!Same(dw->dimensions(), w.dimensions()))
+    return ffi::Error::InvalidArgument(
+        "kmnist_conv: dw's shape differs from w's");
+  KMNIST_CHECK(CheckProblem(x.dimensions(), w.dimensions(), dy.dimensions(),
+                            sh, sw, pt, pl));
   return Run(kBwd,
              {x.untyped_data(), w.untyped_data(), dy.untyped_data(),
               dx->untyped_data(), dw->untyped_data()},

@@ -1,12 +1,12 @@
-"""kmnist_jax.rng: dropout masks bit for bit equal to jax.random.bernoulli."""
+"""kmnist_jax.cpu.rng: dropout masks bit for bit equal to jax.random.bernoulli."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kmnist_jax import models
-from kmnist_jax import rng
+from kmnist_jax import cpu
+from kmnist_jax.cpu import rng
 
 
 @pytest.mark.parametrize('key, count, expected', [
@@ -63,7 +63,7 @@ def test_mask_has_no_loop_left():
 
 
 def test_dropout_matches_the_where_formulation():
-  """models._dropout: the values and gradients of jnp.where(keep, x / q, 0)."""
+  """cpu.dropout: the values and gradients of jnp.where(keep, x / q, 0)."""
   key = jax.random.PRNGKey(4)
   x = jax.nn.relu(jax.random.normal(jax.random.PRNGKey(5), (8, 12, 12, 64)))
   rate = 0.25
@@ -72,11 +72,24 @@ def test_dropout_matches_the_where_formulation():
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
-  ours = lambda x: models._dropout(x, rate, True, key)  # pylint: disable=protected-access
+  ours = lambda x: cpu.dropout(x, rate, True, key)
   np.testing.assert_array_equal(ours(x), where_form(x))
   g = jax.random.normal(jax.random.PRNGKey(6), x.shape)
   np.testing.assert_array_equal(jax.vjp(ours, x)[1](g)[0],
                                 jax.vjp(where_form, x)[1](g)[0])
   dropped = float((ours(x) == 0).mean())
   assert 0.2 < dropped < 0.8  # Some kept, some dropped.
-  np.testing.assert_array_equal(models._dropout(x, rate, False, key), x)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(cpu.dropout(x, rate, False, key), x)
+
+
+def test_another_backend_gets_jax_bernoulli_itself(monkeypatch):
+  """On a GPU (faked) the mask is jax.random.bernoulli's own computation:
+  its random_bits, not the unrolled CPU copy."""
+  key = jax.random.PRNGKey(7)
+  # A new function per trace: jax caches traces by function.
+  jaxpr = lambda: str(jax.make_jaxpr(lambda k: rng.bernoulli(k, 0.75, (4, 5)))(
+      key))
+  assert 'random_bits' not in jaxpr()
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert not rng._fast_path(key)  # pylint: disable=protected-access
+  assert 'random_bits' in jaxpr()

@@ -3,10 +3,13 @@
 XLA:CPU computes the gradients of keras_cnn's second convolution about half
 as fast as oneDNN, the CPU kernel library PyTorch uses. `csrc/onednn_conv.cc`
 wraps oneDNN's input-gradient and weight-gradient convolutions as XLA FFI
-handlers; `kmnist_jax.conv` calls them. On first use the file is compiled
+handlers; `kmnist_jax.cpu.conv` calls them. On first use the file is compiled
 with the C++ compiler against jaxlib's FFI headers and the `onednn-cpu-gomp`
 wheel's libdnnl, into the user cache folder (`~/.cache/kmnist_jax/onednn`),
-once per source, jax, compiler and library.
+once per source, jax, compiler and library. The folder is created private
+(0700); a library there that is not this user's, or that others can write,
+is never loaded but rebuilt. The handlers check the ranks, shapes and
+element types of their buffers and return an error for any mismatch.
 
 `available()` says whether the handlers are registered. When they are not
 (no CPU backend, no libdnnl, no compiler, `KMNIST_JAX_ONEDNN=0`) it logs the
@@ -29,12 +32,15 @@ import tempfile
 import jax
 import numpy as np
 
+from kmnist_jax import fileio
 from kmnist_jax import runtime
 
 ENV = 'KMNIST_JAX_ONEDNN'
 BWD, BWD_DATA, BWD_WEIGHTS = (
     'kmnist_conv_bwd', 'kmnist_conv_bwd_data', 'kmnist_conv_bwd_weights')
-_SOURCE = os.path.join(os.path.dirname(__file__), 'csrc', 'onednn_conv.cc')
+_CSRC = os.path.join(os.path.dirname(__file__), 'csrc')
+_SOURCE = os.path.join(_CSRC, 'onednn_conv.cc')
+_HEADER = os.path.join(_CSRC, 'onednn_checks.h')  # Included by _SOURCE.
 _LIB = 'libdnnl.so.3'
 _WHEEL = 'onednn-cpu-gomp'
 
@@ -61,42 +67,41 @@ def build(libdnnl: str, cache_root: str | None = None) -> str:
   """Compiles the FFI library (once; cached by content) and returns its path.
 
   Raises RuntimeError with the compiler's message when compilation fails.
+  A cached library is used only when it is this user's and nobody else can
+  write it or its folder; otherwise it is rebuilt, in a private folder.
   """
   compiler = os.environ.get('CXX') or shutil.which('g++') or shutil.which(
       'c++')
   if not compiler:
     raise RuntimeError('no C++ compiler (g++ or $CXX) on PATH')
   include = jax.ffi.include_dir()
-  with open(_SOURCE, 'rb') as f:
-    source = f.read()
+  source = b''
+  for path in (_SOURCE, _HEADER):
+    with open(path, 'rb') as f:
+      source += f.read()
   key = hashlib.sha256(b'\0'.join([
       source, jax.__version__.encode(), include.encode(),
       os.path.realpath(libdnnl).encode(), compiler.encode()])).hexdigest()[:16]
   root = cache_root or runtime.user_cache_dir('onednn')
+  if not runtime.private_dir(root):
+    # Unwritable, or others' to change: build for this process only.
+    root = tempfile.mkdtemp(prefix='kmnist_jax_onednn_')  # 0700
   target = os.path.join(root, f'onednn_conv-{key}.so')
-  if os.path.exists(target):
-    return target
   try:
-    os.makedirs(root, exist_ok=True)
-  except OSError:  # An unwritable cache: build for this process only.
-    root = tempfile.mkdtemp(prefix='kmnist_jax_onednn_')
-    target = os.path.join(root, os.path.basename(target))
+    if runtime.private(os.lstat(target)):
+      return target
+  except FileNotFoundError:
+    pass
   libdir = os.path.dirname(libdnnl)
   # Compile into a temporary file, then rename: concurrent processes and
   # interrupted builds never leave a half-written library behind.
-  fd, tmp = tempfile.mkstemp(suffix='.so', dir=root)
-  os.close(fd)
-  cmd = [compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-w',
-         f'-I{include}', _SOURCE, '-o', tmp, f'-L{libdir}', f'-l:{_LIB}',
-         f'-Wl,-rpath,{libdir}']
-  try:
+  with fileio.atomic_path(target, mode=0o700) as tmp:
+    cmd = [compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-w',
+           f'-I{include}', _SOURCE, '-o', tmp, f'-L{libdir}', f'-l:{_LIB}',
+           f'-Wl,-rpath,{libdir}']
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
       raise RuntimeError(f'{compiler} failed: {proc.stderr.strip()[-500:]}')
-    os.replace(tmp, target)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
   return target
 
 
@@ -136,7 +141,7 @@ def describe() -> str:
   """One line for reports: which kernels compute the convolution gradients."""
   if available():
     version = importlib.metadata.version(_WHEEL)
-    return f'oneDNN ({_WHEEL} {version}, kmnist_jax.onednn)'
+    return f'oneDNN ({_WHEEL} {version}, kmnist_jax.cpu.onednn)'
   return f'XLA (oneDNN off: {_status()})'
 
 

@@ -3,7 +3,7 @@
 On the CPU backend with a single device, for float32 NHWC/HWIO convolutions
 with unit dilations and one feature group:
 
-* The gradients come from oneDNN through `jax.ffi` (`kmnist_jax.onednn`):
+* The gradients come from oneDNN through `jax.ffi` (`cpu/onednn.py`):
   about twice as fast as XLA:CPU's on this project's 2-core CPU (the
   keras_cnn train step is 1.3x faster at batch 128, 1.5x at 400). Where
   oneDNN is not available they are XLA's.
@@ -13,8 +13,9 @@ with unit dilations and one feature group:
   kernel: one elementwise fusion, vectorized over the output channels
   (1.5 ms against XLA's 7.7 ms for seed_cnn's 5x5x16 conv1 at batch 400).
 
-Everything else goes to `jax.lax.conv_general_dilated` unchanged. Values
-equal lax's up to float32 summation order. The fast convolutions support
+Everything else, and every convolution on another backend (a GPU, a TPU),
+goes to `jax.lax.conv_general_dilated` unchanged. Values equal lax's up to
+float32 summation order. The fast convolutions support
 reverse-mode differentiation (`jax.grad`, `jax.vjp`), not forward mode.
 """
 
@@ -27,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from kmnist_jax import onednn
+from kmnist_jax.cpu import onednn
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 

@@ -1,0 +1,38 @@
+"""The speed code for XLA:CPU, behind one seam.
+
+None of it changes a number: each piece computes what plain JAX computes
+(bit for bit, or to float32 summation order), faster on this project's CPU
+training runs. On a GPU or TPU backend every piece stands aside.
+
+* `conv_general_dilated` (`cpu/conv.py`): a drop-in for
+  `lax.conv_general_dilated`. A single-channel convolution (a model's first
+  layer) runs as a sum of shifted copies of the image; the gradients come
+  from oneDNN (`cpu/onednn.py`, C++ in `cpu/csrc/onednn_conv.cc`, compiled on
+  first use and called through `jax.ffi`).
+* `dropout` (`cpu/rng.py`): inverted dropout whose mask is bit for bit
+  `jax.random.bernoulli`'s, without the loop XLA:CPU cannot fuse.
+* `malloc` (`cpu/malloc.py`): glibc malloc keeps freed memory, so XLA:CPU's
+  per-step temporaries do not fault in fresh pages every step.
+  `kmnist_jax.runtime.setup` applies it before JAX starts.
+
+The XLA:CPU compiler options of the jitted steps live in `kmnist_jax.train`.
+
+This package and `cpu.malloc` import only the standard library (the PyTorch
+benchmark worker, which has no jax, uses `cpu.malloc`); `conv_general_dilated`
+and `dropout` load their modules, and JAX, on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {'conv_general_dilated': 'conv', 'dropout': 'rng', 'bernoulli': 'rng'}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+  if name in _LAZY:
+    module = importlib.import_module(f'{__name__}.{_LAZY[name]}')
+    return getattr(module, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

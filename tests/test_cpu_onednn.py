@@ -1,0 +1,263 @@
+"""kmnist_jax.cpu.onednn: oneDNN's gradients, its build, its cache, its checks."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from kmnist_jax.cpu import conv
+from kmnist_jax.cpu import onednn
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+needs_onednn = pytest.mark.skipif(
+    not onednn.available(), reason='oneDNN FFI not available here')
+
+
+@needs_onednn
+@pytest.mark.parametrize('x_shape, w_shape, strides, padding', [
+    ((16, 26, 26, 32), (3, 3, 32, 64), (1, 1), 'VALID'),       # keras conv2
+    ((8, 28, 28, 1), (3, 3, 1, 32), (1, 1), 'VALID'),           # keras conv1
+    ((8, 12, 12, 16), (4, 4, 16, 32), (2, 2), ((1, 1), (1, 1))),  # seed conv2
+    ((3, 9, 7, 5), (3, 2, 5, 6), (1, 2), 'SAME'),     # asymmetric SAME pads
+    ((2, 10, 9, 4), (3, 3, 4, 3), (2, 3), ((2, 0), (0, 3))),  # crops a row
+    ((2, 12, 13, 3), (2, 2, 3, 4), (3, 3), 'VALID'),  # unused last rows
+    ((1, 6, 6, 7), (1, 1, 7, 5), (1, 1), 'VALID'),    # 1x1
+])
+def test_onednn_values_and_gradients_equal_lax(x_shape, w_shape, strides,
+                                               padding):
+  r = np.random.default_rng(5)
+  x = jnp.asarray(r.standard_normal(x_shape, np.float32))
+  w = jnp.asarray(r.standard_normal(w_shape, np.float32) * 0.2)
+
+  def ours(x, w):
+    return conv.conv_general_dilated(x, w, strides, padding,
+                                     dimension_numbers=NHWC)
+
+  def ref(x, w):
+    return lax.conv_general_dilated(x, w, strides, padding,
+                                    dimension_numbers=NHWC)
+
+  y, y_ref = jax.jit(ours)(x, w), jax.jit(ref)(x, w)
+  assert y.shape == y_ref.shape and y.dtype == jnp.float32
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  g = jnp.asarray(r.standard_normal(y_ref.shape, np.float32))
+  vjp = jax.jit(lambda f, x, w, g: jax.vjp(f, x, w)[1](g), static_argnums=0)
+  assert 'kmnist_conv_bwd' in vjp.lower(ours, x, w, g).as_text()
+  (dx, dw), (dx_ref, dw_ref) = vjp(ours, x, w, g), vjp(ref, x, w, g)
+  np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+  # A sum over batch and positions: float32 rounding grows with its length.
+  np.testing.assert_allclose(dw, dw_ref, rtol=1e-4,
+                             atol=1e-5 * float(jnp.abs(dw_ref).max()))
+  # Run to run, the same bits (training determinism rests on this).
+  np.testing.assert_array_equal(vjp(ours, x, w, g)[1], dw)
+  np.testing.assert_array_equal(jax.jit(ours)(x, w), y)
+
+
+@needs_onednn
+def test_onednn_under_grad_of_a_loss_and_eval_shape():
+  x = jnp.ones((2, 8, 8, 3))
+  w = jnp.full((3, 3, 3, 4), 0.1)
+  f = lambda w: conv.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                          dimension_numbers=NHWC).sum()
+  assert jax.eval_shape(f, w).shape == ()
+  dw = jax.grad(f)(w)
+  # Every weight sees the input's ones over the window positions it covers:
+  # 8x8 positions for the centre tap, 7x8 for edge taps, 7x7 for corners.
+  np.testing.assert_allclose(dw[1, 1], 2 * 64.0)
+  np.testing.assert_allclose(dw[0, 1], 2 * 56.0)
+  np.testing.assert_allclose(dw[0, 0], 2 * 49.0)
+
+
+def test_onednn_switch_and_missing_library(monkeypatch):
+  monkeypatch.setenv(onednn.ENV, '0')
+  assert onednn._reason_unavailable() == f'{onednn.ENV}=0'
+  monkeypatch.setenv(onednn.ENV, '1')
+  monkeypatch.setattr(onednn, 'find_libdnnl', lambda: None)
+  if jax.default_backend() == 'cpu':
+    assert 'onednn-cpu-gomp is not installed' in onednn._reason_unavailable()
+
+
+@pytest.mark.skipif(onednn.find_libdnnl() is None,
+                    reason='onednn-cpu-gomp not installed')
+@pytest.mark.skipif(not onednn.enabled_by_env(),
+                    reason=f'switched off by {onednn.ENV}=0')
+def test_onednn_is_available_where_its_wheel_is_installed():
+  """Where the wheel is installed (Linux x86-64), the build must work: a
+  broken build would silently fall back to XLA's slower kernels."""
+  assert onednn.available(), onednn._status()
+
+
+@pytest.mark.skipif(onednn.find_libdnnl() is None,
+                    reason='onednn-cpu-gomp not installed')
+def test_build_is_cached_atomic_and_reports_compiler_errors(tmp_path,
+                                                           monkeypatch):
+  lib = onednn.find_libdnnl()
+  path = onednn.build(lib, cache_root=str(tmp_path))
+  mtime = os.stat(path).st_mtime_ns
+  assert onednn.build(lib, cache_root=str(tmp_path)) == path  # cached
+  assert os.stat(path).st_mtime_ns == mtime
+  assert os.listdir(tmp_path) == [os.path.basename(path)]
+  blocked = tmp_path / 'a_file'
+  blocked.write_text('')  # the cache folder cannot be made below a file
+  elsewhere = onednn.build(lib, cache_root=str(blocked / 'cache'))
+  assert os.path.exists(elsewhere) and not elsewhere.startswith(str(tmp_path))
+  monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails
+  with pytest.raises(RuntimeError, match='false failed'):
+    onednn.build(lib, cache_root=str(tmp_path / 'other'))
+  assert os.listdir(tmp_path / 'other') == []  # no half-written library
+
+
+# --- The cached library: private, this user's own ---------------------------
+
+_FAKE_CXX = '''#!/bin/sh
+# Writes "built" to the file after -o: a stand-in for the C++ compiler.
+while [ "$#" -gt 0 ]; do
+  if [ "$1" = "-o" ]; then printf built > "$2"; fi
+  shift
+done
+'''
+
+
+@pytest.fixture
+def fake_cxx(tmp_path, monkeypatch):
+  """A fake compiler, so that these tests need neither g++ nor oneDNN."""
+  cxx = tmp_path / 'fake_cxx'
+  cxx.write_text(_FAKE_CXX)
+  cxx.chmod(0o700)
+  monkeypatch.setenv('CXX', str(cxx))
+  return '/nowhere/libdnnl.so.3'
+
+
+def _mode(path):
+  return os.stat(path).st_mode & 0o777
+
+
+def test_cache_folder_and_library_are_created_private(tmp_path, fake_cxx):
+  root = tmp_path / 'cache' / 'onednn'
+  path = onednn.build(fake_cxx, cache_root=str(root))
+  assert os.path.dirname(path) == str(root)
+  assert _mode(root) == 0o700 and _mode(path) == 0o700
+  assert open(path).read() == 'built'
+  assert sorted(os.listdir(root)) == [os.path.basename(path)]
+
+
+@pytest.mark.parametrize('plant', ['writable_by_others', 'symlink'])
+def test_a_library_others_could_have_written_is_rebuilt(tmp_path, fake_cxx,
+                                                        plant):
+  root = tmp_path / 'onednn'
+  path = onednn.build(fake_cxx, cache_root=str(root))
+  os.remove(path)
+  if plant == 'symlink':
+    (tmp_path / 'planted.so').write_text('planted')
+    os.symlink(tmp_path / 'planted.so', path)
+  else:
+    with open(path, 'w') as f:
+      f.write('planted')
+    os.chmod(path, 0o666)
+  assert onednn.build(fake_cxx, cache_root=str(root)) == path
+  assert not os.path.islink(path) and open(path).read() == 'built'
+  assert _mode(path) == 0o700
+  assert (tmp_path / 'planted.so').read_text() == 'planted' if (
+      plant == 'symlink') else True
+
+
+def test_a_cache_folder_others_can_write_is_not_used(tmp_path, fake_cxx):
+  shared = tmp_path / 'shared'
+  shared.mkdir()
+  shared.chmod(0o777)
+  path = onednn.build(fake_cxx, cache_root=str(shared))
+  assert not path.startswith(str(shared)) and os.listdir(shared) == []
+  assert _mode(os.path.dirname(path)) == 0o700 and _mode(path) == 0o700
+  assert open(path).read() == 'built'
+
+
+# --- The handlers check their buffers ---------------------------------------
+
+_ATTRS = dict(stride_h=np.int64(1), stride_w=np.int64(1), pad_top=np.int64(0),
+              pad_left=np.int64(0))
+
+
+def _call(target, outs, *args, **attrs):
+  outs = [jax.ShapeDtypeStruct(s, d) for s, d in outs]
+  return jax.ffi.ffi_call(target, outs)(*args, **{**_ATTRS, **attrs})
+
+
+def _f32(*shape):
+  return jnp.ones(shape, jnp.float32)
+
+
+@needs_onednn
+def test_handlers_run_on_consistent_buffers():
+  x, w, dy = _f32(2, 8, 8, 3), _f32(3, 3, 3, 4), _f32(2, 6, 6, 4)
+  f32 = jnp.float32
+  dx, = _call(onednn.BWD_DATA, [((2, 8, 8, 3), f32)], dy, w)
+  dw, = _call(onednn.BWD_WEIGHTS, [((3, 3, 3, 4), f32)], x, dy)
+  dx2, dw2 = _call(onednn.BWD, [((2, 8, 8, 3), f32), ((3, 3, 3, 4), f32)],
+                   x, w, dy)
+  assert float(dx[0, 4, 4, 0]) == 36.0 and float(dw[1, 1, 0, 0]) == 72.0
+  np.testing.assert_array_equal(dx, dx2)
+  np.testing.assert_array_equal(dw, dw2)
+
+
+@needs_onednn
+@pytest.mark.parametrize('target, outs, args, attrs, message', [
+    # The weights' input channels (5) against dx's (3).
+    (onednn.BWD_DATA, [(2, 8, 8, 3)], [(2, 6, 6, 4), (3, 3, 5, 4)], {},
+     r"weights' input channels \(5\) differ from the input's \(3\)"),
+    # dx larger than the windows cover: the implied padding is negative.
+    (onednn.BWD_DATA, [(2, 9, 9, 3)], [(2, 6, 6, 4), (3, 3, 3, 4)], {},
+     r"output gradient's size \(6x6\) does not fit"),
+    (onednn.BWD_DATA, [(2, 8, 8, 3)], [(3, 6, 6, 4), (3, 3, 3, 4)], {},
+     r"output gradient's batch \(3\) differs from the input's \(2\)"),
+    (onednn.BWD_DATA, [(2, 8, 8, 3)], [(2, 6, 6, 5), (3, 3, 3, 4)], {},
+     r"output gradient's channels \(5\) differ from the weights' \(4\)"),
+    (onednn.BWD_DATA, [(2, 8, 8, 3)], [(2, 6, 24), (3, 3, 3, 4)], {},
+     'dy must have rank 4, not 3'),
+    (onednn.BWD_DATA, [(2, 8, 8, 3)], [(2, 6, 6, 4), (3, 3, 3, 4)],
+     dict(stride_h=np.int64(0)), 'strides out of range: 0x1'),
+    (onednn.BWD_DATA, [(2, 8, 8, 3)], [(2, 6, 6, 4), (3, 3, 3, 4)],
+     dict(pad_left=np.int64(-1)), 'top/left padding out of range'),
+    (onednn.BWD_WEIGHTS, [(3, 3, 2, 4)], [(2, 8, 8, 3), (2, 6, 6, 4)], {},
+     r"weights' input channels \(2\) differ from the input's \(3\)"),
+    # dy smaller than the input needs: a row no window covers.
+    (onednn.BWD_WEIGHTS, [(3, 3, 3, 4)], [(2, 8, 8, 3), (2, 5, 5, 4)], {},
+     r"output gradient's size \(5x5\) does not fit"),
+    (onednn.BWD, [(2, 8, 8, 3), (3, 3, 3, 4)],
+     [(2, 8, 8, 3), (3, 3, 3, 4), (2, 6, 6, 4, 1)], {},
+     'dy must have rank 4, not 5'),
+    (onednn.BWD, [(2, 8, 7, 3), (3, 3, 3, 4)],
+     [(2, 8, 8, 3), (3, 3, 3, 4), (2, 6, 6, 4)], {},
+     "dx's shape differs from x's"),
+    (onednn.BWD, [(2, 8, 8, 3), (3, 3, 3, 8)],
+     [(2, 8, 8, 3), (3, 3, 3, 4), (2, 6, 6, 4)], {},
+     "dw's shape differs from w's"),
+])
+def test_handlers_refuse_inconsistent_buffers(target, outs, args, attrs,
+                                              message):
+  """An error naming the mismatch, not a read or write past a buffer."""
+  outs = [(s, jnp.float32) for s in outs]
+  with pytest.raises(jax.errors.JaxRuntimeError,
+                     match='INVALID_ARGUMENT: kmnist_conv: .*' + message):
+    jax.block_until_ready(_call(target, outs, *[_f32(*s) for s in args],
+                                **attrs))
+
+
+@needs_onednn
+@pytest.mark.parametrize('which', ['argument', 'result'])
+def test_handlers_refuse_other_element_types(which):
+  dy, w = _f32(2, 6, 6, 4), _f32(3, 3, 3, 4)
+  out_dtype = jnp.float32
+  if which == 'argument':
+    dy = dy.astype(jnp.int32)
+  else:
+    out_dtype = jnp.int32
+  name = 'dy' if which == 'argument' else 'dx'
+  with pytest.raises(jax.errors.JaxRuntimeError,
+                     match=f'INVALID_ARGUMENT: kmnist_conv: {name} must be '
+                     'float32'):
+    jax.block_until_ready(_call(onednn.BWD_DATA, [((2, 8, 8, 3), out_dtype)],
+                                dy, w))
