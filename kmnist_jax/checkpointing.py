@@ -88,7 +88,9 @@ class Checkpointer:
           state=ocp.args.StandardRestore(abstract_state)))
     except Exception as e:  # pylint: disable=broad-except
       # Orbax raises a bare Exception for damaged array data.
-      msg = one_line(str(e).strip().splitlines()[0] if str(e).strip() else e)
+      text = str(e).strip()
+      msg = one_line(text.splitlines()[0].split(' See full TensorStore')[0]
+                     if text else e)
       raise UserError(f'{self.directory}/{step}: checkpoint does not match '
                       f'this model or is unreadable ({msg})') from e
     return out['state'], meta
