@@ -384,7 +384,14 @@ def check_same_run(config, workdir: str) -> None:
   saved = json.loads(load_workdir_config(workdir).to_json())
   diff = config_diff(saved, json.loads(config.to_json()))
   if diff:
-    raise UserError(f'{workdir} holds a different run ({path}): '
+    ckpts = os.path.join(workdir, 'checkpoints')
+    if os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts)):
+      what = 'checkpoints'
+    elif os.path.exists(os.path.join(workdir, 'knn_model.npz')):
+      what = 'a k-NN fit'
+    else:
+      what = 'a run'
+    raise UserError(f'{workdir} holds {what} of a different config ({path}): '
                     f'{"; ".join(diff)}. Use a new --workdir, or the same '
                     'config to resume')
 

@@ -138,8 +138,9 @@ def test_a_different_run_is_refused_untouched(runs, learnable_data_dir,
   with pytest.raises(UserError) as e:
     train.train_and_evaluate(config(learnable_data_dir), str(workdir))
   line = str(e.value)
+  what = {'cnn': 'checkpoints', 'knn': 'a k-NN fit', 'died': 'a run'}[kind]
   assert '\n' not in line
-  assert line.startswith(f'{workdir} holds a different run ('
+  assert line.startswith(f'{workdir} holds {what} of a different config ('
                          f'{workdir}/config.json): '), line
   assert needle in line and line.endswith(
       'Use a new --workdir, or the same config to resume'), line
