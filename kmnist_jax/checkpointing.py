@@ -6,6 +6,9 @@ running train metrics of the current epoch) and `meta` (JSON: the
 data-iterator state and the model name). Saves are asynchronous; `close()`
 waits for them. Orbax writes each step to a temporary directory and renames
 it when complete, so a kill mid-save never leaves a readable broken step.
+A step that is unreadable all the same (a disk fault, a file damaged later)
+is moved to `workdir/unreadable_checkpoints/` when a resume falls back to
+the step before it, which replays the same steps.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from absl import logging
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
-from kmnist_jax.errors import UserError
+from kmnist_jax.errors import UserError, one_line
 
 BEST_METRIC = 'accuracy'
 
@@ -81,11 +86,65 @@ class Checkpointer:
       meta = self.restore_meta(step)
       out = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state)))
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-      msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+    except Exception as e:  # pylint: disable=broad-except
+      # Orbax raises a bare Exception for damaged array data.
+      text = str(e).strip()
+      msg = one_line(text.splitlines()[0].split(' See full TensorStore')[0]
+                     if text else e)
       raise UserError(f'{self.directory}/{step}: checkpoint does not match '
                       f'this model or is unreadable ({msg})') from e
     return out['state'], meta
+
+  def restore_latest(self, abstract_state: Any
+                     ) -> tuple[int, Any, dict] | None:
+    """(step, state, meta) of the newest checkpoint that restores, or None
+    when there is no checkpoint.
+
+    An unreadable newer step gets a warning and is moved to
+    `workdir/unreadable_checkpoints/` (so that the resumed run can save that
+    step again); if no step restores, one line says so.
+    """
+    failed = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(step, abstract_state)
+      except UserError as e:
+        logging.warning('%s; trying the checkpoint before it', e)
+        failed.append((step, e))
+        continue
+      if failed:
+        self._set_aside([s for s, _ in failed])
+        logging.warning('Resuming from step %d: the newer checkpoint(s) %s '
+                        'were unreadable and are kept in %s', step,
+                        ', '.join(str(s) for s, _ in failed),
+                        self.unreadable_directory)
+      return step, state, meta
+    if failed:
+      raise UserError(
+          f'{self.directory}: no readable checkpoint (steps '
+          f'{", ".join(str(s) for s, _ in failed)} failed; latest: '
+          f'{failed[0][1]}); remove the checkpoints folder to start afresh, '
+          'or use a new --workdir')
+    return None
+
+  @property
+  def unreadable_directory(self) -> str:
+    return os.path.join(os.path.dirname(self.directory),
+                        'unreadable_checkpoints')
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves checkpoint `steps` out of the manager's folder."""
+    self.manager.wait_until_finished()
+    if jax.process_index() == 0:
+      os.makedirs(self.unreadable_directory, exist_ok=True)
+      for step in steps:
+        target = os.path.join(self.unreadable_directory, str(step))
+        n = 1
+        while os.path.exists(target):
+          target = os.path.join(self.unreadable_directory, f'{step}.{n}')
+          n += 1
+        os.rename(os.path.join(self.directory, str(step)), target)
+    self.manager.reload()
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kmnist_jax import data as data_lib
+from kmnist_jax import fileio
 from kmnist_jax import metrics as metrics_lib
 from kmnist_jax import train as train_lib
 from kmnist_jax.errors import UserError
@@ -231,16 +232,19 @@ def train_and_evaluate(config, workdir: str):
   """
   check_config(config)
   train_lib.prepare_workdir(workdir)
+  # A workdir of another run (k-NN or trained) is refused untouched.
+  train_lib.check_same_run(config, workdir)
   with train_lib.workdir_lock(workdir):
     t0 = time.time()
-    train_lib.record_config(config, workdir, resuming=False)
+    train_lib.check_same_run(config, workdir)
     fitted = _fit_from_config(config)
+    train_lib.record_config(config, workdir)
     checksums = data_lib.file_checksums(config.dataset, config.train_split,
                                         config.data_dir or None)
-    tmp = os.path.join(workdir, f'.{MODEL_FILE}.tmp{os.getpid()}.npz')
-    np.savez(tmp, mean=fitted.mean, components=fitted.components,
-             train_checksums=np.array(sorted(checksums.items())))
-    os.replace(tmp, os.path.join(workdir, MODEL_FILE))
+    with fileio.atomic_path(os.path.join(workdir, MODEL_FILE)) as tmp:
+      with open(tmp, 'wb') as f:
+        np.savez(f, mean=fitted.mean, components=fitted.components,
+                 train_checksums=np.array(sorted(checksums.items())))
     writer = metrics_lib.MetricWriter(workdir)
     summary = {'train': {}}
     history = []
@@ -301,6 +305,6 @@ def evaluate(config, workdir: str) -> dict:
       checksums=data_lib.file_checksums(config.dataset, split,
                                         config.data_dir or None))
   out = os.path.join(workdir, f'eval_{train_lib.split_name(split)}.json')
-  train_lib.write_json_atomic(out, result)
+  fileio.write_json(out, result)
   result['path'] = out
   return result

@@ -6,9 +6,11 @@ import json
 import math
 import os
 
+from absl import logging
 import numpy as np
 
-from kmnist_jax.errors import UserError
+from kmnist_jax import fileio
+from kmnist_jax.errors import UserError, one_line
 
 
 def summarize_confusion(confusion: np.ndarray, loss_sum: float) -> dict:
@@ -47,14 +49,14 @@ class MetricWriter:
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def truncate_after(self, step: int) -> None:
-    """Drops records newer than `step` (a resume replays them exactly)."""
+    """Drops records newer than `step` (a resume replays them exactly), and
+    a torn last line (see `read_metrics`)."""
     if not self.enabled or not os.path.exists(self.path):
       return
     keep = [r for r in read_metrics(self.path) if r['step'] <= step]
-    tmp = self.path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in keep)
-    os.replace(tmp, self.path)
+    with fileio.atomic_path(self.path) as tmp:
+      with open(tmp, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in keep)
 
   def write(self, record: dict) -> None:
     if not self.enabled:
@@ -73,8 +75,33 @@ class MetricWriter:
 
 
 def read_metrics(path: str) -> list[dict]:
+  """The records of a metrics.jsonl file.
+
+  A last line that is not a complete record (torn by a power loss or a full
+  disk) is dropped with a warning; any other bad line is an error naming the
+  file and line.
+  """
   try:
-    with open(path) as f:
-      return [json.loads(line) for line in f if line.strip()]
-  except (OSError, json.JSONDecodeError) as e:
-    raise UserError(f'{path}: cannot read metrics ({e})') from e
+    with open(path, 'rb') as f:
+      lines = f.read().decode('utf-8', errors='replace').split('\n')
+  except OSError as e:
+    raise UserError(f'{path}: cannot read metrics ({one_line(e)})') from e
+  numbered = [(i + 1, line) for i, line in enumerate(lines)
+              if line.strip().strip('\0')]
+  records = []
+  for n, line in numbered:
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict) or not isinstance(
+          record.get('step'), int):
+        raise ValueError('expected a JSON object with an integer step')
+    except ValueError as e:
+      if n == numbered[-1][0]:
+        logging.warning('%s, line %d: dropped a torn last record (%s)', path,
+                        n, one_line(e, 100))
+        break
+      raise UserError(f'{path}, line {n}: not a metrics record '
+                      f'({one_line(e, 100)}); expected one JSON object per '
+                      'line') from e
+    records.append(record)
+  return records

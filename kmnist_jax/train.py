@@ -37,11 +37,12 @@ from kmnist_jax import checkpointing
 from kmnist_jax import configlib
 from kmnist_jax import data as data_lib
 from kmnist_jax import distributed
+from kmnist_jax import fileio
 from kmnist_jax import input_pipeline
 from kmnist_jax import metrics as metrics_lib
 from kmnist_jax import models
 from kmnist_jax import optim
-from kmnist_jax.errors import UserError
+from kmnist_jax.errors import UserError, one_line
 
 _DROPOUT_STREAM = 2
 KNN_METHODS = ('knn', 'pca_knn')  # Handled by kmnist_jax.knn, no training.
@@ -298,20 +299,22 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 def prepare_workdir(workdir: str) -> None:
-  parent = os.path.dirname(os.path.abspath(workdir))
-  if os.path.exists(parent) and not os.path.isdir(parent):
-    raise UserError(f'--workdir {workdir}: parent {parent} is a file; '
-                    'expected a folder')
-  if not os.path.isdir(parent):
-    raise UserError(f'--workdir {workdir}: parent folder {parent} does not '
-                    'exist')
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise UserError(f'--workdir {workdir}: is a file; expected a folder')
+  """Creates `workdir` and its missing parents; one line if it cannot."""
+  path = os.path.abspath(workdir)
+  # The nearest existing ancestor: a file there (or a file as workdir)
+  # gets a clearer line than makedirs' ENOTDIR / EEXIST.
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    what = 'is a file' if existing == path else f'parent {existing} is a file'
+    raise UserError(f'--workdir {workdir}: {what}; expected a folder')
   try:
-    os.makedirs(workdir, exist_ok=True)
+    os.makedirs(path, exist_ok=True)
   except OSError as e:
-    raise UserError(f'--workdir {workdir}: cannot create it ({e.strerror})')
-  if not os.access(workdir, os.W_OK):
+    raise UserError(f'--workdir {workdir}: cannot create it '
+                    f'({one_line(e.strerror or e)})') from None
+  if not os.access(path, os.W_OK):
     raise UserError(f'--workdir {workdir}: not writable')
 
 
@@ -348,11 +351,7 @@ def config_diff(saved: dict, current: dict) -> list[str]:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2)
-    f.write('\n')
-  os.replace(tmp, path)
+  fileio.write_json(path, obj)
 
 
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
@@ -372,17 +371,37 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(saved)
 
 
-def record_config(config, workdir: str, resuming: bool) -> None:
+def check_same_run(config, workdir: str) -> None:
+  """Refuses a workdir whose config.json records a different run.
+
+  Whether or not that run saved a checkpoint (it may have died before its
+  first one, or be a k-NN fit, which has none): training into it would
+  replace its config and its metrics. Fields in RESUMABLE_FIELDS may differ.
+  """
   path = os.path.join(workdir, 'config.json')
-  current = json.loads(config.to_json())
-  if os.path.exists(path):
-    saved = json.loads(load_workdir_config(workdir).to_json())
-    diff = config_diff(saved, current)
-    if diff and resuming:
-      raise UserError(f'{workdir} holds checkpoints of a different config: '
-                      f'{"; ".join(diff)}. Use a new --workdir')
+  if not os.path.exists(path):
+    return
+  saved = json.loads(load_workdir_config(workdir).to_json())
+  diff = config_diff(saved, json.loads(config.to_json()))
+  if diff:
+    ckpts = os.path.join(workdir, 'checkpoints')
+    if os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts)):
+      what = 'checkpoints'
+    elif os.path.exists(os.path.join(workdir, 'knn_model.npz')):
+      what = 'a k-NN fit'
+    else:
+      what = 'a run'
+    raise UserError(f'{workdir} holds {what} of a different config ({path}): '
+                    f'{"; ".join(diff)}. Use a new --workdir, or the same '
+                    'config to resume')
+
+
+def record_config(config, workdir: str) -> None:
+  """Writes config.json, after `check_same_run`."""
+  check_same_run(config, workdir)
   if distributed.is_main():
-    write_json_atomic(path, current)
+    write_json_atomic(os.path.join(workdir, 'config.json'),
+                      json.loads(config.to_json()))
 
 
 class _StopRequest:
@@ -433,7 +452,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     return knn.train_and_evaluate(config, workdir)
   check_config(config)
   prepare_workdir(workdir)
+  check_same_run(config, workdir)  # Before the lock file is touched.
   with _main_process_lock(workdir):
+    check_same_run(config, workdir)  # Before checkpoints/ is created.
     return _train(config, workdir)
 
 
@@ -484,16 +505,17 @@ def _train_loop(config, workdir, stack: contextlib.ExitStack):
   tx = optim.create_optimizer(config, spe)
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   stack.callback(ckpt.close)  # Waits for async saves, also on errors.
-  latest = ckpt.latest_step()
-  record_config(config, workdir, resuming=latest is not None)
+  record_config(config, workdir)
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
   stack.callback(writer.close)
 
   graphdef = model_graphdef(config, num_classes)
   elapsed_before = 0.0
-  if latest is not None:
-    state, meta = ckpt.restore(
-        latest, abstract_state(config, num_classes, tx, repl))
+  # The latest readable checkpoint; unreadable newer ones are set aside.
+  restored = ckpt.restore_latest(
+      abstract_state(config, num_classes, tx, repl))
+  if restored is not None:
+    latest, state, meta = restored
     elapsed_before = meta.get('wall_time', 0.0)
     logging.info('Resumed from %s at step %d (epoch %d).', ckpt.directory,
                  latest, meta['iterator']['epoch'])

@@ -15,6 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from kmnist_jax import configlib
 from kmnist_jax import input_pipeline
+from kmnist_jax import metrics as metrics_lib
 from kmnist_jax import models
 from kmnist_jax import optim
 from kmnist_jax import resnets
@@ -267,3 +268,98 @@ def test_proxy_config_end_to_end_on_real_files(real_data_dir, tmp_path):
   _, m = train.train_and_evaluate(config, str(tmp_path / 'w'))
   assert m['steps_per_epoch'] == 20 and m['eval']['num_examples'] == 2000
   assert m['eval']['accuracy'] > 0.4  # One epoch (20 steps); chance is 0.1.
+
+
+# ---------------------------------------------------------------------------
+# A torn metrics line and an unreadable checkpoint do not block the rerun.
+
+
+def test_read_metrics_drops_only_a_torn_last_line(tmp_path, caplog):
+  path = tmp_path / 'metrics.jsonl'
+  good = '{"step": 2, "split": "train"}\n{"step": 2, "split": "eval"}\n'
+  for torn in ('{"step": 4, "spl', '{"step": 4}\n\0\0\0\0', '\0\0\0'):
+    path.write_text(good + torn)
+    with caplog.at_level('WARNING'):
+      assert metrics_lib.read_metrics(str(path)) == [
+          {'step': 2, 'split': 'train'}, {'step': 2, 'split': 'eval'}] + (
+              [{'step': 4}] if torn.startswith('{"step": 4}') else [])
+    if torn != '{"step": 4}\n\0\0\0\0':
+      assert f'{path}, line 3: dropped a torn last record' in caplog.text
+  path.write_text('{"step": 2}\n{"step": 2, "spl\n{"step": 4}\n')
+  with pytest.raises(UserError) as e:
+    metrics_lib.read_metrics(str(path))
+  assert str(e.value).startswith(f'{path}, line 2: not a metrics record (')
+  assert str(e.value).endswith('expected one JSON object per line')
+
+
+def _two_epoch_config(data_dir, **overrides):
+  return tiny_config(data_dir, **{
+      'train_split': 'train[:64]', 'num_epochs': 2,
+      'checkpoint_every_steps': 1, 'keep_checkpoints': 10, **overrides})
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(data_dir, tmp_path_factory):
+  """(state, metrics records) of the 4-step run of `_two_epoch_config`."""
+  workdir = tmp_path_factory.mktemp('uninterrupted') / 'w'
+  state, _ = train.train_and_evaluate(_two_epoch_config(data_dir),
+                                      str(workdir))
+  return state, strip_time(read_jsonl(workdir / 'metrics.jsonl'))
+
+
+def test_torn_metrics_line_is_dropped_and_the_run_resumes(
+    data_dir, tmp_path, uninterrupted, caplog):
+  workdir = tmp_path / 'w'
+  train.train_and_evaluate(_two_epoch_config(data_dir, num_epochs=1),
+                           str(workdir))
+  with open(workdir / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 4, "epoch": 2, "split": "tr')  # Power loss mid-write.
+  with caplog.at_level('WARNING'):
+    state, _ = train.train_and_evaluate(_two_epoch_config(data_dir),
+                                        str(workdir))
+  assert 'line 3: dropped a torn last record' in caplog.text
+  assert strip_time(read_jsonl(workdir / 'metrics.jsonl')) == uninterrupted[1]
+  for a, b in zip(leaves(uninterrupted[0]), leaves(state)):
+    np.testing.assert_array_equal(a, b)
+
+
+def _damage(step_dir: pathlib.Path) -> None:
+  """Flips every byte of the checkpoint's array data (a disk fault)."""
+  files = [p for p in step_dir.rglob('*') if p.is_file()
+           and p.parent.name == 'd' and 'ocdbt' in str(p)]
+  assert files, list(step_dir.rglob('*'))
+  for p in files:
+    p.write_bytes(bytes(b ^ 0x5A for b in p.read_bytes()))
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(
+    data_dir, tmp_path, uninterrupted, caplog):
+  workdir = tmp_path / 'w'
+  config = _two_epoch_config(data_dir)
+  train.train_and_evaluate(config, str(workdir))
+  ckpts = workdir / 'checkpoints'
+  assert sorted(os.listdir(ckpts)) == ['1', '2', '3', '4']
+  _damage(ckpts / '4')
+  _damage(ckpts / '3')
+  with caplog.at_level('WARNING'):
+    state, m = train.train_and_evaluate(config, str(workdir))
+  assert 'checkpoints/4: checkpoint does not match this model or is ' \
+         'unreadable' in caplog.text
+  assert 'Resuming from step 2: the newer checkpoint(s) 4, 3 were ' \
+         'unreadable' in caplog.text
+  assert [r['step'] for r in m['history']] == [4, 4]  # Steps 3, 4 replayed.
+  assert strip_time(read_jsonl(workdir / 'metrics.jsonl')) == uninterrupted[1]
+  for a, b in zip(leaves(uninterrupted[0]), leaves(state)):
+    np.testing.assert_array_equal(a, b)
+  assert sorted(os.listdir(ckpts)) == ['1', '2', '3', '4']
+  assert sorted(os.listdir(workdir / 'unreadable_checkpoints')) == ['3', '4']
+  # No readable checkpoint left: one line, nothing set aside.
+  for step in ('1', '2', '3', '4'):
+    _damage(ckpts / step)
+  with pytest.raises(UserError) as e:
+    train.train_and_evaluate(config, str(workdir))
+  assert str(e.value).startswith(
+      f'{ckpts}: no readable checkpoint (steps 4, 3, 2, 1 failed; latest: '
+      f'{ckpts}/4: checkpoint does not match this model or is unreadable (')
+  assert '\n' not in str(e.value)
+  assert sorted(os.listdir(ckpts)) == ['1', '2', '3', '4']
