@@ -35,7 +35,7 @@ import pandas as pd
 
 from kmnist_jax import data as data_lib
 from kmnist_jax import fileio
-from kmnist_jax import inputs
+from kmnist_jax import inputs as inputs_lib
 from kmnist_jax import train
 from kmnist_jax.errors import UserError
 
@@ -57,7 +57,7 @@ class Predictions:
   """
   table: pd.DataFrame
   errors: list[tuple[str, str]]
-  items: list[inputs.Item]
+  items: list[inputs_lib.Item]
   probs: np.ndarray
 
 
@@ -105,7 +105,7 @@ class Predictor:
   def run(self, inputs: Any, top_k: int = 3) -> Predictions:
     """Predicts every good input; bad ones are listed in `.errors`."""
     top_k = self.check_top_k(top_k)
-    items, errors = inputs.collect(inputs)
+    items, errors = inputs_lib.collect(inputs)
     images = np.stack([it.image for it in items]) if items else np.zeros(
         (0, 28, 28), np.uint8)
     probs = self.probabilities(images)
@@ -128,7 +128,7 @@ class Predictor:
     result = self.run(inputs, top_k)
     if result.errors and errors == 'raise':
       raise UserError(f'{len(result.errors)} bad input(s): ' + '; '.join(
-          inputs.display_name(f'{path}: {message}')
+          inputs_lib.display_name(f'{path}: {message}')
           for path, message in result.errors))
     return result.table
 
@@ -153,7 +153,7 @@ def format_table(table: pd.DataFrame, top_k: int) -> str:
   Paths go through `inputs.display_name`: a control character in a file
   name is shown escaped (`\\x1b`), never sent to the terminal.
   """
-  paths = [inputs.display_name(p) for p in table['path']]
+  paths = [inputs_lib.display_name(p) for p in table['path']]
   width = max([len('path')] + [len(p) for p in paths])
   head = [f'{"path":<{width}}'] + [f'{"top" + str(k + 1):<20}'
                                    for k in range(top_k)]
@@ -180,7 +180,7 @@ def csv_cell(text: str) -> str:
   that are not UTF-8 are written as `\\xff`. Anything else is kept as is,
   control characters too: the CSV quoting keeps them inside the cell.
   """
-  text = inputs.as_utf8(text)
+  text = inputs_lib.as_utf8(text)
   return "'" + text if text.startswith(_FORMULA_START) else text
 
 
@@ -193,8 +193,8 @@ def write_csv(table: pd.DataFrame, path: str) -> None:
   """
   folder = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(folder):
-    raise UserError(f'--predict_output {inputs.display_name(path)}: '
-                    f'folder {inputs.display_name(folder)} does not exist')
+    raise UserError(f'--predict_output {inputs_lib.display_name(path)}: '
+                    f'folder {inputs_lib.display_name(folder)} does not exist')
   table = table.copy()
   for column in table.columns:
     if not pd.api.types.is_numeric_dtype(table[column]):
@@ -204,7 +204,7 @@ def write_csv(table: pd.DataFrame, path: str) -> None:
       table.to_csv(tmp, index=False, encoding='utf-8', float_format='%.6f',
                    quoting=csv.QUOTE_MINIMAL, lineterminator='\r\n')
   except OSError as e:
-    raise UserError(f'--predict_output {inputs.display_name(path)}: '
+    raise UserError(f'--predict_output {inputs_lib.display_name(path)}: '
                     f'cannot write it ({e.strerror or e})') from None
 
 
@@ -225,7 +225,7 @@ def main(workdir: str, inputs: list[str], output_csv: str = '',
   output_csv = output_csv or os.path.join(workdir, 'predictions.csv')
   predictor = Predictor.from_workdir(workdir, checkpoint_step)
   result = predictor.run(inputs, top_k)
-  show = inputs.display_name
+  show = inputs_lib.display_name
   for path, message in result.errors:
     print(f'error: {show(path)}: {show(message)}', file=sys.stderr)
   if result.items:

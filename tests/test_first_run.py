@@ -93,7 +93,8 @@ def test_readme_first_command_in_a_fresh_clone(real_data_dir, tmp_path):
            if not k.startswith('KMNIST_JAX_') and not k.lower().endswith(
                '_proxy') and k not in ('PYTHONPATH', 'XDG_CACHE_HOME')}
     env.update(HOME=str(home), PYTHONPATH=f'{guard}{os.pathsep}{REPO}',
-               KMNIST_JAX_MIRROR=server.url, KMNIST_JAX_COMPILATION_CACHE='0',
+               KMNIST_JAX_MIRROR=server.url, KMNIST_JAX_MIRROR_ONLY='1',
+               KMNIST_JAX_COMPILATION_CACHE='0',
                KMNIST_JAX_TEST_NETWORK_LOG=str(network_log))
     proc = subprocess.run([sys.executable, *COMMAND], cwd=clone, env=env,
                           capture_output=True, text=True, timeout=300)

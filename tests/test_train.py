@@ -197,12 +197,14 @@ def test_different_config_in_workdir_is_refused(data_dir, tmp_path):
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
 
 
-def test_eval_without_checkpoint_and_missing_data(data_dir, tmp_path):
+def test_eval_without_checkpoint_and_missing_data(data_dir, tmp_path,
+                                                  monkeypatch):
   with pytest.raises(UserError, match='config.json: missing'):
     train.evaluate(None, str(tmp_path))
   empty = tmp_path / 'empty'
   empty.mkdir()
-  os.environ.setdefault('KMNIST_JAX_MIRROR', 'http://127.0.0.1:9/')
+  monkeypatch.setenv('KMNIST_JAX_MIRROR', 'http://127.0.0.1:9/')
+  monkeypatch.setenv('KMNIST_JAX_MIRROR_ONLY', '1')
   with pytest.raises(UserError, match='kmnist-train-imgs.npz'):
     train.train_and_evaluate(tiny_config(empty), str(tmp_path / 'w'))
 

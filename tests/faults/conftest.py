@@ -37,7 +37,8 @@ def env() -> dict:
   """Subprocess environment: a fresh per-session compilation cache, the repo
   importable, downloads pointed at a closed local port."""
   return dict(os.environ, KMNIST_JAX_COMPILATION_CACHE=CACHE['dir'],
-              PYTHONPATH=str(REPO), KMNIST_JAX_MIRROR='http://127.0.0.1:9/')
+              PYTHONPATH=str(REPO), KMNIST_JAX_MIRROR='http://127.0.0.1:9/',
+              KMNIST_JAX_MIRROR_ONLY='1')
 
 
 def train_args(data_dir, workdir, **overrides) -> list[str]:
