@@ -54,6 +54,29 @@ _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'This process, 0 .. --num_processes - 1.')
 
 
+def train_and_evaluate(config, workdir: str):
+  """Trains `config` in `workdir`: gradient training (`train`), or the fit
+  of a k-NN baseline (`knn`) when `config.model` names one."""
+  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import knn
+  if config.model in knn.METHODS:
+    return knn.train_and_evaluate(config, workdir)
+  from kmnist_jax import train
+  return train.train_and_evaluate(config, workdir)
+
+
+def evaluate(config, workdir: str, checkpoint_step: int = -1) -> dict:
+  """`--mode eval` of `workdir`: `evaluate` for a trained network, `knn`
+  for a k-NN baseline (by the workdir's saved model)."""
+  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import knn
+  from kmnist_jax import workdir as workdir_lib
+  if workdir_lib.load_workdir_config(workdir).model in knn.METHODS:
+    return knn.evaluate(config, workdir)
+  from kmnist_jax import evaluate as evaluate_lib
+  return evaluate_lib.evaluate(config, workdir, checkpoint_step)
+
+
 def _run(argv) -> int:
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -61,7 +84,6 @@ def _run(argv) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   from kmnist_jax import distributed  # pylint: disable=g-import-not-at-top
   from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
-  from kmnist_jax import train  # pylint: disable=g-import-not-at-top
 
   if not _WORKDIR.value:
     raise UserError('--workdir is required')
@@ -77,7 +99,7 @@ def _run(argv) -> int:
     if _CONFIG.value is None:
       raise UserError('--config is required for --mode train, e.g. '
                       '--config configs/default.py:proxy')
-    _, summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    _, summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     if summary['interrupted']:
       logging.warning('Stopped by %s; checkpoint saved. Rerun the same command '
                       'to resume.', summary['interrupted'])
@@ -90,8 +112,7 @@ def _run(argv) -> int:
       result = ensemble.evaluate([_WORKDIR.value] + members, _CONFIG.value,
                                  _CHECKPOINT_STEP.value)
     else:
-      result = train.evaluate(_CONFIG.value, _WORKDIR.value,
-                              _CHECKPOINT_STEP.value)
+      result = evaluate(_CONFIG.value, _WORKDIR.value, _CHECKPOINT_STEP.value)
     if not distributed.is_main():
       return 0
     print(f'{result["dataset"]} {result["split"]} (checkpoint step '

@@ -78,7 +78,7 @@ def test_one_compilation_for_any_number_of_inputs(tiny):
   assert one.shape == (1, 10) and many.shape == (37, 10)
   np.testing.assert_allclose(many[0], one[0], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(many.sum(1), 1, rtol=1e-5)
-  assert predictor._logits_fn._cache_size() == 1
+  assert predictor._infer_fn._cache_size() == 1
 
 
 def test_checkpoint_step_and_top_k(tiny):
