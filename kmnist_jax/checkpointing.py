@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
 from kmnist_jax.errors import UserError
+from kmnist_jax.errors import one_line
 
 BEST_METRIC = 'accuracy'
 
@@ -82,9 +83,8 @@ class Checkpointer:
       out = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state)))
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-      msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
       raise UserError(f'{self.directory}/{step}: checkpoint does not match '
-                      f'this model or is unreadable ({msg})') from e
+                      f'this model or is unreadable ({one_line(e)})') from e
     return out['state'], meta
 
   def wait(self) -> None:

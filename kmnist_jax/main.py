@@ -20,6 +20,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from kmnist_jax.errors import UserError
+from kmnist_jax.errors import one_line
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, e.g. configs/default.py:proxy.',
@@ -133,7 +134,7 @@ _TYPE_NAMES = {bool: 'true or false', int: 'an integer', float: 'a number',
                str: 'a string'}
 
 
-def _one_line(text: str) -> str:
+def _one_line(text) -> str:
   """The gist of a possibly multi-line error (config-file tracebacks)."""
   lines = [l.strip() for l in str(text).splitlines() if l.strip()]
   if not lines:
@@ -141,8 +142,8 @@ def _one_line(text: str) -> str:
   if len(lines) > 1 and any(l.startswith('Traceback') for l in lines):
     head = lines[0].replace('Error whilst parsing config file:', '').strip()
     tail = re.sub(r'^\w+(Error|Exception): ', '', lines[-1])
-    return f'{head} {tail}'
-  return ' '.join(lines)
+    return one_line(f'{head} {tail}', limit=1000)
+  return one_line(' '.join(lines), limit=1000)
 
 
 def _config_arg(argv) -> str | None:

@@ -230,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         epoch_end = done % spe == 0
         if epoch_end:
           state = end_of_epoch(run, state, eval_step, eval_data, num_classes,
-                               time.time() - t_epoch)
+                               t_epoch)
         interrupted = stop.requested(sync_point=epoch_end or log_step)
         if interrupted:
           if not epoch_end:  # The epoch's end saved it already.
@@ -263,10 +263,12 @@ def log_progress(mark: tuple[float, int], step: int, total_steps: int,
 
 
 def end_of_epoch(run: Run, state: steps.TrainState, eval_step, eval_data,
-                 num_classes: int, seconds: float) -> steps.TrainState:
+                 num_classes: int, t_epoch: float) -> steps.TrainState:
   """Train metrics from the in-state sums (then reset), eval, records, a
-  checkpoint with the eval accuracy; returns the state."""
-  run.check_finite(state)
+  checkpoint with the eval accuracy; returns the state. The epoch started
+  at time `t_epoch`."""
+  run.check_finite(state)  # Also waits for the epoch's last step.
+  seconds = time.time() - t_epoch
   run.epoch_seconds.append(seconds)
   step = int(state.step)
   sums = jax.device_get((state.loss_sum, state.correct_sum, state.count))

@@ -2,8 +2,8 @@
 
 A workdir holds one run: `config.json`, `checkpoints/`, `metrics.jsonl`,
 `tensorboard/`, `plots/` and the results of `--mode eval`. Training and the
-k-NN fit both take the lock of `prepare_workdir`'d folder on process 0
-(`main_process_lock`) and record their config before any other file.
+k-NN fit both prepare it, hold its lock on process 0 (`main_process_lock`)
+and record their config before writing anything else.
 """
 
 from __future__ import annotations

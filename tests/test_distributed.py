@@ -200,3 +200,35 @@ def test_single_process_needs_no_initialize(monkeypatch):
   assert distributed.initialize('auto') is False
   assert distributed.initialize('off') is False
   assert distributed.is_main() and not distributed.any_process(False)
+
+
+def test_knn_with_two_processes_locks_and_writes_once(tmp_path):
+  """The k-NN fit takes the workdir lock on process 0 only, and only
+  process 0 writes its files, as training does (two processes on one
+  workdir used to fight over the lock)."""
+  make_learnable_dir(tmp_path / 'data')
+  workdir = tmp_path / 'knn'
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS='cpu', KMNIST_JAX_COMPILATION_CACHE='0')
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'kmnist_jax.main',
+       '--config', str(REPO / 'configs' / 'knn.py'),
+       f'--config.data_dir={tmp_path / "data"}', '--config.train_split=train',
+       '--config.eval_split=test', f'--workdir={workdir}',
+       f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+       f'--process_id={i}'], env=env, cwd=REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for rc, err in results:
+    assert rc == 0, err[-3000:]
+  records = read_jsonl(workdir / 'metrics.jsonl')
+  assert [(r['split'], r['step']) for r in records] == [('eval', 0)]
+  assert records[0]['accuracy'] > 0.9  # The learnable data is easy.
+  assert len(os.listdir(workdir / 'tensorboard')) == 1
+  assert sorted(os.listdir(workdir)) == [
+      '.lock', 'config.json', 'knn_model.npz', 'metrics.jsonl', 'tensorboard']
