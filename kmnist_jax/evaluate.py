@@ -6,9 +6,10 @@ function `--mode predict`, ensembles and the eval plots use, and writes
 * `W/eval_<split>.json`: accuracy, balanced and per-class accuracy, loss,
   confusion matrix, checkpoint step and the md5 of the split's files;
 * `W/probabilities_<split>.npz`: per example, the class `probabilities`
-  (N, C) (float32; the k-NN baselines' float64 votes), the `labels` and the `indices` of the examples in their
-  base split (`test[8000:]`: 8000, 8001, ...), with `meta`, the JSON that
-  `read_probabilities` checks to reuse the file.
+  (N, C) (float32; the k-NN baselines' float64 votes), the `labels` and the
+  `indices` of the examples in their base split (`test[8000:]`: 8000, 8001,
+  ...), with `meta`, the JSON that `read_probabilities` checks to reuse the
+  file.
 """
 
 from __future__ import annotations

@@ -382,7 +382,8 @@ def write_eval_plots(workdir: str, split: str, images: np.ndarray,
                      labels: np.ndarray, probs: np.ndarray, classes: Classes,
                      metrics: Mapping[str, Any], tag: str = '') -> list[str]:
   """Writes 4-5 for `split`: confusion_<split>.png, mistakes_<split>.png."""
-  from kmnist_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from kmnist_jax import workdir as workdir_lib
   out = os.path.join(workdir, 'plots')
   name = workdir_lib.split_name(split)
   written = [
