@@ -163,7 +163,10 @@ def final_metrics(workdir: str) -> dict:
 def run_one(name: str, variant: str, seed: int, overrides: dict,
             workdir: str, data_dir: str = '') -> dict:
   """Trains (or resumes) one config/seed; writes and returns its sidecar."""
-  from kmnist_jax import train  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import fileio
+  from kmnist_jax import knn
+  from kmnist_jax import main
   sidecar = os.path.join(workdir, SIDECAR)
   if os.path.exists(sidecar):
     with open(sidecar) as f:
@@ -171,7 +174,7 @@ def run_one(name: str, variant: str, seed: int, overrides: dict,
   config = load_config(name, variant, seed, overrides, data_dir)
   os.makedirs(os.path.dirname(workdir), exist_ok=True)
   t0 = time.time()
-  _, summary = train.train_and_evaluate(config, workdir)
+  _, summary = main.train_and_evaluate(config, workdir)
   if summary['interrupted']:
     raise KeyboardInterrupt(summary['interrupted'])
   info = data_lib.get_info(config.dataset)
@@ -183,7 +186,7 @@ def run_one(name: str, variant: str, seed: int, overrides: dict,
       'value': rec[info.metric], 'split': rec['split'],
       'epochs': (rec['step'] // steps) if steps else 0,
       'recipe_epochs': load_config(name, '', seed, {}).num_epochs,
-      'trained': config.model not in train.KNN_METHODS,
+      'trained': config.model not in knn.METHODS,
       'wall_time': rec.get('wall_time', time.time() - t0),
       'device': machine(),
       'release': data_lib.release_id(config.dataset, config.data_dir or None),
@@ -192,7 +195,7 @@ def run_one(name: str, variant: str, seed: int, overrides: dict,
       'overrides': {k: v for s in ('', name)
                     for k, v in overrides.get(s, {}).items()},
   }
-  train.write_json_atomic(sidecar, result)
+  fileio.write_json(sidecar, result)
   return result
 
 
@@ -363,14 +366,15 @@ def main(argv=None) -> int:
                else 'not run')
     df = build_table(results, skipped, datasets, not_run)
     title = args.title or (
-        f'Offline proxy on {machine()}: train test[:8000], evaluate '
-        'test[8000:], capped epochs (not KMNIST benchmark results)'
+        f'Offline proxy on {machine()}: train {configlib.PROXY_TRAIN}, '
+        f'evaluate {configlib.PROXY_EVAL}, capped epochs (not KMNIST '
+        'benchmark results)'
         if args.variant == 'proxy' else
         f'Benchmark reproduction ({args.variant or "full data"}) on '
         f'{machine()}')
     notes = [FOOTNOTE,
              f'Ours: mean ± sample std over seeds 0..{args.seeds - 1} of the '
-             'final ' + ('eval (test[8000:])' if args.variant == 'proxy'
+             'final ' + (f'eval ({configlib.PROXY_EVAL})' if args.variant == 'proxy'
                          else 'test') + ' metric. Epochs: run (of the '
              'recipe\'s, when capped). Overrides: '
              + (', '.join(args.override) or 'none') + '.',

@@ -171,12 +171,12 @@ class JaxBench:
 
   def __init__(self, name: str, data):
     import jax  # pylint: disable=g-import-not-at-top
-    from kmnist_jax import input_pipeline, optim, train  # pylint: disable=g-import-not-at-top
+    from kmnist_jax import input_pipeline, optim, steps  # pylint: disable=g-import-not-at-top
     from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
-    self.jax, self.train_lib = jax, train
+    self.jax, self.steps_lib = jax, steps
     self.name = name
     self.config = model_config(name)
-    mesh = train.make_mesh()
+    mesh = steps.make_mesh()
     repl = NamedSharding(mesh, P())
     (images, labels), (ev_images, ev_labels) = data
     self.n = len(images)
@@ -184,17 +184,17 @@ class JaxBench:
     self.labels = jax.device_put(labels.astype(np.int32), repl)
     self.perm = input_pipeline.epoch_permutation(0, 0, self.n)
     self.tx = optim.create_optimizer(self.config, self.n // 128)
-    self.graphdef, state = train.init_state(self.config, 10, self.tx)
+    self.graphdef, state = steps.init_state(self.config, 10, self.tx)
     self.mesh, self.repl = mesh, repl
     self.state0 = state
     self.steps, self.states = {}, {}
     self.eval_data = input_pipeline.make_eval_data(ev_images, ev_labels,
                                                    EVAL_BATCH, repl)
-    self.eval_step = train.make_eval_step(self.graphdef, 10, EVAL_BATCH)
+    self.eval_step = steps.make_eval_step(self.graphdef, 10, EVAL_BATCH)
 
   def _train_step(self, batch):
     if batch not in self.steps:
-      self.steps[batch] = self.train_lib.make_train_step(
+      self.steps[batch] = self.steps_lib.make_train_step(
           self.graphdef, self.tx, self.config, 10, batch, self.mesh)
       state = self.jax.tree.map(lambda x: x.copy(), self.state0)
       self.states[batch] = self.steps[batch](state, self.images, self.labels,
@@ -230,7 +230,7 @@ class JaxBench:
   def forward_flops(self) -> float | None:
     """XLA's FLOP count of the eval forward pass, per image."""
     jnp = self.jax.numpy
-    fn = self.train_lib.make_logits_fn(self.graphdef)
+    fn = self.steps_lib.make_infer_fn(self.graphdef)
     x = jnp.zeros((EVAL_BATCH, 28, 28), jnp.uint8)
     try:
       cost = fn.lower(self.state0.params, self.state0.batch_stats,
@@ -264,9 +264,11 @@ def _timed(fn) -> float:
 
 
 def load_data(data_dir: str):
-  from kmnist_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  return (data_lib.load('kmnist', 'test[:8000]', data_dir),
-          data_lib.load('kmnist', 'test[8000:]', data_dir))
+  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import configlib
+  from kmnist_jax import data as data_lib
+  return (data_lib.load('kmnist', configlib.PROXY_TRAIN, data_dir),
+          data_lib.load('kmnist', configlib.PROXY_EVAL, data_dir))
 
 
 def run_throughput(args, torch, data, sections, results, notes):
@@ -410,12 +412,12 @@ def run_overhead(args, data, results):
 
 _FIRST_STEP = _PRELUDE + r'''
 import jax, numpy as np
-from kmnist_jax import input_pipeline, optim, train
+from kmnist_jax import input_pipeline, optim, steps
 config = tp.model_config({name!r})
 tx = optim.create_optimizer(config, 62)
-graphdef, state = train.init_state(config, 10, tx)
-mesh = train.make_mesh()
-step = train.make_train_step(graphdef, tx, config, 10, config.batch_size, mesh)
+graphdef, state = steps.init_state(config, 10, tx)
+mesh = steps.make_mesh()
+step = steps.make_train_step(graphdef, tx, config, 10, config.batch_size, mesh)
 images = np.zeros((8000, 28, 28), np.uint8)
 labels = np.zeros((8000,), np.int32)
 perm = input_pipeline.epoch_permutation(0, 0, 8000)

@@ -26,10 +26,9 @@ import jax.numpy as jnp
 import optax
 
 from kmnist_jax import resnets
+from kmnist_jax import streams
 from kmnist_jax.errors import UserError
 
-AUG_STREAM = 3  # fold_in tag of the augmentation key (data 1, dropout 2).
-_TRANSLATE, _CUTOUT, _MIXUP = 0, 1, 2
 
 
 def _field(config, name, default):
@@ -118,15 +117,16 @@ def train_transform(config, x: jax.Array, y: jax.Array, num_classes: int,
   targets = jax.nn.one_hot(y, num_classes)
   kwargs = {}
   sub = lambda tag: jax.random.fold_in(key, tag)
-  x = translate(x, sub(_TRANSLATE), _field(config, 'augment_translate', 0))
-  x = cutout(x, sub(_CUTOUT), _field(config, 'cutout_size', 0))
+  x = translate(x, sub(streams.TRANSLATE),
+                _field(config, 'augment_translate', 0))
+  x = cutout(x, sub(streams.CUTOUT), _field(config, 'cutout_size', 0))
   alpha = _field(config, 'mixup_alpha', 0.0)
   if alpha:
-    lam, perm = mix_params(sub(_MIXUP), alpha, x.shape[0])
+    lam, perm = mix_params(sub(streams.MIXUP), alpha, x.shape[0])
     x, targets = mix(x, lam, perm), mix(targets, lam, perm)
   alpha = _field(config, 'manifold_mixup_alpha', 0.0)
   if alpha:
-    k_mix, k_layer = jax.random.split(sub(_MIXUP))
+    k_mix, k_layer = jax.random.split(sub(streams.MIXUP))
     lam, perm = mix_params(k_mix, alpha, x.shape[0])
     layer = jax.random.randint(k_layer, (), 0,
                                resnets.MIXUP_POINTS[config.model])

@@ -69,6 +69,11 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def is_proxy(config: ml_collections.ConfigDict) -> bool:
+  """Whether `config` trains on the offline proxy's split (`:proxy`)."""
+  return config.train_split == PROXY_TRAIN
+
+
 def load_config_file(path: str, arg: str = '') -> ml_collections.ConfigDict:
   """`get_config(arg)` of the config file at `path` (e.g. configs/knn.py)."""
   import importlib.util  # pylint: disable=g-import-not-at-top

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from kmnist_jax.errors import UserError
+from kmnist_jax.errors import one_line
 
 MODES = ('auto', 'on', 'off')
 
@@ -81,9 +82,8 @@ def initialize(mode: str = 'auto', coordinator_address: str = '',
     jax.distributed.initialize(coordinator_address or None, num_processes,
                                process_id)
   except (RuntimeError, ValueError) as e:
-    first = str(e).strip().splitlines()[0][:300] if str(e) else type(e).__name__
     raise UserError(f'jax.distributed.initialize failed ({cluster or "flags"}'
-                    f'): {first}') from e
+                    f'): {one_line(e)}') from e
   return True
 
 

@@ -20,13 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kmnist_jax import streams
 from kmnist_jax.errors import UserError
-
-_DATA_STREAM = 1  # fold_in tag of the data-order key.
 
 
 def data_key(seed: int) -> jax.Array:
-  return jax.random.fold_in(jax.random.PRNGKey(seed), _DATA_STREAM)
+  return jax.random.fold_in(jax.random.PRNGKey(seed), streams.DATA)
 
 
 @functools.partial(jax.jit, static_argnums=(2,))

@@ -32,12 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from kmnist_jax import data as data_lib
+from kmnist_jax import distributed
+from kmnist_jax import evaluate as evaluate_lib
 from kmnist_jax import fileio
 from kmnist_jax import metrics as metrics_lib
-from kmnist_jax import train as train_lib
+from kmnist_jax import workdir as workdir_lib
 from kmnist_jax.errors import UserError
 
-METHODS = train_lib.KNN_METHODS
+METHODS = ('knn', 'pca_knn')
 MARGIN = 12
 MODEL_FILE = 'knn_model.npz'
 _EPS32 = float(np.finfo(np.float32).eps)
@@ -194,19 +196,10 @@ def predict(fitted: Fitted, images: np.ndarray) -> np.ndarray:
 
 
 def evaluate_arrays(fitted: Fitted, images, labels) -> dict:
-  """Metrics as `train.evaluate_arrays`; loss is the log loss of the
+  """Metrics as `steps.evaluate_arrays`; loss is the log loss of the
   normalised votes, clipped at 1e-15 as scikit-learn's log_loss."""
-  probs = predict_proba(fitted, images)
-  pred = np.argmax(probs, axis=1)
-  labels = np.asarray(labels, np.int64)
-  c = fitted.num_classes
-  confusion = np.zeros((c, c), np.int64)
-  np.add.at(confusion, (labels, pred), 1)
-  p_true = probs[np.arange(len(labels)), labels]
-  loss_sum = float(-np.log(np.clip(p_true, 1e-15, 1.0)).sum())
-  out = metrics_lib.summarize_confusion(confusion, loss_sum)
-  out['confusion_matrix'] = confusion.tolist()
-  return out
+  return metrics_lib.from_probabilities(predict_proba(fitted, images), labels,
+                                        fitted.num_classes)
 
 
 def load_split(config, split: str):
@@ -227,25 +220,26 @@ def train_and_evaluate(config, workdir: str):
 
   Writes config.json, metrics.jsonl (records with step 0, epoch 0) and
   `knn_model.npz` (the PCA and the md5 of the training files) for
-  `--mode eval`. Returns (None, summary) with the keys of
-  `train.train_and_evaluate`.
+  `--mode eval`, on process 0, under the workdir lock as training does.
+  Returns (None, summary) with the keys of `train.train_and_evaluate`.
   """
   check_config(config)
-  train_lib.prepare_workdir(workdir)
+  workdir_lib.prepare_workdir(workdir)
   # A workdir of another run (k-NN or trained) is refused untouched.
-  train_lib.check_same_run(config, workdir)
-  with train_lib.workdir_lock(workdir):
+  workdir_lib.check_same_run(config, workdir)
+  with workdir_lib.main_process_lock(workdir):
     t0 = time.time()
-    train_lib.check_same_run(config, workdir)
+    workdir_lib.check_same_run(config, workdir)
     fitted = _fit_from_config(config)
-    train_lib.record_config(config, workdir)
+    workdir_lib.record_config(config, workdir)
     checksums = data_lib.file_checksums(config.dataset, config.train_split,
                                         config.data_dir or None)
-    with fileio.atomic_path(os.path.join(workdir, MODEL_FILE)) as tmp:
-      with open(tmp, 'wb') as f:
-        np.savez(f, mean=fitted.mean, components=fitted.components,
-                 train_checksums=np.array(sorted(checksums.items())))
-    writer = metrics_lib.MetricWriter(workdir)
+    if distributed.is_main():
+      with fileio.atomic_path(os.path.join(workdir, MODEL_FILE)) as tmp:
+        with open(tmp, 'wb') as f:
+          np.savez(f, mean=fitted.mean, components=fitted.components,
+                   train_checksums=np.array(sorted(checksums.items())))
+    writer = metrics_lib.MetricWriter(workdir, enabled=distributed.is_main())
     summary = {'train': {}}
     history = []
     try:
@@ -273,7 +267,7 @@ def train_and_evaluate(config, workdir: str):
 def load_fitted(workdir: str, data_dir: str = '') -> Fitted:
   """The k-NN of a trained workdir: its recorded PCA on its training split,
   after checking that the training files are those of the fit."""
-  saved = train_lib.load_workdir_config(workdir)
+  saved = workdir_lib.load_workdir_config(workdir)
   if data_dir:
     saved.data_dir = data_dir
   path = os.path.join(workdir, MODEL_FILE)
@@ -292,19 +286,20 @@ def load_fitted(workdir: str, data_dir: str = '') -> Fitted:
 
 def evaluate(config, workdir: str) -> dict:
   """`--mode eval` of a k-NN workdir: scores test_split (else eval_split)
-  with the recorded fit and writes `workdir/eval_<split>.json`."""
-  config = config or train_lib.load_workdir_config(workdir)
+  with the recorded fit; writes `workdir/eval_<split>.json` and
+  `workdir/probabilities_<split>.npz` as `evaluate.evaluate` does."""
+  return evaluate_probabilities(config, workdir)[0]
+
+
+def evaluate_probabilities(config, workdir: str):
+  """`evaluate`, returning (result, probabilities (N, C), labels (N,))."""
+  config = config or workdir_lib.load_workdir_config(workdir)
   fitted = load_fitted(workdir, config.data_dir)
   split = config.test_split or config.eval_split
-  info = data_lib.get_info(config.dataset)
-  images, labels = load_split(config, split)
-  result = evaluate_arrays(fitted, images, labels)
-  result.update(
-      split=split, dataset=config.dataset, checkpoint_step=0,
-      metric=info.metric,
-      checksums=data_lib.file_checksums(config.dataset, split,
-                                        config.data_dir or None))
-  out = os.path.join(workdir, f'eval_{train_lib.split_name(split)}.json')
-  fileio.write_json(out, result)
-  result['path'] = out
-  return result
+  images, labels, indices = evaluate_lib.load_split(config, split)
+  probs = predict_proba(fitted, images)
+  result = metrics_lib.from_probabilities(probs, labels, fitted.num_classes)
+  result.update(split=split, dataset=config.dataset, checkpoint_step=0)
+  evaluate_lib.write_results(config, workdir, images, labels, indices, probs,
+                             result, plots=False)
+  return result, probs, labels

@@ -20,6 +20,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from kmnist_jax.errors import UserError
+from kmnist_jax.errors import one_line
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, e.g. configs/default.py:proxy.',
@@ -54,6 +55,29 @@ _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'This process, 0 .. --num_processes - 1.')
 
 
+def train_and_evaluate(config, workdir: str):
+  """Trains `config` in `workdir`: gradient training (`train`), or the fit
+  of a k-NN baseline (`knn`) when `config.model` names one."""
+  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import knn
+  if config.model in knn.METHODS:
+    return knn.train_and_evaluate(config, workdir)
+  from kmnist_jax import train
+  return train.train_and_evaluate(config, workdir)
+
+
+def evaluate(config, workdir: str, checkpoint_step: int = -1) -> dict:
+  """`--mode eval` of `workdir`: `evaluate` for a trained network, `knn`
+  for a k-NN baseline (by the workdir's saved model)."""
+  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import knn
+  from kmnist_jax import workdir as workdir_lib
+  if workdir_lib.load_workdir_config(workdir).model in knn.METHODS:
+    return knn.evaluate(config, workdir)
+  from kmnist_jax import evaluate as evaluate_lib
+  return evaluate_lib.evaluate(config, workdir, checkpoint_step)
+
+
 def _run(argv) -> int:
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -61,7 +85,6 @@ def _run(argv) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   from kmnist_jax import distributed  # pylint: disable=g-import-not-at-top
   from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
-  from kmnist_jax import train  # pylint: disable=g-import-not-at-top
 
   if not _WORKDIR.value:
     raise UserError('--workdir is required')
@@ -79,7 +102,7 @@ def _run(argv) -> int:
     if _CONFIG.value is None:
       raise UserError('--config is required for --mode train, e.g. '
                       '--config configs/default.py:proxy')
-    _, summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    _, summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     if summary['interrupted']:
       logging.warning('Stopped by %s; checkpoint saved. Rerun the same command '
                       'to resume.', summary['interrupted'])
@@ -92,8 +115,7 @@ def _run(argv) -> int:
       result = ensemble.evaluate([_WORKDIR.value] + members, _CONFIG.value,
                                  _CHECKPOINT_STEP.value)
     else:
-      result = train.evaluate(_CONFIG.value, _WORKDIR.value,
-                              _CHECKPOINT_STEP.value)
+      result = evaluate(_CONFIG.value, _WORKDIR.value, _CHECKPOINT_STEP.value)
     if not distributed.is_main():
       return 0
     print(f'{result["dataset"]} {result["split"]} (checkpoint step '
@@ -114,7 +136,7 @@ _TYPE_NAMES = {bool: 'true or false', int: 'an integer', float: 'a number',
                str: 'a string'}
 
 
-def _one_line(text: str) -> str:
+def _one_line(text) -> str:
   """The gist of a possibly multi-line error (config-file tracebacks)."""
   lines = [l.strip() for l in str(text).splitlines() if l.strip()]
   if not lines:
@@ -122,8 +144,8 @@ def _one_line(text: str) -> str:
   if len(lines) > 1 and any(l.startswith('Traceback') for l in lines):
     head = lines[0].replace('Error whilst parsing config file:', '').strip()
     tail = re.sub(r'^\w+(Error|Exception): ', '', lines[-1])
-    return f'{head} {tail}'
-  return ' '.join(lines)
+    return one_line(f'{head} {tail}', limit=1000)
+  return one_line(' '.join(lines), limit=1000)
 
 
 def _config_arg(argv) -> str | None:

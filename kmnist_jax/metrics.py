@@ -36,6 +36,34 @@ def summarize_confusion(confusion: np.ndarray, loss_sum: float) -> dict:
   }
 
 
+def with_confusion(confusion: np.ndarray, loss_sum: float) -> dict:
+  """`summarize_confusion` plus the matrix itself, as nested lists."""
+  out = summarize_confusion(confusion, loss_sum)
+  out['confusion_matrix'] = np.asarray(confusion).tolist()
+  return out
+
+
+def from_probabilities(probs: np.ndarray, labels: np.ndarray,
+                       num_classes: int,
+                       log_probs: np.ndarray | None = None) -> dict:
+  """Metrics of per-example class probabilities (N, C) against labels.
+
+  The prediction is the first class of highest probability. The loss is
+  the mean of -log_probs[label] when `log_probs` is given, else the log loss
+  of `probs` clipped at 1e-15 as scikit-learn's log_loss.
+  """
+  labels = np.asarray(labels, np.int64)
+  rows = np.arange(len(labels))
+  confusion = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(confusion, (labels, np.argmax(probs, axis=1)), 1)
+  if log_probs is not None:
+    losses = -np.asarray(log_probs, np.float64)[rows, labels]
+  else:
+    losses = -np.log(np.clip(np.asarray(probs, np.float64)[rows, labels],
+                             1e-15, 1.0))
+  return with_confusion(confusion, float(losses.sum()))
+
+
 class MetricWriter:
   """Appends one JSON object per line to `metrics.jsonl`, mirrors scalars to
   TensorBoard (tensorboardX, no TensorFlow). Only process 0 writes."""

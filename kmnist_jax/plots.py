@@ -349,8 +349,10 @@ def write_training_plots(config, workdir: str, train_images: np.ndarray,
   samples.png, class_distribution.png, training_curves.png and
   confusion_<eval split>.png.
   """
-  from kmnist_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from kmnist_jax import train  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import configlib
+  from kmnist_jax import data as data_lib
+  from kmnist_jax import workdir as workdir_lib
   out = os.path.join(workdir, 'plots')
   classes = data_lib.class_map(config.dataset, config.data_dir or None)
   splits = {f'train {config.train_split}': train_labels,
@@ -361,7 +363,7 @@ def write_training_plots(config, workdir: str, train_images: np.ndarray,
           config.dataset, config.test_split, config.data_dir or None)[1]
     except Exception as e:  # pylint: disable=broad-except
       logging.warning('test split left out of the class distribution: %s', e)
-  tag = ' (offline proxy)' if config.train_split == 'test[:8000]' else ''
+  tag = ' (offline proxy)' if configlib.is_proxy(config) else ''
   written = [
       _try('samples', sample_grid, train_images, train_labels, classes,
            seed=config.seed, title=f'{config.dataset} {config.train_split}',
@@ -378,7 +380,8 @@ def write_training_plots(config, workdir: str, train_images: np.ndarray,
     written.append(_try(
         'confusion', confusion_matrix, eval_metrics['confusion_matrix'],
         classes, title=_confusion_title(eval_metrics, split, tag),
-        path=os.path.join(out, f'confusion_{train.split_name(split)}.png')))
+        path=os.path.join(out,
+                          f'confusion_{workdir_lib.split_name(split)}.png')))
   return [p for p in written if p]
 
 
@@ -391,9 +394,10 @@ def write_eval_plots(workdir: str, split: str, images: np.ndarray,
                      labels: np.ndarray, probs: np.ndarray, classes: Classes,
                      metrics: Mapping[str, Any], tag: str = '') -> list[str]:
   """Writes 4-5 for `split`: confusion_<split>.png, mistakes_<split>.png."""
-  from kmnist_jax import train  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from kmnist_jax import workdir as workdir_lib
   out = os.path.join(workdir, 'plots')
-  name = train.split_name(split)
+  name = workdir_lib.split_name(split)
   written = [
       _try('confusion', confusion_matrix, metrics['confusion_matrix'],
            classes, title=_confusion_title(metrics, split, tag),

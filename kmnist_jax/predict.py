@@ -29,17 +29,16 @@ import os
 import sys
 from typing import Any
 
-import jax
 import numpy as np
 import pandas as pd
 
 from kmnist_jax import data as data_lib
+from kmnist_jax import evaluate as evaluate_lib
 from kmnist_jax import fileio
 from kmnist_jax import inputs as inputs_lib
-from kmnist_jax import train
+from kmnist_jax import steps
 from kmnist_jax.errors import UserError
 
-BATCH_SIZE = 128
 GALLERY_ROWS = 16
 
 
@@ -66,18 +65,20 @@ class Predictor:
 
   def __init__(self, config, graphdef, state, step: int,
                classes: list[tuple[int, int, str]],
-               batch_size: int = BATCH_SIZE, workdir: str = ''):
+               batch_size: int | None = None, workdir: str = ''):
     self.config, self.state, self.step = config, state, step
     self.classes = classes
-    self.batch_size = batch_size
+    # The batch size of `--mode eval`, which then predicts the same
+    # probabilities.
+    self.batch_size = batch_size or config.eval_batch_size
     self.workdir = workdir
-    self._logits_fn = train.make_logits_fn(graphdef)
+    self._infer_fn = steps.make_infer_fn(graphdef, config.get('tta_shift', 0))
 
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint_step: int = -1,
-                   batch_size: int = BATCH_SIZE) -> 'Predictor':
+                   batch_size: int | None = None) -> 'Predictor':
     """Restores checkpoint `checkpoint_step`, else the best, of `workdir`."""
-    config, graphdef, state, step = train.restore_for_inference(
+    config, graphdef, state, step = evaluate_lib.restore_for_inference(
         workdir, checkpoint_step, prefer='best')
     classes = data_lib.class_map(config.dataset, config.data_dir or None)
     return cls(config, graphdef, state, step, classes, batch_size, workdir)
@@ -91,9 +92,8 @@ class Predictor:
     images = np.asarray(images, np.uint8).reshape(-1, 28, 28)
     if not len(images):
       return np.zeros((0, self.num_classes), np.float32)
-    logits = train.compute_logits(self._logits_fn, self.state, images,
-                                  self.batch_size)
-    return np.asarray(jax.nn.softmax(logits, axis=-1), np.float32)
+    return steps.probabilities(steps.infer(self._infer_fn, self.state, images,
+                                           self.batch_size))
 
   def check_top_k(self, top_k: int) -> int:
     if not isinstance(top_k, (int, np.integer)) or not (

@@ -25,6 +25,7 @@ import pytest
 
 from kmnist_jax import configlib
 from kmnist_jax import data
+from kmnist_jax import evaluate
 from kmnist_jax import train
 from kmnist_jax.errors import UserError
 
@@ -254,7 +255,7 @@ def _train(**overrides):
 
 
 def _evaluate(c):
-  return train.evaluate(None, str(c.workdir))
+  return evaluate.evaluate(None, str(c.workdir))
 
 
 def _classmap(text):

@@ -14,7 +14,9 @@ import pytest
 
 from kmnist_jax import configlib
 from kmnist_jax import data
-from kmnist_jax import train
+from kmnist_jax import knn
+from kmnist_jax import main
+from kmnist_jax import steps
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py'))
@@ -84,20 +86,20 @@ def test_smoke_run(name, synthetic_dir, tmp_path, monkeypatch):
   # Two train steps compile far longer than they run: LLVM optimisation
   # level 0 cuts the compile (shake-shake 54 s -> 28 s, the 20 runs on 2
   # workers 226 s -> 93 s). Only these smoke runs use it.
-  monkeypatch.setattr(train, 'COMPILER_OPTIONS',
+  monkeypatch.setattr(steps, 'COMPILER_OPTIONS',
                       {'xla_backend_optimization_level': 0})
   c = load(name, 'smoke')
   c.data_dir = str(synthetic_dir)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', data.DataWarning)
-    state, m = train.train_and_evaluate(c, str(tmp_path / 'w'))
+    state, m = main.train_and_evaluate(c, str(tmp_path / 'w'))
   info = data.get_info(c.dataset)
   n_eval = int(c.eval_split.split(':')[1].rstrip(']')) - 8000
   assert m['eval']['num_examples'] == n_eval
   assert np.array(m['eval']['confusion_matrix']).shape == (info.num_classes,) * 2
   assert 0.0 <= m['eval']['accuracy'] <= 1.0
   assert np.isfinite(m['eval']['loss'])
-  if c.model in train.KNN_METHODS:
+  if c.model in knn.METHODS:
     assert state is None
   else:
     assert int(state.step) == m['steps_per_epoch'] >= 1

@@ -14,7 +14,7 @@ from kmnist_jax import configlib
 from kmnist_jax import cpu
 from kmnist_jax import models
 from kmnist_jax import optim
-from kmnist_jax import train
+from kmnist_jax import steps
 from kmnist_jax.cpu import conv
 from kmnist_jax.cpu import onednn
 
@@ -111,8 +111,8 @@ def test_other_convolutions_go_to_lax_unchanged(case, monkeypatch):
 def _seed_cnn_step_hlo():
   config = configlib.load_config_file('configs/seed_cnn.py', 'proxy')
   tx = optim.create_optimizer(config, 10)
-  graphdef, state = train.init_state(config, 10, tx)
-  step = train.make_train_step(graphdef, tx, config, 10, 8, train.make_mesh())
+  graphdef, state = steps.init_state(config, 10, tx)
+  step = steps.make_train_step(graphdef, tx, config, 10, 8, steps.make_mesh())
   images = jnp.zeros((16, 28, 28), jnp.uint8)
   labels = jnp.arange(16, dtype=jnp.int32) % 10
   return step.lower(state, images, labels, jnp.arange(16), 0).compile(
@@ -138,10 +138,10 @@ def test_seed_cnn_train_step_takes_its_gradients_from_onednn():
 def test_eval_forward_pass_is_xla_only():
   config = configlib.load_config_file('configs/keras_cnn.py', 'proxy')
   tx = optim.create_optimizer(config, 10)
-  graphdef, state = train.init_state(config, 10, tx)
-  logits_fn = train.make_logits_fn(graphdef)
-  hlo = logits_fn.lower(state.params, state.batch_stats,
-                        jnp.zeros((4, 28, 28), jnp.uint8)).as_text()
+  graphdef, state = steps.init_state(config, 10, tx)
+  infer_fn = steps.make_infer_fn(graphdef)
+  hlo = infer_fn.lower(state.params, state.batch_stats,
+                       jnp.zeros((4, 28, 28), jnp.uint8)).as_text()
   assert 'kmnist_conv' not in hlo
 
 

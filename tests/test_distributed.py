@@ -22,6 +22,7 @@ import pytest
 from flax import nnx
 
 from kmnist_jax import distributed
+from kmnist_jax import evaluate
 from kmnist_jax import train
 from kmnist_jax.errors import UserError
 from test_train import leaves, make_learnable_dir, read_jsonl, tiny_config
@@ -102,8 +103,8 @@ def _assert_same_training(a, b):
   assert [(r['step'], r['epoch']) for r in rb] == [(10, 1), (20, 2)]
   np.testing.assert_allclose([r['loss'] for r in ra],
                              [r['loss'] for r in rb], **TOL)
-  _, _, sa, step_a = train.restore_for_inference(str(a))
-  _, _, sb, step_b = train.restore_for_inference(str(b))
+  _, _, sa, step_a = evaluate.restore_for_inference(str(a))
+  _, _, sb, step_b = evaluate.restore_for_inference(str(b))
   assert step_a == step_b == 20
   for x, y in zip(leaves(sa), leaves(sb)):
     np.testing.assert_allclose(x, y, **TOL)
@@ -128,7 +129,7 @@ def test_checkpoint_saved_on_four_devices_evaluates_the_same_on_one(runs):
   workdir = _finished(runs, 'four')
   final = read_jsonl(workdir / 'metrics.jsonl')[-1]
   assert final['split'] == 'eval' and final['step'] == 20
-  result = train.evaluate(None, str(workdir))  # This process: 1 device.
+  result = evaluate.evaluate(None, str(workdir))  # This process: 1 device.
   assert jax.device_count() == 1
   assert result['checkpoint_step'] == 20
   assert result['accuracy'] == final['accuracy']
@@ -150,10 +151,10 @@ def test_bfloat16_compute_runs_and_learns(tmp_path):
       tiny_config(data_dir, num_epochs=2, compute_dtype='bfloat16'), workdir)
   assert m['eval']['accuracy'] > 0.8, m['eval']  # Chance is 0.1.
   assert {str(x.dtype) for x in jax.tree.leaves(state.params)} == {'float32'}
-  _, graphdef, restored, _ = train.restore_for_inference(workdir)
+  _, graphdef, restored, _ = evaluate.restore_for_inference(workdir)
   model = nnx.merge(graphdef, restored.params, restored.batch_stats)
   assert model.conv1.dtype == jax.numpy.bfloat16
-  result = train.evaluate(None, workdir)
+  result = evaluate.evaluate(None, workdir)
   assert result['accuracy'] == m['eval']['accuracy']
 
 
@@ -199,3 +200,35 @@ def test_single_process_needs_no_initialize(monkeypatch):
   assert distributed.initialize('auto') is False
   assert distributed.initialize('off') is False
   assert distributed.is_main() and not distributed.any_process(False)
+
+
+def test_knn_with_two_processes_locks_and_writes_once(tmp_path):
+  """The k-NN fit takes the workdir lock on process 0 only, and only
+  process 0 writes its files, as training does (two processes on one
+  workdir used to fight over the lock)."""
+  make_learnable_dir(tmp_path / 'data')
+  workdir = tmp_path / 'knn'
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS='cpu', KMNIST_JAX_COMPILATION_CACHE='0')
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'kmnist_jax.main',
+       '--config', str(REPO / 'configs' / 'knn.py'),
+       f'--config.data_dir={tmp_path / "data"}', '--config.train_split=train',
+       '--config.eval_split=test', f'--workdir={workdir}',
+       f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+       f'--process_id={i}'], env=env, cwd=REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for rc, err in results:
+    assert rc == 0, err[-3000:]
+  records = read_jsonl(workdir / 'metrics.jsonl')
+  assert [(r['split'], r['step']) for r in records] == [('eval', 0)]
+  assert records[0]['accuracy'] > 0.9  # The learnable data is easy.
+  assert len(os.listdir(workdir / 'tensorboard')) == 1
+  assert sorted(os.listdir(workdir)) == [
+      '.lock', 'config.json', 'knn_model.npz', 'metrics.jsonl', 'tensorboard']

@@ -10,6 +10,9 @@ import pytest
 
 from kmnist_jax import configlib
 from kmnist_jax import ensemble
+from kmnist_jax import evaluate
+from kmnist_jax import knn
+from kmnist_jax import steps
 from kmnist_jax import train
 from kmnist_jax.errors import UserError
 
@@ -30,17 +33,21 @@ def test_ensemble_of_cnn_seeds_and_knn(learnable_data_dir, tmp_path):
                                        tta_shift=1 if s else 0), w)
   w_knn = str(tmp_path / 'knn')
   c = nn_config(learnable_data_dir, model='knn')
-  train.train_and_evaluate(c, w_knn)
-  images, labels = np.load(learnable_data_dir / 'kmnist-test-imgs.npz')[
-      'arr_0'], np.load(learnable_data_dir / 'kmnist-test-labels.npz')['arr_0']
-  probs = [ensemble.member_probs(w, images)[0] for w in ws + [w_knn]]
-  for p in probs:
+  knn.train_and_evaluate(c, w_knn)
+  labels = np.load(learnable_data_dir / 'kmnist-test-labels.npz')['arr_0']
+  config = nn_config(learnable_data_dir)
+  members = [ensemble.member_probs(w, config) for w in ws + [w_knn]]
+  probs = [p for p, _, _ in members]
+  for p, member_labels, _ in members:
     np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
-  # Members agree with their own --mode eval.
-  assert np.mean(probs[0].argmax(1) == labels) == pytest.approx(
-      train.evaluate(None, ws[0])['accuracy'])
+    np.testing.assert_array_equal(member_labels, labels)
+  # Members agree with their own --mode eval, whose probabilities they are.
+  result0 = evaluate.evaluate(None, ws[0])
+  assert np.mean(probs[0].argmax(1) == labels) == result0['accuracy']
+  with np.load(os.path.join(ws[0], 'probabilities_test.npz')) as f:
+    np.testing.assert_array_equal(f['probabilities'], probs[0])
   result = ensemble.evaluate(ws + [w_knn])
-  mean = sum(probs) / 3
+  mean = sum(np.asarray(p, np.float64) for p in probs) / 3
   assert result['accuracy'] == pytest.approx(np.mean(mean.argmax(1) == labels))
   assert [m['workdir'] for m in result['members']] == ws + [w_knn]
   assert result['num_examples'] == len(labels)
@@ -56,3 +63,29 @@ def test_ensemble_of_cnn_seeds_and_knn(learnable_data_dir, tmp_path):
       env=dict(os.environ, KMNIST_JAX_COMPILATION_CACHE='0'))
   assert out.returncode == 0, out.stderr
   assert f'accuracy {result["accuracy"]:.4f}' in out.stdout
+
+
+def test_ensemble_reads_current_probabilities_and_recomputes_stale_ones(
+    learnable_data_dir, tmp_path, monkeypatch):
+  ws = [str(tmp_path / f'w{s}') for s in range(2)]
+  for s, w in enumerate(ws):
+    train.train_and_evaluate(nn_config(learnable_data_dir, seed=s), w)
+    evaluate.evaluate(None, w)
+  first = ensemble.evaluate(ws)
+
+  def no_inference(*args, **kwargs):
+    raise AssertionError('recomputed current probabilities')
+
+  with monkeypatch.context() as m:
+    m.setattr(steps, 'infer', no_inference)
+    assert ensemble.evaluate(ws) == first
+  # Another checkpoint step, and a file of another split, are recomputed.
+  path = os.path.join(ws[1], 'probabilities_test.npz')
+  train.train_and_evaluate(nn_config(learnable_data_dir, seed=1,
+                                     num_epochs=2), ws[1])
+  old = os.stat(path).st_mtime_ns
+  second = ensemble.evaluate(ws)
+  assert second['checkpoint_step'] == [10, 20]
+  assert os.stat(path).st_mtime_ns != old
+  with np.load(path) as f:
+    assert json.loads(str(f['meta']))['checkpoint_step'] == 20

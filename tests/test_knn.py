@@ -9,7 +9,6 @@ import pytest
 
 from kmnist_jax import configlib
 from kmnist_jax import knn
-from kmnist_jax import train
 from kmnist_jax.errors import UserError
 
 
@@ -134,8 +133,8 @@ def test_proxy_accuracies_on_real_files(real_data_dir, tmp_path):
   """The published-script numbers of the offline proxy, exact: 1856 and
   1891 of 2000 (scikit-learn 1.9 gives the same predictions)."""
   for method, expected in (('knn', 0.928), ('pca_knn', 0.9455)):
-    state, m = train.train_and_evaluate(knn_config(method, real_data_dir),
-                                        str(tmp_path / method))
+    state, m = knn.train_and_evaluate(knn_config(method, real_data_dir),
+                                      str(tmp_path / method))
     assert state is None
     assert m['eval']['accuracy'] == expected
     assert m['eval']['num_examples'] == 2000
@@ -145,17 +144,22 @@ def test_workdir_train_eval_and_changed_data(learnable_data_dir, tmp_path):
   w = str(tmp_path / 'w')
   c = knn_config('pca_knn', learnable_data_dir, train_split='train',
                  eval_split='test', pca_components=20)
-  state, m = train.train_and_evaluate(c, w)
+  state, m = knn.train_and_evaluate(c, w)
   assert state is None and m['steps_per_epoch'] == 0
   assert m['eval']['accuracy'] > 0.9  # The learnable data is easy.
   recs = [json.loads(l) for l in open(os.path.join(w, 'metrics.jsonl'))]
   assert [r['split'] for r in recs] == ['eval']
   assert recs[0]['accuracy'] == m['eval']['accuracy']
-  result = train.evaluate(None, w)
+  result = knn.evaluate(None, w)
   assert result['accuracy'] == m['eval']['accuracy']
   assert os.path.exists(os.path.join(w, 'eval_test.json'))
+  with np.load(os.path.join(w, 'probabilities_test.npz')) as f:
+    assert f['probabilities'].shape == (200, 10)
+    np.testing.assert_array_equal(f['indices'], np.arange(200))
+    assert np.mean(f['probabilities'].argmax(1) == f['labels']) == (
+        result['accuracy'])
   # Same numbers twice: deterministic.
-  _, m2 = train.train_and_evaluate(c, str(tmp_path / 'w2'))
+  _, m2 = knn.train_and_evaluate(c, str(tmp_path / 'w2'))
   assert m2['eval'] == m['eval']
   # Changed training files are refused at eval.
   imgs = np.load(learnable_data_dir / 'kmnist-train-imgs.npz')['arr_0']
@@ -168,13 +172,13 @@ def test_workdir_train_eval_and_changed_data(learnable_data_dir, tmp_path):
   c2 = knn_config('pca_knn', changed, train_split='train', eval_split='test',
                   pca_components=20)
   with pytest.raises(UserError, match='training files changed'):
-    train.evaluate(c2, w)
+    knn.evaluate(c2, w)
 
 
 def test_config_errors(tmp_path):
   c = knn_config('knn', tmp_path, knn_k=0)
   with pytest.raises(UserError, match='knn_k'):
-    train.train_and_evaluate(c, str(tmp_path / 'w'))
+    knn.train_and_evaluate(c, str(tmp_path / 'w'))
   c = knn_config('pca_knn', tmp_path, pca_components=1000)
   with pytest.raises(UserError, match='pca_components'):
-    train.train_and_evaluate(c, str(tmp_path / 'w'))
+    knn.train_and_evaluate(c, str(tmp_path / 'w'))

@@ -14,8 +14,11 @@ import pytest
 
 from kmnist_jax import configlib
 from kmnist_jax import data
-from kmnist_jax import plots
+from kmnist_jax import evaluate
 from kmnist_jax import inputs
+from kmnist_jax import optim
+from kmnist_jax import plots
+from kmnist_jax import steps
 from kmnist_jax import train
 
 from conftest import make_learnable_dir  # pylint: disable=g-bad-import-order
@@ -169,7 +172,7 @@ def test_training_and_eval_write_their_plots(tmp_path):
   with warnings.catch_warnings(record=True) as record:
     warnings.simplefilter('always')
     _, summary = train.train_and_evaluate(config, workdir)
-    result = train.evaluate(None, workdir)
+    result = evaluate.evaluate(None, workdir)
   assert glyph_warnings(record) == []
   plot_dir = os.path.join(workdir, 'plots')
   assert sorted(os.listdir(plot_dir)) == [
@@ -182,20 +185,19 @@ def test_training_and_eval_write_their_plots(tmp_path):
   assert result['accuracy'] == summary['eval']['accuracy']
 
 
-def test_compute_logits_pads_and_compiles_once():
+def test_infer_pads_and_compiles_once():
   config = configlib.base_config()
   config.model = 'seed_cnn'
-  graphdef, state = train.init_state(
-      config, 10, train.optim.create_optimizer(config, 1))
-  logits_fn = train.make_logits_fn(graphdef)
+  graphdef, state = steps.init_state(
+      config, 10, optim.create_optimizer(config, 1))
+  infer_fn = steps.make_infer_fn(graphdef)
   images, _, _ = synthetic(n=70)
-  full = np.asarray(logits_fn(state.params, state.batch_stats, images))
-  out = train.compute_logits(logits_fn, state, images, 32)
+  full = np.asarray(infer_fn(state.params, state.batch_stats, images))
+  out = steps.infer(infer_fn, state, images, 32)
   assert out.shape == (70, 10) and out.dtype == np.float32
   np.testing.assert_allclose(out, full, rtol=1e-5, atol=1e-5)
-  assert train.compute_logits(logits_fn, state, images[:5], 32).shape == (5,
-                                                                          10)
-  assert logits_fn._cache_size() == 2  # 70 in one call, 32 per batch.
+  assert steps.infer(infer_fn, state, images[:5], 32).shape == (5, 10)
+  assert infer_fn._cache_size() == 2  # 70 in one call, 32 per batch.
 
 
 def test_real_proxy_style_plots(real_data_dir, tmp_path):

@@ -14,6 +14,7 @@ from kmnist_jax import configlib
 from kmnist_jax import data
 from kmnist_jax import predict
 from kmnist_jax import train
+from kmnist_jax import workdir as workdir_lib
 from kmnist_jax.metrics import read_metrics
 from kmnist_jax.errors import UserError
 
@@ -78,7 +79,7 @@ def test_one_compilation_for_any_number_of_inputs(tiny):
   assert one.shape == (1, 10) and many.shape == (37, 10)
   np.testing.assert_allclose(many[0], one[0], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(many.sum(1), 1, rtol=1e-5)
-  assert predictor._logits_fn._cache_size() == 1
+  assert predictor._infer_fn._cache_size() == 1
 
 
 def test_checkpoint_step_and_top_k(tiny):
@@ -268,7 +269,7 @@ def proxy_workdir(tmp_path_factory):
     pytest.skip('real KMNIST files not available: set KMNIST_JAX_DATA_DIR')
   given = os.environ.get('KMNIST_JAX_PROXY_WORKDIR', '')
   if given:
-    config = train.load_workdir_config(given)
+    config = workdir_lib.load_workdir_config(given)
     assert config.train_split == configlib.PROXY_TRAIN, given
     return given
   config = configlib.apply_variant(configlib.base_config(), 'proxy')

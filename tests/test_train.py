@@ -14,11 +14,13 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from kmnist_jax import configlib
+from kmnist_jax import evaluate
 from kmnist_jax import input_pipeline
 from kmnist_jax import metrics as metrics_lib
 from kmnist_jax import models
 from kmnist_jax import optim
 from kmnist_jax import resnets
+from kmnist_jax import steps
 from kmnist_jax import train
 from kmnist_jax.errors import UserError
 
@@ -80,7 +82,7 @@ def test_training_learns_and_eval_reproduces(data_dir, tmp_path):
           'wall_time'} <= set(recs[-1])
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
   # Eval of the saved checkpoint reproduces the final training eval exactly.
-  result = train.evaluate(None, workdir)
+  result = evaluate.evaluate(None, workdir)
   assert result['accuracy'] == m['eval']['accuracy']
   assert result['loss'] == pytest.approx(m['eval']['loss'], rel=1e-6)
   assert result['checkpoint_step'] == int(state.step)
@@ -91,7 +93,7 @@ def test_training_learns_and_eval_reproduces(data_dir, tmp_path):
   assert set(saved['checksums']) == {'kmnist-test-imgs.npz',
                                      'kmnist-test-labels.npz'}
   # Checkpoint round-trip: restored params equal the final ones.
-  _, _, restored, step = train.restore_for_inference(workdir)
+  _, _, restored, step = evaluate.restore_for_inference(workdir)
   assert step == int(state.step)
   for a, b in zip(leaves(state), leaves(restored)):
     np.testing.assert_array_equal(a, b)
@@ -139,12 +141,12 @@ def test_eval_counts_every_example_once():
 def test_eval_step_compiles_once_for_all_batches():
   config = tiny_config('unused')
   tx = optim.create_optimizer(config, 1)
-  graphdef, state = train.init_state(config, 10, tx)
-  repl = NamedSharding(train.make_mesh(), P())
+  graphdef, state = steps.init_state(config, 10, tx)
+  repl = NamedSharding(steps.make_mesh(), P())
   images = np.random.default_rng(0).integers(0, 256, (7, 28, 28), np.uint8)
   ev = input_pipeline.make_eval_data(images, np.arange(7) % 10, 3, repl)
-  eval_step = train.make_eval_step(graphdef, 10, 3)
-  m = train.evaluate_arrays(eval_step, state, ev, 10)
+  eval_step = steps.make_eval_step(graphdef, 10, 3)
+  m = steps.evaluate_arrays(eval_step, state, ev, 10)
   assert ev.num_batches == 3 and m['num_examples'] == 7
   assert eval_step._cache_size() == 1  # pylint: disable=protected-access
 
@@ -153,16 +155,16 @@ def test_eval_step_compiles_once_for_all_batches():
     pytest.param(m, marks=pytest.mark.slow) if m in resnets.MODELS else m
     for m in sorted(models.MODELS)])  # The resnets take 7-18 s each.
 def test_init_state_equals_the_default_optimisation_level(model):
-  """train.jit_init_state compiles at XLA backend optimisation level 1
+  """steps.jit_init_state compiles at XLA backend optimisation level 1
   (faster to compile); the state must be bitwise the one XLA's default level
   computes."""
   config = tiny_config('unused', model=model)
   tx = optim.create_optimizer(config, 1)
-  repl = NamedSharding(train.make_mesh(), P())
-  fast = train.jit_init_state(config, 10, tx, repl)()
-  default = jax.jit(lambda: train.init_state(config, 10, tx)[1],
+  repl = NamedSharding(steps.make_mesh(), P())
+  fast = steps.jit_init_state(config, 10, tx, repl)()
+  default = jax.jit(lambda: steps.init_state(config, 10, tx)[1],
                     out_shardings=repl)()
-  assert train.INIT_COMPILER_OPTIONS == {'xla_backend_optimization_level': 1}
+  assert steps.INIT_COMPILER_OPTIONS == {'xla_backend_optimization_level': 1}
   for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(default),
                   strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -200,7 +202,7 @@ def test_different_config_in_workdir_is_refused(data_dir, tmp_path):
 def test_eval_without_checkpoint_and_missing_data(data_dir, tmp_path,
                                                   monkeypatch):
   with pytest.raises(UserError, match='config.json: missing'):
-    train.evaluate(None, str(tmp_path))
+    evaluate.evaluate(None, str(tmp_path))
   empty = tmp_path / 'empty'
   empty.mkdir()
   monkeypatch.setenv('KMNIST_JAX_MIRROR', 'http://127.0.0.1:9/')
@@ -252,8 +254,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(data_dir, tmp_path):
                  check=True, capture_output=True)
   assert strip_time(read_jsonl(ref / 'metrics.jsonl')) == strip_time(
       read_jsonl(killed / 'metrics.jsonl'))
-  _, _, a, _ = train.restore_for_inference(str(ref))
-  _, _, b, _ = train.restore_for_inference(str(killed))
+  _, _, a, _ = evaluate.restore_for_inference(str(ref))
+  _, _, b, _ = evaluate.restore_for_inference(str(killed))
   for x, y in zip(leaves(a), leaves(b)):
     np.testing.assert_array_equal(x, y)
 

@@ -24,7 +24,7 @@ import time
 
 from kmnist_jax import checkpointing
 from kmnist_jax import metrics
-from kmnist_jax import train
+from kmnist_jax import steps
 
 
 def _install(kind: str, n: int, delay_ms: str, signame: str) -> None:
@@ -67,10 +67,10 @@ def _install(kind: str, n: int, delay_ms: str, signame: str) -> None:
     return make
 
   if kind in ('step', 'hold'):
-    train.make_train_step = wrap_step_factory(train.make_train_step,
+    steps.make_train_step = wrap_step_factory(steps.make_train_step,
                                               'train step')
   elif kind == 'eval':
-    train.make_eval_step = wrap_step_factory(train.make_eval_step,
+    steps.make_eval_step = wrap_step_factory(steps.make_eval_step,
                                              'eval batch')
   elif kind == 'save':
     save = checkpointing.Checkpointer.save

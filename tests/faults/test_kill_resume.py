@@ -13,7 +13,7 @@ import os
 import random
 
 from kmnist_jax import checkpointing
-from kmnist_jax import train
+from kmnist_jax import evaluate
 
 from faults import conftest as fc
 
@@ -84,16 +84,16 @@ def test_sigkill_at_random_points_then_rerun_equals_uninterrupted(
     assert step >= latest, context  # Never loses a saved checkpoint.
     latest = step
     # The latest checkpoint restores and is exactly the reference's.
-    _, _, got, got_step = train.restore_for_inference(str(workdir))
-    _, _, want, _ = train.restore_for_inference(str(reference), step)
+    _, _, got, got_step = evaluate.restore_for_inference(str(workdir))
+    _, _, want, _ = evaluate.restore_for_inference(str(reference), step)
     assert got_step == step
     fc.assert_same_state(got, want, context)
   assert len(log) >= 10
   proc = fc.run_main(args)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert fc.metrics(workdir) == fc.metrics(reference), f'seed {seed}'
-  _, _, got, got_step = train.restore_for_inference(str(workdir))
-  _, _, want, want_step = train.restore_for_inference(str(reference))
+  _, _, got, got_step = evaluate.restore_for_inference(str(workdir))
+  _, _, want, want_step = evaluate.restore_for_inference(str(reference))
   assert got_step == want_step == TOTAL
   fc.assert_same_state(got, want, f'seed {seed}')
   assert not list(workdir.glob('checkpoints/*tmp*')), 'temp dirs left over'

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from kmnist_jax import train
+from kmnist_jax import evaluate
 
 from faults import conftest as fc
 
@@ -17,8 +17,8 @@ def assert_rerun_equals_reference(args, workdir, reference):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'Resumed from' in proc.stderr
   assert fc.metrics(workdir) == fc.metrics(reference)
-  _, _, got, _ = train.restore_for_inference(str(workdir))
-  _, _, want, _ = train.restore_for_inference(str(reference))
+  _, _, got, _ = evaluate.restore_for_inference(str(workdir))
+  _, _, want, _ = evaluate.restore_for_inference(str(reference))
   fc.assert_same_state(got, want)
 
 
@@ -35,8 +35,8 @@ def test_sigint_mid_epoch_saves_and_rerun_continues(learnable_data_dir,
   steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
                  if p.name.isdigit())
   assert steps[-1] in (13, 14), steps  # The signal's own checkpoint.
-  _, _, got, step = train.restore_for_inference(str(workdir))
-  _, _, want, _ = train.restore_for_inference(str(reference), 12)
+  _, _, got, step = evaluate.restore_for_inference(str(workdir))
+  _, _, want, _ = evaluate.restore_for_inference(str(reference), 12)
   assert step == steps[-1]
   assert int(got.step) == step and int(want.step) == 12
   assert_rerun_equals_reference(args, workdir, reference)

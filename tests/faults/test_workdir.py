@@ -17,7 +17,8 @@ import shutil
 import pytest
 
 from kmnist_jax import configlib
-from kmnist_jax import train
+from kmnist_jax import main
+from kmnist_jax import workdir as workdir_lib
 from kmnist_jax.errors import UserError
 
 from faults import conftest as fc
@@ -52,15 +53,15 @@ def test_unwritable_workdir(monkeypatch, learnable_data_dir, tmp_path):
                 train_split='train', eval_split='test', num_epochs=1,
                 batch_size=32, write_plots=False)
   with pytest.raises(UserError, match=f'--workdir {workdir}: not writable'):
-    train.train_and_evaluate(config, str(workdir))
+    main.train_and_evaluate(config, str(workdir))
   assert os.listdir(workdir) == []
 
 
 def test_missing_parents_are_created(tmp_path):
   workdir = tmp_path / 'a' / 'b' / 'w'
-  train.prepare_workdir(str(workdir))
+  workdir_lib.prepare_workdir(str(workdir))
   assert workdir.is_dir() and os.listdir(workdir) == []
-  train.prepare_workdir(str(workdir))  # Existing: fine.
+  workdir_lib.prepare_workdir(str(workdir))  # Existing: fine.
 
 
 def test_uncreatable_parent(monkeypatch, tmp_path):
@@ -69,7 +70,7 @@ def test_uncreatable_parent(monkeypatch, tmp_path):
   monkeypatch.setattr(os, 'makedirs', makedirs)
   workdir = str(tmp_path / 'ro' / 'w')
   with pytest.raises(UserError) as e:
-    train.prepare_workdir(workdir)
+    workdir_lib.prepare_workdir(workdir)
   assert str(e.value) == (f'--workdir {workdir}: cannot create it '
                           '(Permission denied)')
   assert os.listdir(tmp_path) == []
@@ -110,9 +111,9 @@ def runs(learnable_data_dir, tmp_path_factory):
   """Workdirs of finished runs: a CNN, a k-NN, and a CNN that died after
   writing its epoch's metrics but before its first checkpoint."""
   root = tmp_path_factory.mktemp('runs')
-  train.train_and_evaluate(cnn_config(learnable_data_dir), str(root / 'cnn'))
-  train.train_and_evaluate(knn_config(learnable_data_dir), str(root / 'knn'))
-  train.train_and_evaluate(cnn_config(learnable_data_dir), str(root / 'died'))
+  main.train_and_evaluate(cnn_config(learnable_data_dir), str(root / 'cnn'))
+  main.train_and_evaluate(knn_config(learnable_data_dir), str(root / 'knn'))
+  main.train_and_evaluate(cnn_config(learnable_data_dir), str(root / 'died'))
   for step in os.listdir(root / 'died' / 'checkpoints'):
     shutil.rmtree(root / 'died' / 'checkpoints' / step)
   assert (root / 'died' / 'metrics.jsonl').read_text()
@@ -136,7 +137,7 @@ def test_a_different_run_is_refused_untouched(runs, learnable_data_dir,
   shutil.copytree(runs / kind, workdir)
   before = tree(workdir)
   with pytest.raises(UserError) as e:
-    train.train_and_evaluate(config(learnable_data_dir), str(workdir))
+    main.train_and_evaluate(config(learnable_data_dir), str(workdir))
   line = str(e.value)
   what = {'cnn': 'checkpoints', 'knn': 'a k-NN fit', 'died': 'a run'}[kind]
   assert '\n' not in line
@@ -152,7 +153,7 @@ def test_the_same_config_reruns(runs, learnable_data_dir, tmp_path):
   workdir = tmp_path / 'knn'
   shutil.copytree(runs / 'knn', workdir)
   metrics = (workdir / 'metrics.jsonl').read_text()
-  _, m = train.train_and_evaluate(knn_config(learnable_data_dir,
+  _, m = main.train_and_evaluate(knn_config(learnable_data_dir,
                                              test_split='test[:100]'),
                                   str(workdir))
   lines = (workdir / 'metrics.jsonl').read_text().splitlines()
@@ -163,7 +164,7 @@ def test_the_same_config_reruns(runs, learnable_data_dir, tmp_path):
   # what a run into a fresh workdir computes.
   workdir = tmp_path / 'died'
   shutil.copytree(runs / 'died', workdir)
-  train.train_and_evaluate(cnn_config(learnable_data_dir), str(workdir))
+  main.train_and_evaluate(cnn_config(learnable_data_dir), str(workdir))
   strip = lambda p: [{k: v for k, v in json.loads(l).items()
                       if k != 'wall_time'} for l in open(p)]
   assert strip(workdir / 'metrics.jsonl') == strip(

@@ -1,0 +1,170 @@
+"""Workdir bookkeeping: prepare, lock, record / load / compare the config.
+
+A workdir holds one run: `config.json`, `checkpoints/`, `metrics.jsonl`,
+`tensorboard/`, `plots/` and the results of `--mode eval`. Training and the
+k-NN fit both prepare it, hold its lock on process 0 (`main_process_lock`)
+and record their config before writing anything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+
+import ml_collections
+
+from kmnist_jax import configlib
+from kmnist_jax import distributed
+from kmnist_jax import fileio
+from kmnist_jax.errors import UserError, one_line
+
+# Fields that may change between a run and its resume.
+RESUMABLE_FIELDS = frozenset({
+    'num_epochs', 'data_dir', 'eval_batch_size', 'test_split',
+    'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
+    'write_plots'})
+# Fields that `--mode eval` may change on top of those: it scores a
+# checkpoint on another split with the same model.
+EVAL_FIELDS = frozenset({'train_split', 'eval_split', 'seed'})
+
+
+def prepare_workdir(workdir: str) -> None:
+  """Creates `workdir` and its missing parents; one line if it cannot."""
+  path = os.path.abspath(workdir)
+  # The nearest existing ancestor: a file there (or a file as workdir)
+  # gets a clearer line than makedirs' ENOTDIR / EEXIST.
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    what = 'is a file' if existing == path else f'parent {existing} is a file'
+    raise UserError(f'--workdir {workdir}: {what}; expected a folder')
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise UserError(f'--workdir {workdir}: cannot create it '
+                    f'({one_line(e.strerror or e)})') from None
+  if not os.access(path, os.W_OK):
+    raise UserError(f'--workdir {workdir}: not writable')
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Refuses a second training on the same workdir."""
+  path = os.path.join(workdir, '.lock')
+  f = open(path, 'a+')
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip() or 'another process'
+    f.close()
+    raise UserError(f'{workdir}: another training is running on this workdir '
+                    f'({holder}); wait for it or use another --workdir')
+  f.seek(0)
+  f.truncate()
+  f.write(f'pid {os.getpid()}')
+  f.flush()
+  try:
+    yield
+  finally:
+    fcntl.flock(f, fcntl.LOCK_UN)
+    f.close()
+
+
+@contextlib.contextmanager
+def main_process_lock(workdir: str):
+  """Process 0 holds the workdir lock; the other processes share its fate."""
+  with contextlib.ExitStack() as stack:
+    error = None
+    if distributed.is_main():
+      try:
+        stack.enter_context(workdir_lock(workdir))
+      except UserError as e:
+        error = e
+    if distributed.any_process(error is not None):
+      raise error or UserError(f'{workdir}: process 0 could not lock it')
+    yield
+
+
+def config_diff(saved: dict, current: dict,
+                allowed: frozenset[str] = RESUMABLE_FIELDS) -> list[str]:
+  """Differing fields outside `allowed`; a field newer than `saved` counts
+  at its default."""
+  saved = {**configlib.base_config().to_dict(), **saved}
+  keys = sorted((set(saved) | set(current)) - allowed)
+  return [f'{k}: {saved.get(k)!r} (saved) vs {current.get(k)!r} (now)'
+          for k in keys if saved.get(k) != current.get(k)]
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise UserError(f'{path}: missing; --workdir must hold a training run')
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise UserError(f'{path}: not a readable config ({e})') from e
+  missing = [k for k in ('dataset', 'model') if not isinstance(saved, dict)
+             or k not in saved]
+  if missing:
+    raise UserError(f'{path}: expected the JSON object a training run writes, '
+                    f'with fields dataset and model; lacks {", ".join(missing)}')
+  return ml_collections.ConfigDict(saved)
+
+
+def check_same_run(config, workdir: str) -> None:
+  """Refuses a workdir whose config.json records a different run.
+
+  Whether or not that run saved a checkpoint (it may have died before its
+  first one, or be a k-NN fit, which has none): training into it would
+  replace its config and its metrics. Fields in RESUMABLE_FIELDS may differ.
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  saved = json.loads(load_workdir_config(workdir).to_json())
+  diff = config_diff(saved, json.loads(config.to_json()))
+  if diff:
+    ckpts = os.path.join(workdir, 'checkpoints')
+    if os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts)):
+      what = 'checkpoints'
+    elif os.path.exists(os.path.join(workdir, 'knn_model.npz')):
+      what = 'a k-NN fit'
+    else:
+      what = 'a run'
+    raise UserError(f'{workdir} holds {what} of a different config ({path}): '
+                    f'{"; ".join(diff)}. Use a new --workdir, or the same '
+                    'config to resume')
+
+
+def record_config(config, workdir: str) -> None:
+  """Writes config.json, after `check_same_run`."""
+  check_same_run(config, workdir)
+  if distributed.is_main():
+    fileio.write_json(os.path.join(workdir, 'config.json'),
+                      json.loads(config.to_json()))
+
+
+def eval_config(config: ml_collections.ConfigDict | None,
+                workdir: str) -> ml_collections.ConfigDict:
+  """The config `--mode eval` scores with: `config`, else the saved one; a
+  `config` that trains another model than the workdir's is refused."""
+  saved = load_workdir_config(workdir)
+  if config is None:
+    return saved
+  diff = config_diff(json.loads(saved.to_json()), json.loads(config.to_json()),
+                     RESUMABLE_FIELDS | EVAL_FIELDS)
+  if diff:
+    raise UserError(f'{workdir} was trained with a different config: '
+                    f'{"; ".join(diff)}')
+  return config
+
+
+def split_name(split: str) -> str:
+  """A split as a file-name part: 'test[8000:]' -> 'test_8000'."""
+  return re.sub(r'[^A-Za-z0-9.%-]+', '_', split).strip('_')
