@@ -136,7 +136,7 @@ _TYPE_NAMES = {bool: 'true or false', int: 'an integer', float: 'a number',
                str: 'a string'}
 
 
-def _one_line(text) -> str:
+def _gist(text) -> str:
   """The gist of a possibly multi-line error (config-file tracebacks)."""
   lines = [l.strip() for l in str(text).splitlines() if l.strip()]
   if not lines:
@@ -193,7 +193,7 @@ def _flag_error(error: Exception, argv) -> str:
   if config is None:
     if load_error is not None and not isinstance(error, flags.Error):
       return _config_file_error(path, load_error)
-    return _one_line(error)
+    return _gist(error)
   for arg in argv[1:]:
     m = _OVERRIDE.match(arg)
     if not m:
@@ -207,9 +207,9 @@ def _flag_error(error: Exception, argv) -> str:
       return (f'{arg}: the config has no field {field!r}; {hint}valid: '
               f'{", ".join(fields)}')
     if f'--config.{field}' in str(error) and type(value) in _TYPE_NAMES:
-      return (f'{_one_line(error)}; expected {_TYPE_NAMES[type(value)]} for '
+      return (f'{_gist(error)}; expected {_TYPE_NAMES[type(value)]} for '
               f'config.{field} (default {value!r})')
-  return _one_line(error)
+  return _gist(error)
 
 
 def _parse_flags(argv):

@@ -34,6 +34,7 @@ from matplotlib import font_manager
 from matplotlib.figure import Figure
 import numpy as np
 
+from kmnist_jax import fileio
 from kmnist_jax.errors import UserError
 
 FONT_FAMILY = 'IPAexGothic'
@@ -82,10 +83,8 @@ def save(fig: Figure, path: str | None) -> Figure:
   if path:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fmt = os.path.splitext(path)[1].lstrip('.').lower() or 'png'
-    tmp = f'{path}.tmp{os.getpid()}'
-    with _style():
+    with fileio.atomic_path(path) as tmp, _style():
       fig.savefig(tmp, format=fmt, bbox_inches='tight')
-    os.replace(tmp, path)
   return fig
 
 

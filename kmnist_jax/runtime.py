@@ -11,16 +11,15 @@ import logging
 import os
 import stat
 
+# The off-words of every KMNIST_JAX_* switch; defined beside the malloc
+# settings, which must not import this module.
+from kmnist_jax.cpu.malloc import switched_off  # pylint: disable=unused-import
+
 
 def user_cache_dir(name: str) -> str:
   """`name` in the user cache folder ($XDG_CACHE_HOME or ~/.cache)."""
   base = os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache')
   return os.path.join(base, 'kmnist_jax', name)
-
-
-def switched_off(value: str) -> bool:
-  """Whether an environment switch's value turns its feature off."""
-  return value.lower() in ('0', 'false', 'off', 'no')
 
 
 def cache_dir() -> str:

@@ -34,20 +34,9 @@ from kmnist_jax import input_pipeline
 from kmnist_jax import metrics as metrics_lib
 from kmnist_jax import models
 from kmnist_jax import streams
+from kmnist_jax.cpu import compiler
 
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
-
-# XLA compiler options of the train, eval and init jits (None: XLA's
-# defaults). The test suite sets LLVM optimisation level 0 for its `:smoke`
-# runs, which compile far longer than they run.
-COMPILER_OPTIONS: dict[str, Any] | None = None
-
-# The init jit runs once: XLA's backend optimisation level 1 compiles it in
-# under half the time (keras_cnn: 0.4 against 0.84 s) and computes bitwise
-# the same state (tests/test_train.py checks every model). Level 0 would
-# compile faster still but rounds the truncated-normal initialisers
-# differently.
-INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
 
 
 @flax.struct.dataclass
@@ -102,8 +91,8 @@ def jit_init_state(config, num_classes: int, tx, sharding):
   """The jitted initial train state, built on the devices with `sharding`."""
   return jax.jit(lambda: init_state(config, num_classes, tx)[1],
                  out_shardings=sharding,
-                 compiler_options={**INIT_COMPILER_OPTIONS,
-                                   **(COMPILER_OPTIONS or {})})
+                 compiler_options={**compiler.INIT_COMPILER_OPTIONS,
+                                   **(compiler.COMPILER_OPTIONS or {})})
 
 
 def abstract_state(config, num_classes, tx, sharding) -> TrainState:
@@ -174,7 +163,7 @@ def make_train_step(graphdef, tx, config, num_classes: int, batch_size: int,
   # `perm` keeps its own sharding: (steps, batch) indices sharded
   # P(None, 'data') by the training loop, so each device gathers its rows.
   return jax.jit(step_fn, donate_argnums=(0,),
-                 compiler_options=COMPILER_OPTIONS,
+                 compiler_options=compiler.COMPILER_OPTIONS,
                  in_shardings=(repl, repl, repl, None, repl),
                  out_shardings=repl)
 
@@ -198,7 +187,7 @@ def make_eval_step(graphdef, num_classes: int, batch_size: int,
   confusion) over the batches of an `input_pipeline.EvalData`."""
 
   @functools.partial(jax.jit, donate_argnums=(5,),
-                     compiler_options=COMPILER_OPTIONS)
+                     compiler_options=compiler.COMPILER_OPTIONS)
   def eval_step(params, batch_stats, images, labels, mask, acc, i):
     sl = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)
     x, y, m = sl(images), sl(labels), sl(mask)
@@ -233,7 +222,7 @@ def make_infer_fn(graphdef, tta_shift: int = 0):
   (B, 28, 28)) -> float32 log-probabilities (B, C), with test-time
   augmentation when `tta_shift` > 0. Run it through `infer`."""
 
-  @functools.partial(jax.jit, compiler_options=COMPILER_OPTIONS)
+  @functools.partial(jax.jit, compiler_options=compiler.COMPILER_OPTIONS)
   def infer_fn(params, batch_stats, images):
     return jax.nn.log_softmax(
         eval_logits(graphdef, params, batch_stats, images, tta_shift))

@@ -16,7 +16,7 @@ from kmnist_jax import configlib
 from kmnist_jax import data
 from kmnist_jax import knn
 from kmnist_jax import main
-from kmnist_jax import steps
+from kmnist_jax.cpu import compiler
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py'))
@@ -86,7 +86,7 @@ def test_smoke_run(name, synthetic_dir, tmp_path, monkeypatch):
   # Two train steps compile far longer than they run: LLVM optimisation
   # level 0 cuts the compile (shake-shake 54 s -> 28 s, the 20 runs on 2
   # workers 226 s -> 93 s). Only these smoke runs use it.
-  monkeypatch.setattr(steps, 'COMPILER_OPTIONS',
+  monkeypatch.setattr(compiler, 'COMPILER_OPTIONS',
                       {'xla_backend_optimization_level': 0})
   c = load(name, 'smoke')
   c.data_dir = str(synthetic_dir)

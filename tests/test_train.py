@@ -21,6 +21,7 @@ from kmnist_jax import models
 from kmnist_jax import optim
 from kmnist_jax import resnets
 from kmnist_jax import steps
+from kmnist_jax.cpu import compiler
 from kmnist_jax import train
 from kmnist_jax.errors import UserError
 
@@ -164,7 +165,7 @@ def test_init_state_equals_the_default_optimisation_level(model):
   fast = steps.jit_init_state(config, 10, tx, repl)()
   default = jax.jit(lambda: steps.init_state(config, 10, tx)[1],
                     out_shardings=repl)()
-  assert steps.INIT_COMPILER_OPTIONS == {'xla_backend_optimization_level': 1}
+  assert compiler.INIT_COMPILER_OPTIONS == {'xla_backend_optimization_level': 1}
   for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(default),
                   strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -15,7 +15,8 @@ training runs. On a GPU or TPU backend every piece stands aside.
   per-step temporaries do not fault in fresh pages every step.
   `kmnist_jax.runtime.setup` applies it before JAX starts.
 
-The XLA:CPU compiler options of the jitted steps live in `kmnist_jax.train`.
+* `compiler` (`cpu/compiler.py`): the XLA compiler options of the jitted
+  steps (the init at backend optimisation level 1: half the compile time).
 
 This package and `cpu.malloc` import only the standard library (the PyTorch
 benchmark worker, which has no jax, uses `cpu.malloc`); `conv_general_dilated`
