@@ -42,6 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.learning_rate = 1e-3
   c.lr_schedule = 'constant'
   c.warmup_epochs = 0.0
+  # lr_schedule 'multistep': the rate times lr_decay from each of these epochs
+  # on (comma-separated, e.g. '100,150').
+  c.lr_milestones = ''
+  c.lr_decay = 0.1
   c.weight_decay = 0.0
   c.label_smoothing = 0.0
   c.momentum = 0.9
