@@ -21,7 +21,7 @@ for best result"; "J" below), a fork of hysts':
 Not settled, or differing from the source:
 * J's K49 pipeline cuts out before normalising (J dataloader.py
   `_get_train_transform`: crop, Cutout on the uint8 image, then ToTensor and
-  Normalize), so its square is black (0) as here; it normalises by KMNIST's
+  Normalize), so its square is black (0), `cutout_fill` 0; it normalises by KMNIST's
   mean 0.1904 and std 0.3475 also for K49 (J dataloader.py); here
   pixels / 255.
 * J ran on eight GPUs (README footnote), so BatchNorm saw 256 images per
