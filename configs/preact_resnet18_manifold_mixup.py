@@ -1,8 +1,15 @@
 """PreActResNet-18 + manifold mixup on KMNIST (KMNIST paper, arXiv:1812.01718).
 
-configs/preact_resnet18.py with manifold mixup, alpha 2.0, mixing at a
-uniformly drawn point among the input and the outputs of the first two
-stages (the manifold-mixup code's `mixup_hidden` setting). 200 epochs.
+configs/preact_resnet18.py (SGD 0.1, Nesterov momentum 0.9, weight decay
+1e-4, batch 100, 200 epochs, x0.1 at epochs 100 and 150) with manifold
+mixup, alpha 2.0: the "How to run Supervised Manifold Mixup" command of
+vikasverma1077/manifold_mixup supervised/README.md at commit
+7d367dcd2a3e839bac2b4ace88a7c5fa42eee4b6 (`--mixup --mixup_hidden
+--mixup_alpha 2.0 --epochs 200 --batch_size 100 --schedule 100 150
+--gammas 0.1 0.1`). The mixing point is drawn uniformly among the input and
+the outputs of the first two stages (supervised/preact_resnet.py,
+`layer_mix = random.randint(0,2)`), one Beta(2, 2) weight per batch.
+What the source does not settle: see configs/preact_resnet18.py.
 Published: 98.83% KMNIST test accuracy, 97.33% K49 balanced accuracy
 (rois-codh/kmnist README table, on the pre-2019-02-05 data release).
 

@@ -9,8 +9,9 @@ Config fields (see `configlib.base_config`; 0 switches each off):
 
 * `augment_translate`: random translation by up to this many pixels in each
   direction (the random crop of the zero-padded image).
-* `cutout_size`: Cutout (DeVries & Taylor 2017): a zeroed size x size square
-  at a uniformly random centre, clipped at the border.
+* `cutout_size`: Cutout (DeVries & Taylor 2017): a size x size square set to
+  `cutout_fill` (default 0, black) at a uniformly random centre, clipped at
+  the border.
 * `mixup_alpha`: input mixup (Zhang et al. 2018), one Beta(alpha, alpha)
   weight per batch.
 * `manifold_mixup_alpha`: manifold mixup (Verma et al. 2019): the model mixes
@@ -47,6 +48,10 @@ def check_config(config) -> None:
     v = _field(config, name, 0.0)
     if not isinstance(v, (int, float)) or v < 0:
       raise UserError(f'config.{name}={v!r}: expected a number >= 0 (0 = off)')
+  v = _field(config, 'cutout_fill', 0.0)
+  if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+    raise UserError(f'config.cutout_fill={v!r}: expected a pixel value in '
+                    '[0, 1]')
   if _field(config, 'mixup_alpha', 0.0) and _field(
       config, 'manifold_mixup_alpha', 0.0):
     raise UserError('config.mixup_alpha and config.manifold_mixup_alpha are '
@@ -78,9 +83,10 @@ def translate(x: jax.Array, key: jax.Array, max_shift: int) -> jax.Array:
   return jax.vmap(crop)(padded, offsets)
 
 
-def cutout(x: jax.Array, key: jax.Array, size: int) -> jax.Array:
-  """Zeroes a size x size square per image, centred uniformly at random in
-  the image and clipped at its border."""
+def cutout(x: jax.Array, key: jax.Array, size: int,
+           fill: float = 0.0) -> jax.Array:
+  """Sets a size x size square per image to `fill`, centred uniformly at
+  random in the image and clipped at its border."""
   if not size:
     return x
   b, h, w, _ = x.shape
@@ -93,7 +99,7 @@ def cutout(x: jax.Array, key: jax.Array, size: int) -> jax.Array:
   in_r = (rows >= top[:, None]) & (rows < top[:, None] + size)
   in_c = (cols >= left[:, None]) & (cols < left[:, None] + size)
   hole = in_r[:, :, None] & in_c[:, None, :]
-  return jnp.where(hole[..., None], 0.0, x).astype(x.dtype)
+  return jnp.where(hole[..., None], fill, x).astype(x.dtype)
 
 
 def mix_params(key: jax.Array, alpha: float, batch: int):
@@ -119,7 +125,8 @@ def train_transform(config, x: jax.Array, y: jax.Array, num_classes: int,
   sub = lambda tag: jax.random.fold_in(key, tag)
   x = translate(x, sub(streams.TRANSLATE),
                 _field(config, 'augment_translate', 0))
-  x = cutout(x, sub(streams.CUTOUT), _field(config, 'cutout_size', 0))
+  x = cutout(x, sub(streams.CUTOUT), _field(config, 'cutout_size', 0),
+             _field(config, 'cutout_fill', 0.0))
   alpha = _field(config, 'mixup_alpha', 0.0)
   if alpha:
     lam, perm = mix_params(sub(streams.MIXUP), alpha, x.shape[0])

@@ -42,6 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.learning_rate = 1e-3
   c.lr_schedule = 'constant'
   c.warmup_epochs = 0.0
+  # lr_schedule 'multistep': the rate times lr_decay from each of these epochs
+  # on (comma-separated, e.g. '100,150').
+  c.lr_milestones = ''
+  c.lr_decay = 0.1
   c.weight_decay = 0.0
   c.label_smoothing = 0.0
   c.momentum = 0.9
@@ -54,6 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Augmentation and test-time augmentation (kmnist_jax.augment); 0 = off.
   c.augment_translate = 0  # Max random shift in pixels (crop with padding).
   c.cutout_size = 0  # Side of the Cutout square in pixels.
+  c.cutout_fill = 0.0  # Value of the Cutout square, in [0, 1] (0 = black).
   c.mixup_alpha = 0.0  # Input mixup Beta(alpha, alpha).
   c.manifold_mixup_alpha = 0.0  # Manifold mixup Beta(alpha, alpha).
   c.tta_shift = 0  # Eval: mean probability over shifts {-s, 0, s}^2.

@@ -84,7 +84,9 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
 }
 
 from kmnist_jax import resnets  # pylint: disable=g-import-not-at-top,wrong-import-position
+from kmnist_jax import densenet  # pylint: disable=g-import-not-at-top,wrong-import-position
 MODELS.update(resnets.MODELS)
+MODELS.update(densenet.MODELS)
 
 
 def create_model(name: str, num_classes: int, seed: int = 0,

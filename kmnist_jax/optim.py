@@ -15,21 +15,49 @@ def _choose(kind: str, name: str, registry: dict):
   return registry[name]
 
 
-def _constant(c, total, warmup):
+def _constant(c, total, warmup, steps_per_epoch):
   return optax.constant_schedule(c.learning_rate)
 
 
-def _cosine(c, total, warmup):
+def _cosine(c, total, warmup, steps_per_epoch):
   return optax.cosine_decay_schedule(c.learning_rate, max(total, 1))
 
 
-def _warmup_cosine(c, total, warmup):
+def _warmup_cosine(c, total, warmup, steps_per_epoch):
   return optax.warmup_cosine_decay_schedule(
       0.0, c.learning_rate, warmup, max(total, warmup + 1))
 
 
-def _onecycle(c, total, warmup):
+def _onecycle(c, total, warmup, steps_per_epoch):
   return optax.cosine_onecycle_schedule(max(total, 1), c.learning_rate)
+
+
+def parse_milestones(c) -> list[int]:
+  """`config.lr_milestones` ('100,150') as increasing epochs >= 1.
+
+  Epochs past `num_epochs` are allowed (a run capped below them, such as a
+  `:smoke` or capped proxy run, keeps the initial rate).
+  """
+  text = str(c.lr_milestones).strip()
+  try:
+    epochs = [int(e) for e in text.split(',')] if text else []
+  except ValueError:
+    epochs = []
+  if not epochs or epochs != sorted(set(epochs)) or epochs[0] < 1:
+    raise UserError(f'config.lr_milestones={c.lr_milestones!r}: expected '
+                    'increasing epochs >= 1 separated by commas, e.g. '
+                    '"100,150", for lr_schedule=multistep')
+  return epochs
+
+
+def _multistep(c, total, warmup, steps_per_epoch):
+  """The learning rate times `lr_decay` from each epoch in `lr_milestones`
+  on (epochs counted from 0, as PyTorch's MultiStepLR stepped per epoch)."""
+  if not (isinstance(c.lr_decay, (int, float)) and c.lr_decay >= 0):
+    raise UserError(f'config.lr_decay={c.lr_decay!r}: expected a number >= 0')
+  return optax.piecewise_constant_schedule(
+      c.learning_rate,
+      {e * steps_per_epoch: c.lr_decay for e in parse_milestones(c)})
 
 
 SCHEDULES = {
@@ -37,6 +65,7 @@ SCHEDULES = {
     'cosine': _cosine,
     'warmup_cosine': _warmup_cosine,
     'onecycle': _onecycle,
+    'multistep': _multistep,
 }
 
 
@@ -62,7 +91,7 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int):
   total = config.num_epochs * steps_per_epoch
   warmup = int(round(config.warmup_epochs * steps_per_epoch))
   return _choose('lr_schedule', config.lr_schedule, SCHEDULES)(
-      config, total, warmup)
+      config, total, warmup, steps_per_epoch)
 
 
 def create_optimizer(config: ml_collections.ConfigDict,

@@ -5,18 +5,24 @@ random images; the loader warns about their md5 and goes on), so they need
 no real data.
 """
 
+import importlib.util
 import pathlib
+import sys
 import warnings
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
+from kmnist_jax import augment
 from kmnist_jax import configlib
 from kmnist_jax import data
 from kmnist_jax import knn
 from kmnist_jax import main
 from kmnist_jax.cpu import compiler
+from kmnist_jax.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py'))
@@ -56,6 +62,77 @@ def test_every_benchmark_row_has_both_datasets():
     assert name in CONFIGS and f'k49_{name}' in CONFIGS
     assert load(name).dataset == 'kmnist'
     assert load(f'k49_{name}').dataset == 'k49'
+
+
+# Values as the sources say (each config's docstring cites file and commit).
+SOURCE_VALUES = {
+    # vikasverma1077/manifold_mixup 7d367dc: train_classifier_mixup.py, README.
+    'preact_resnet18': dict(
+        batch_size=100, num_epochs=200, learning_rate=0.1, momentum=0.9,
+        nesterov=True, weight_decay=1e-4, lr_schedule='multistep',
+        lr_milestones='100,150', lr_decay=0.1),
+    'preact_resnet18_mixup': dict(lr_schedule='multistep', mixup_alpha=1.0),
+    'preact_resnet18_manifold_mixup': dict(lr_schedule='multistep',
+                                           manifold_mixup_alpha=2.0),
+    # hysts/pytorch_image_classification c3e9833.
+    'resnet_preact20_cutout': dict(
+        batch_size=128, num_epochs=200, learning_rate=0.2, nesterov=True,
+        weight_decay=1e-4, lr_schedule='cosine', augment_translate=4,
+        cutout_size=14, cutout_fill=0.1904),
+    'shake_shake26': dict(
+        batch_size=128, num_epochs=200, learning_rate=0.2, nesterov=True,
+        weight_decay=1e-4, lr_schedule='cosine', augment_translate=4,
+        cutout_size=14, cutout_fill=0.1904),
+    # janzd/pytorch_image_classification a58e329.
+    'k49_shake_shake26': dict(
+        dataset='k49', model='shake_shake26_2x96d', batch_size=2048,
+        num_epochs=1800, learning_rate=0.2, lr_schedule='cosine',
+        augment_translate=4, cutout_size=14, cutout_fill=0.0,
+        weight_decay=1e-4),
+    'k49_densenet100': dict(
+        dataset='k49', model='densenet_bc100_k12', batch_size=1536,
+        num_epochs=1500, learning_rate=0.1, nesterov=True, weight_decay=1e-4,
+        augment_translate=4, cutout_size=0),
+    # Ours, unchanged by the recipes it builds on.
+    'best': dict(weight_decay=5e-4, augment_translate=2, cutout_size=8,
+                 cutout_fill=0.0, lr_schedule='onecycle', num_epochs=100),
+}
+
+
+@pytest.mark.parametrize('name', sorted(SOURCE_VALUES))
+def test_recipe_values_as_their_sources(name):
+  c = load(name)
+  assert {k: c[k] for k in SOURCE_VALUES[name]} == SOURCE_VALUES[name]
+
+
+def test_cutout_fill_is_the_value_of_the_square():
+  # hysts cuts out after normalising: 0 there is the mean pixel, 0.1904.
+  x = jnp.ones((2, 28, 28, 1))
+  out = np.asarray(augment.cutout(x, jax.random.PRNGKey(0), 14, 0.1904))
+  assert set(np.unique(out)) == {np.float32(0.1904), 1.0}
+  assert np.array_equal(out == 1.0,
+                        np.asarray(augment.cutout(x, jax.random.PRNGKey(0),
+                                                  14)) == 1.0)
+  c = configlib.base_config()
+  assert c.cutout_fill == 0.0
+  c.cutout_fill = 1.5
+  with pytest.raises(UserError, match=r'^config.cutout_fill=1.5: expected a '
+                     r'pixel value in \[0, 1\]$'):
+    augment.check_config(c)
+
+
+def test_reproduce_rows_name_existing_configs():
+  spec = importlib.util.spec_from_file_location(
+      'reproduce', REPO / 'experiments' / 'reproduce.py')
+  reproduce = importlib.util.module_from_spec(spec)
+  sys.modules.setdefault('reproduce', reproduce)  # For its dataclasses.
+  spec.loader.exec_module(reproduce)
+  named = {c for row in reproduce.ROWS
+           for c in (row.kmnist_config, row.k49_config) if c}
+  assert named <= set(CONFIGS)
+  assert {c for c in CONFIGS if c.startswith('k49_')} <= named
+  row, = [r for r in reproduce.ROWS if r.model == 'DenseNet-100 (k=12)']
+  assert (row.kmnist_config, row.k49_config) == ('', 'k49_densenet100')
 
 
 @pytest.mark.parametrize('name', CONFIGS)
