@@ -21,6 +21,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
+from kmnist_jax import distributed
 from kmnist_jax.errors import UserError, one_line
 
 BEST_METRIC = 'accuracy'
@@ -106,11 +107,18 @@ class Checkpointer:
     """
     failed = []
     for step in sorted(self.all_steps(), reverse=True):
+      error = None
       try:
         state, meta = self.restore(step, abstract_state)
       except UserError as e:
-        logging.warning('%s; trying the checkpoint before it', e)
-        failed.append((step, e))
+        error = e
+      # Every process resumes from the same step: one that cannot read it
+      # sends all of them to the step before.
+      if distributed.any_process(error is not None):
+        error = error or UserError(f'{self.directory}/{step}: unreadable on '
+                                   'another process')
+        logging.warning('%s; trying the checkpoint before it', error)
+        failed.append((step, error))
         continue
       if failed:
         self._set_aside([s for s, _ in failed])
@@ -144,6 +152,7 @@ class Checkpointer:
           target = os.path.join(self.unreadable_directory, f'{step}.{n}')
           n += 1
         os.rename(os.path.join(self.directory, str(step)), target)
+    distributed.barrier('kmnist_jax_set_aside')  # Moved before any reload.
     self.manager.reload()
 
   def wait(self) -> None:

@@ -101,6 +101,13 @@ def any_process(flag: bool) -> bool:
   return bool(np.any(flags))
 
 
+def barrier(name: str) -> None:
+  """Waits until every process has reached `barrier(name)`."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
 def process_indices(sharding, shape: tuple[int, ...], axis: int) -> np.ndarray:
   """The indices along `axis` of a `shape` array that this process's devices
   hold under `sharding`, in the order `make_array_from_process_local_data`

@@ -12,6 +12,7 @@ full-size steps and would make any two reduction orders disagree there.
 
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +26,8 @@ from kmnist_jax import distributed
 from kmnist_jax import evaluate
 from kmnist_jax import train
 from kmnist_jax.errors import UserError
-from test_train import leaves, make_learnable_dir, read_jsonl, tiny_config
+from test_train import damage, leaves, make_learnable_dir, read_jsonl
+from test_train import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -232,3 +234,30 @@ def test_knn_with_two_processes_locks_and_writes_once(tmp_path):
   assert len(os.listdir(workdir / 'tensorboard')) == 1
   assert sorted(os.listdir(workdir)) == [
       '.lock', 'config.json', 'knn_model.npz', 'metrics.jsonl', 'tensorboard']
+
+
+def test_two_processes_fall_back_past_an_unreadable_checkpoint(runs):
+  """Both processes resume from the same, older step and set the damaged
+  one aside once; the run then ends as an uninterrupted one."""
+  done = _finished(runs, 'two_procs')
+  workdir = done.parent / 'two_procs_damaged'
+  shutil.copytree(done, workdir)
+  ckpts = workdir / 'checkpoints'
+  assert sorted(os.listdir(ckpts)) == ['10', '20']
+  damage(ckpts / '20')
+  port = _free_port()
+  procs = [_launch(workdir, 2, f'--coordinator_address=127.0.0.1:{port}',
+                   '--num_processes=2', f'--process_id={i}')
+           for i in range(2)]
+  try:
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for rc, err in results:
+    assert rc == 0, err[-3000:]
+  assert 'Resuming from step 10: the newer checkpoint(s) 20 were ' \
+         'unreadable' in results[0][1]
+  assert sorted(os.listdir(workdir / 'unreadable_checkpoints')) == ['20']
+  _assert_same_training(_finished(runs, 'one'), workdir)

@@ -328,7 +328,7 @@ def test_torn_metrics_line_is_dropped_and_the_run_resumes(
     np.testing.assert_array_equal(a, b)
 
 
-def _damage(step_dir: pathlib.Path) -> None:
+def damage(step_dir: pathlib.Path) -> None:
   """Flips every byte of the checkpoint's array data (a disk fault)."""
   files = [p for p in step_dir.rglob('*') if p.is_file()
            and p.parent.name == 'd' and 'ocdbt' in str(p)]
@@ -344,8 +344,8 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(
   train.train_and_evaluate(config, str(workdir))
   ckpts = workdir / 'checkpoints'
   assert sorted(os.listdir(ckpts)) == ['1', '2', '3', '4']
-  _damage(ckpts / '4')
-  _damage(ckpts / '3')
+  damage(ckpts / '4')
+  damage(ckpts / '3')
   with caplog.at_level('WARNING'):
     state, m = train.train_and_evaluate(config, str(workdir))
   assert 'checkpoints/4: checkpoint does not match this model or is ' \
@@ -360,7 +360,7 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(
   assert sorted(os.listdir(workdir / 'unreadable_checkpoints')) == ['3', '4']
   # No readable checkpoint left: one line, nothing set aside.
   for step in ('1', '2', '3', '4'):
-    _damage(ckpts / step)
+    damage(ckpts / step)
   with pytest.raises(UserError) as e:
     train.train_and_evaluate(config, str(workdir))
   assert str(e.value).startswith(
