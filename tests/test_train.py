@@ -14,6 +14,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from kmnist_jax import configlib
+from kmnist_jax import densenet
 from kmnist_jax import evaluate
 from kmnist_jax import input_pipeline
 from kmnist_jax import metrics as metrics_lib
@@ -152,9 +153,14 @@ def test_eval_step_compiles_once_for_all_batches():
   assert eval_step._cache_size() == 1  # pylint: disable=protected-access
 
 
+# Slow to compile at the default level: resnets 7-18 s each, densenets
+# 106-220 s.
+_DEEP = set(resnets.MODELS) | set(densenet.MODELS)
+
+
 @pytest.mark.parametrize('model', [
-    pytest.param(m, marks=pytest.mark.slow) if m in resnets.MODELS else m
-    for m in sorted(models.MODELS)])  # The resnets take 7-18 s each.
+    pytest.param(m, marks=pytest.mark.slow) if m in _DEEP else m
+    for m in sorted(models.MODELS)])
 def test_init_state_equals_the_default_optimisation_level(model):
   """steps.jit_init_state compiles at XLA backend optimisation level 1
   (faster to compile); the state must be bitwise the one XLA's default level
