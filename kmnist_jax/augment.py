@@ -31,7 +31,6 @@ from kmnist_jax import streams
 from kmnist_jax.errors import UserError
 
 
-
 def _field(config, name, default):
   return config.get(name, default)
 

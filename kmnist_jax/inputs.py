@@ -72,9 +72,6 @@ _SIGNATURES = (
 )
 
 
-
-
-
 @dataclasses.dataclass(frozen=True)
 class Item:
   """One input ready for the model.
@@ -122,8 +119,6 @@ def display_name(name: str) -> str:
     else:
       out.append(c)
   return ''.join(out)
-
-
 
 
 def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ traceback.
 from __future__ import annotations
 
 import difflib
+import logging as logging_std
 import re
 import sys
 
@@ -250,9 +251,17 @@ def _unraisable(hook):
   return unraisable
 
 
+def _orphan_read(record: logging_std.LogRecord) -> bool:
+  """False for asyncio's "exception was never retrieved" reports: the
+  other TensorStore reads of a failed Orbax restore, which fail after it
+  with the same cause; the restore's own error already says what is wrong."""
+  return 'exception was never retrieved' not in record.getMessage()
+
+
 def main(argv):
   if not _DEBUG.value:
     sys.unraisablehook = _unraisable(sys.unraisablehook)
+    logging_std.getLogger('asyncio').addFilter(_orphan_read)
   try:
     return _run(argv)
   except UserError as e:

@@ -34,3 +34,39 @@ def test_default_console_shows_our_lines_not_jax_info(tmp_path):
   # --verbosity brings them back, with everything else.
   assert 'JAX process 0/1, devices:' in verbose
   assert f'error: {tmp_path}/config.json: missing' in verbose
+
+
+def test_orphaned_read_errors_after_a_failed_restore_are_not_printed():
+  """asyncio reports a failed future nobody awaited (Orbax's other reads of
+  a checkpoint whose restore already failed) with a traceback; the CLI's
+  filter drops that report and nothing else."""
+  import asyncio  # pylint: disable=g-import-not-at-top
+  import gc  # pylint: disable=g-import-not-at-top
+  import logging  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import main  # pylint: disable=g-import-not-at-top
+
+  def orphan():
+    loop = asyncio.new_event_loop()
+    future = loop.create_future()
+    future.set_exception(ValueError('Error reading byte range'))
+    del future
+    gc.collect()
+    loop.close()
+
+  records = []
+  handler = logging.Handler()
+  handler.emit = records.append
+  logger = logging.getLogger('asyncio')
+  logger.addHandler(handler)
+  try:
+    orphan()
+    assert ['exception was never retrieved' in r.getMessage()
+            for r in records] == [True]
+    logger.addFilter(main._orphan_read)  # pylint: disable=protected-access
+    records.clear()
+    orphan()
+    logger.error('another asyncio error')
+    assert [r.getMessage() for r in records] == ['another asyncio error']
+  finally:
+    logger.removeHandler(handler)
+    logger.removeFilter(main._orphan_read)  # pylint: disable=protected-access

@@ -227,7 +227,6 @@ def test_k49_builtin_class_map_is_the_official_csv(tmp_path):
   assert data.class_map('k49', tmp_path) == classes
 
 
-
 def test_builtin_class_map_matches_real_csv(real_data_dir, tmp_path):
   real = data.class_map('kmnist', real_data_dir)
   assert data.class_map('kmnist', tmp_path) == real  # built-in, no CSV

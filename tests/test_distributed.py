@@ -204,6 +204,19 @@ def test_single_process_needs_no_initialize(monkeypatch):
   assert distributed.is_main() and not distributed.any_process(False)
 
 
+def _wait_ok(procs) -> list[str]:
+  """Waits for the processes; each must exit 0. Returns their stderr."""
+  try:
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for rc, err in results:
+    assert rc == 0, err[-3000:]
+  return [err for _, err in results]
+
+
 def test_knn_with_two_processes_locks_and_writes_once(tmp_path):
   """The k-NN fit takes the workdir lock on process 0 only, and only
   process 0 writes its files, as training does (two processes on one
@@ -220,14 +233,7 @@ def test_knn_with_two_processes_locks_and_writes_once(tmp_path):
        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
        f'--process_id={i}'], env=env, cwd=REPO, stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True) for i in range(2)]
-  try:
-    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for rc, err in results:
-    assert rc == 0, err[-3000:]
+  _wait_ok(procs)
   records = read_jsonl(workdir / 'metrics.jsonl')
   assert [(r['split'], r['step']) for r in records] == [('eval', 0)]
   assert records[0]['accuracy'] > 0.9  # The learnable data is easy.
@@ -249,15 +255,8 @@ def test_two_processes_fall_back_past_an_unreadable_checkpoint(runs):
   procs = [_launch(workdir, 2, f'--coordinator_address=127.0.0.1:{port}',
                    '--num_processes=2', f'--process_id={i}')
            for i in range(2)]
-  try:
-    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for rc, err in results:
-    assert rc == 0, err[-3000:]
+  errs = _wait_ok(procs)
   assert 'Resuming from step 10: the newer checkpoint(s) 20 were ' \
-         'unreadable' in results[0][1]
+         'unreadable' in errs[0]
   assert sorted(os.listdir(workdir / 'unreadable_checkpoints')) == ['20']
   _assert_same_training(_finished(runs, 'one'), workdir)
