@@ -23,10 +23,11 @@ from kmnist_jax import configlib
 def get_config(arg=None):
   # The ResNet-preact-20 recipe, shorter, with onecycle, translation by 2,
   # a smaller black Cutout, weight decay 5e-4 (ours: hysts uses 1e-4),
-  # label smoothing and TTA.
+  # pixels / 255 without hysts' normalisation, label smoothing and TTA.
   c = configlib.sibling_config(__file__, 'resnet_preact20_cutout.py',
                                'kmnist', None)
   c.update(dict(num_epochs=100, lr_schedule='onecycle', augment_translate=2,
                 cutout_size=8, cutout_fill=0.0, weight_decay=5e-4,
-                label_smoothing=0.1, tta_shift=1))
+                input_mean=0.0, input_std=1.0, label_smoothing=0.1,
+                tta_shift=1))
   return configlib.apply_variant(c, arg)

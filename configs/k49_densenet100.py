@@ -31,7 +31,7 @@ Not settled by the source (our choices):
   300 (a CIFAR recipe). Here cosine from 0.1 to 0 per step over the 1500
   epochs, as every J K49 run whose command is published (cosine).
 * input scaling: J normalises K49 by KMNIST's mean 0.1904 and std 0.3475
-  (J dataloader.py); here pixels / 255.
+  (J dataloader.py): `input_mean`, `input_std`.
 * J ran on four GPUs, so BatchNorm saw 384 images per GPU.
 
 Published: 97.32% K49 balanced accuracy (J README.md; rois-codh/kmnist README
@@ -60,5 +60,6 @@ def get_config(arg=None):
   c.weight_decay = 1e-4
   c.lr_schedule = 'cosine'
   c.augment_translate = 4
+  c.input_mean, c.input_std = 0.1904, 0.3475  # KMNIST's, as J uses.
   c.eval_batch_size = 500
   return configlib.apply_variant(c, arg)

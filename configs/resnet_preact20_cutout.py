@@ -23,12 +23,11 @@ its KMNIST results; "H" below):
   0.1904 and std 0.3475 (H dataloader.py `_get_train_transform`; KMNIST's
   constants in `MNIST.__init__`): its square is 0 after normalising, the
   pixel value 0.1904 before: `cutout_fill=0.1904`. The crop comes before
-  normalising, so its padding is black (0), as `augment_translate`'s.
+  normalising, so its padding is black (0), as `augment_translate`'s;
+* the network sees (x - 0.1904) / 0.3475 (same source): `input_mean`,
+  `input_std` (kmnist_jax.models.Normalized, after the augmentations).
 
 Not settled, or differing from the source:
-* The normalisation itself (x - 0.1904) / 0.3475 is not reproduced: the
-  network sees pixels / 255 (an affine change of the input, which the
-  batch norms largely but not exactly absorb).
 * H draws an even-sized square's centre from 29 positions per axis, ours
   from 28 (H transforms.py `cutout`, `offset`).
 * The scheduler steps once before the first batch (H train.py), so H's
@@ -64,4 +63,5 @@ def get_config(arg=None):
   c.augment_translate = 4
   c.cutout_size = 14
   c.cutout_fill = 0.1904
+  c.input_mean, c.input_std = 0.1904, 0.3475
   return configlib.apply_variant(c, arg)

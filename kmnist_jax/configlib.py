@@ -37,6 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 1000
   # 'bfloat16': bf16 compute with float32 params (GPU/TPU); 'float32'.
   c.compute_dtype = 'float32'
+  # Input scaling: the model sees (pixel / 255 - input_mean) / input_std.
+  c.input_mean = 0.0
+  c.input_std = 1.0
   # Optimizer.
   c.optimizer = 'adam'
   c.learning_rate = 1e-3

@@ -89,10 +89,27 @@ MODELS.update(resnets.MODELS)
 MODELS.update(densenet.MODELS)
 
 
-def create_model(name: str, num_classes: int, seed: int = 0,
-                 dtype=None) -> nnx.Module:
-  """Builds model `name`; an unknown name lists the valid ones."""
+class Normalized(nnx.Module):
+  """`model` of the input scaled as (x - mean) / std, x in [0, 1]: the
+  recipes that normalise by their training split's mean and std. The
+  augmentations (crops, Cutout, mixup) act on x before it."""
+
+  def __init__(self, model: nnx.Module, mean: float, std: float):
+    self.model, self.mean, self.std = model, mean, std
+
+  def __call__(self, x, **kwargs):
+    return self.model((x - self.mean) / self.std, **kwargs)
+
+
+def create_model(name: str, num_classes: int, seed: int = 0, dtype=None,
+                 input_mean: float = 0.0, input_std: float = 1.0
+                 ) -> nnx.Module:
+  """Builds model `name`; an unknown name lists the valid ones. An input
+  mean or std other than 0 and 1 wraps it in `Normalized`."""
   if name not in MODELS:
     raise UserError(f'config.model: unknown model {name!r}; valid: '
                     f'{", ".join(sorted(MODELS))}')
-  return MODELS[name](num_classes, rngs=nnx.Rngs(params=seed), dtype=dtype)
+  model = MODELS[name](num_classes, rngs=nnx.Rngs(params=seed), dtype=dtype)
+  if (input_mean, input_std) != (0.0, 1.0):
+    model = Normalized(model, float(input_mean), float(input_std))
+  return model

@@ -63,10 +63,18 @@ def compute_dtype(config):
   return COMPUTE_DTYPES[config.get('compute_dtype', 'float32')]
 
 
+def create_model(config, num_classes: int, seed: int = 0) -> nnx.Module:
+  """`config`'s model, with its compute dtype and input scaling."""
+  return models.create_model(
+      config.model, num_classes, seed=seed, dtype=compute_dtype(config),
+      input_mean=config.get('input_mean', 0.0),
+      input_std=config.get('input_std', 1.0))
+
+
 def model_graphdef(config, num_classes: int):
   """The graphdef of `config`'s model, without allocating its params."""
-  return split_model(nnx.eval_shape(lambda: models.create_model(
-      config.model, num_classes, dtype=compute_dtype(config))))[0]
+  return split_model(nnx.eval_shape(
+      lambda: create_model(config, num_classes)))[0]
 
 
 def split_model(model: nnx.Module):
@@ -75,8 +83,7 @@ def split_model(model: nnx.Module):
 
 
 def init_state(config, num_classes: int, tx) -> tuple[Any, TrainState]:
-  model = models.create_model(config.model, num_classes, seed=config.seed,
-                              dtype=compute_dtype(config))
+  model = create_model(config, num_classes, seed=config.seed)
   graphdef, params, batch_stats = split_model(model)
   zero = lambda: jnp.zeros((), jnp.float32)  # Distinct buffers: donated.
   state = TrainState(

@@ -53,6 +53,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if not 0 <= config.label_smoothing < 1:
     raise UserError(f'config.label_smoothing={config.label_smoothing}: '
                     'expected a number in [0, 1)')
+  if not config.get('input_std', 1.0) > 0:
+    raise UserError(f'config.input_std={config.input_std}: expected a '
+                    'positive number')
   data_lib.get_info(config.dataset)
   if config.model not in models.MODELS:
     models.create_model(config.model, 1)  # Raises with the valid names.

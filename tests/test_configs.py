@@ -78,24 +78,25 @@ SOURCE_VALUES = {
     'resnet_preact20_cutout': dict(
         batch_size=128, num_epochs=200, learning_rate=0.2, nesterov=True,
         weight_decay=1e-4, lr_schedule='cosine', augment_translate=4,
-        cutout_size=14, cutout_fill=0.1904),
+        cutout_size=14, cutout_fill=0.1904, input_mean=0.1904, input_std=0.3475),
     'shake_shake26': dict(
         batch_size=128, num_epochs=200, learning_rate=0.2, nesterov=True,
         weight_decay=1e-4, lr_schedule='cosine', augment_translate=4,
-        cutout_size=14, cutout_fill=0.1904),
+        cutout_size=14, cutout_fill=0.1904, input_mean=0.1904, input_std=0.3475),
     # janzd/pytorch_image_classification a58e329.
     'k49_shake_shake26': dict(
         dataset='k49', model='shake_shake26_2x96d', batch_size=2048,
         num_epochs=1800, learning_rate=0.2, lr_schedule='cosine',
         augment_translate=4, cutout_size=14, cutout_fill=0.0,
-        weight_decay=1e-4),
+        weight_decay=1e-4, input_mean=0.1904, input_std=0.3475),
     'k49_densenet100': dict(
         dataset='k49', model='densenet_bc100_k12', batch_size=1536,
         num_epochs=1500, learning_rate=0.1, nesterov=True, weight_decay=1e-4,
-        augment_translate=4, cutout_size=0),
+        augment_translate=4, cutout_size=0, input_mean=0.1904, input_std=0.3475),
     # Ours, unchanged by the recipes it builds on.
     'best': dict(weight_decay=5e-4, augment_translate=2, cutout_size=8,
-                 cutout_fill=0.0, lr_schedule='onecycle', num_epochs=100),
+                 cutout_fill=0.0, lr_schedule='onecycle', num_epochs=100,
+                 input_mean=0.0, input_std=1.0),
 }
 
 

@@ -185,6 +185,7 @@ def test_init_state_equals_the_default_optimisation_level(model):
     ('batch_size', 0, 'config.batch_size=0: expected a positive integer'),
     ('batch_size', 1000, 'larger than split'),
     ('num_epochs', -1, 'config.num_epochs=-1'),
+    ('input_std', 0.0, 'config.input_std=0.0: expected a positive number'),
 ])
 def test_config_errors(data_dir, tmp_path, field, value, match):
   with pytest.raises(UserError, match=match):
@@ -374,3 +375,18 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(
       f'{ckpts}/4: checkpoint does not match this model or is unreadable (')
   assert '\n' not in str(e.value)
   assert sorted(os.listdir(ckpts)) == ['1', '2', '3', '4']
+
+
+def test_input_scaling_feeds_the_model_normalised_pixels():
+  """input_mean/input_std wrap the model: its output is the plain model's
+  of (x - mean) / std, with the same parameters; the defaults add nothing."""
+  plain = steps.create_model(tiny_config('unused'), 10, seed=3)
+  assert not isinstance(plain, models.Normalized)
+  scaled = steps.create_model(
+      tiny_config('unused', input_mean=0.2, input_std=0.35), 10, seed=3)
+  assert isinstance(scaled, models.Normalized)
+  x = input_pipeline.to_float(np.random.default_rng(0).integers(
+      0, 256, (4, 28, 28), np.uint8))
+  np.testing.assert_allclose(
+      np.asarray(scaled(x, train=False)),
+      np.asarray(plain((x - 0.2) / 0.35, train=False)), rtol=1e-6, atol=1e-6)
