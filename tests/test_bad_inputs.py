@@ -424,6 +424,16 @@ def _bad_predict_inputs(d: pathlib.Path) -> dict:
   }
 
 
+def _assert_one_error_line_each(stderr: str, inputs, cases: dict) -> None:
+  """Exactly one `error:` line per bad file in `cases`, holding its needles."""
+  lines = fc.error_lines(stderr)
+  assert len(lines) == len(cases), lines
+  for name, needles in cases.items():
+    mine = [l for l in lines if l.startswith(f'error: {inputs / name}: ')]
+    assert len(mine) == 1, (name, lines)
+    for needle in needles:
+      assert needle in mine[0], (needle, mine[0])
+
 def test_predict_bad_inputs_one_line_each(trained, tmp_path):
   inputs = tmp_path / 'inputs'
   inputs.mkdir()
@@ -435,13 +445,7 @@ def test_predict_bad_inputs_one_line_each(trained, tmp_path):
       [f'--predict_input={inputs / name}' for name in sorted(cases)])
   assert proc.returncode != 0 and 'Traceback' not in proc.stderr, (
       proc.stderr[-3000:])
-  lines = fc.error_lines(proc.stderr)
-  assert len(lines) == len(cases), lines
-  for name, needles in cases.items():
-    mine = [l for l in lines if l.startswith(f'error: {inputs / name}: ')]
-    assert len(mine) == 1, (name, lines)
-    for needle in needles:
-      assert needle in mine[0], (needle, mine[0])
+  _assert_one_error_line_each(proc.stderr, inputs, cases)
   assert rss < 1500, f'peak memory {rss} MiB for a 400 Mpx image'
   assert fc.snapshot(tmp_path) == before  # No CSV, no gallery.
 
@@ -465,13 +469,7 @@ def test_predict_lying_inputs_one_line_each_the_rest_predicted(trained,
   assert proc.returncode == 1 and 'Traceback' not in proc.stderr, (
       proc.stderr[-3000:])
   assert '\x1b' not in proc.stdout + proc.stderr
-  lines = fc.error_lines(proc.stderr)
-  assert len(lines) == len(cases), lines
-  for name, needles in cases.items():
-    mine = [l for l in lines if l.startswith(f'error: {inputs / name}: ')]
-    assert len(mine) == 1, (name, lines)
-    for needle in needles:
-      assert needle in mine[0], (needle, mine[0])
+  _assert_one_error_line_each(proc.stderr, inputs, cases)
   with open(workdir / 'predictions.csv', encoding='utf-8', newline='') as f:
     rows = list(csv.DictReader(f))
   assert [r['path'] for r in rows] == [str(inputs / n) for n in good]
