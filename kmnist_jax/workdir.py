@@ -133,6 +133,7 @@ def check_same_run(config, workdir: str) -> None:
     ckpts = os.path.join(workdir, 'checkpoints')
     if os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts)):
       what = 'checkpoints'
+    # knn.MODEL_FILE, spelled out: knn imports this module, not the reverse.
     elif os.path.exists(os.path.join(workdir, 'knn_model.npz')):
       what = 'a k-NN fit'
     else:
