@@ -56,13 +56,18 @@ sys.path.insert(0, ROOT)
 
 SECTIONS = ('train', 'eval', 'malloc', 'overhead', 'compile', 'predict',
             'tta', 'profile')
-MODELS = ('seed_cnn', 'keras_cnn', 'preact_resnet18')
-# Steps per timed block: about one second of work per block on 2 cores.
+MODELS = ('seed_cnn', 'keras_cnn', 'resnet_preact20', 'preact_resnet18',
+          'shake_shake26_2x96d')
+# Steps per timed block: about one second of work per block on 2 cores (at
+# least one step).
 STEPS = {('seed_cnn', 128): 40, ('seed_cnn', 400): 15,
          ('keras_cnn', 128): 12, ('keras_cnn', 400): 4,
-         ('preact_resnet18', 128): 2, ('preact_resnet18', 400): 1}
+         ('resnet_preact20', 128): 5, ('resnet_preact20', 400): 2,
+         ('preact_resnet18', 128): 2, ('preact_resnet18', 400): 1,
+         ('shake_shake26_2x96d', 128): 1, ('shake_shake26_2x96d', 400): 1}
 EVAL_BATCH = 1000
-EVAL_STEPS = {'seed_cnn': 20, 'keras_cnn': 4, 'preact_resnet18': 1}
+EVAL_STEPS = {'seed_cnn': 20, 'keras_cnn': 4, 'resnet_preact20': 2,
+              'preact_resnet18': 1, 'shake_shake26_2x96d': 1}
 TTA_TARGET = 0.93
 
 

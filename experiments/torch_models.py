@@ -1,4 +1,4 @@
-"""PyTorch ports of seed_cnn, keras_cnn and preact_resnet18, and a timing worker.
+"""PyTorch ports of kmnist_jax's CNNs and ResNets, and a timing worker.
 
 Runs in its own environment (torch is no dependency of kmnist_jax):
 
@@ -22,7 +22,7 @@ standard library) unless KMNIST_JAX_MALLOC=0.
 
 The models match `kmnist_jax.models` / `kmnist_jax.resnets` layer by layer
 (same shapes, initializers, dropout rates and BatchNorm settings); the
-optimizers match the configs: seed_cnn Adam, keras_cnn Adadelta, preact_resnet18
+optimizers match the configs: seed_cnn Adam, keras_cnn Adadelta, the ResNets
 SGD with momentum.
 """
 
@@ -97,25 +97,31 @@ def _conv(cin, cout, k, stride):
 
 
 class PreActBlock(nn.Module):
+  """`preact_shortcut`: the shortcut starts from the pre-activated input,
+  else from the raw input (see kmnist_jax.resnets.PreActBlock)."""
 
-  def __init__(self, cin, cout, stride):
+  def __init__(self, cin, cout, stride, preact_shortcut):
     super().__init__()
     self.bn1 = nn.BatchNorm2d(cin, **_BN)
     self.conv1 = _conv(cin, cout, 3, stride)
     self.bn2 = nn.BatchNorm2d(cout, **_BN)
     self.conv2 = _conv(cout, cout, 3, 1)
+    self.preact_shortcut = preact_shortcut
     self.shortcut = (_conv(cin, cout, 1, stride)
                      if stride != 1 or cin != cout else None)
 
   def forward(self, x):
     out = F.relu(self.bn1(x))
-    short = self.shortcut(out) if self.shortcut is not None else out
+    short = out if self.preact_shortcut else x
+    if self.shortcut is not None:
+      short = self.shortcut(short)
     out = self.conv1(out)
     out = self.conv2(F.relu(self.bn2(out)))
     return out + short
 
 
 class PreActResNet18(nn.Module):
+  """The manifold-mixup code's preactresnet18: no final BN-ReLU."""
 
   def __init__(self, num_classes=10):
     super().__init__()
@@ -123,20 +129,118 @@ class PreActResNet18(nn.Module):
     blocks, cin = [], 64
     for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
       for s in (stride, 1):
-        blocks.append(PreActBlock(cin, cout, s))
+        blocks.append(PreActBlock(cin, cout, s, s != 1 or cin != cout))
         cin = cout
     self.blocks = nn.Sequential(*blocks)
-    self.bn = nn.BatchNorm2d(512, **_BN)
     self.head = nn.Linear(512, num_classes)
 
   def forward(self, x):
     x = self.blocks(self.stem(x))
-    x = F.relu(self.bn(x))
     return self.head(x.mean((2, 3)))
 
 
+class ResNetPreAct(nn.Module):
+  """hysts' ResNet-preact (depth 6n+2) for 28x28 inputs."""
+
+  def __init__(self, num_classes=10, depth=20, base=16):
+    super().__init__()
+    n = (depth - 2) // 6
+    self.stem = _conv(1, base, 3, 1)
+    blocks, cin = [], base
+    for cout, stride in ((base, 1), (2 * base, 2), (4 * base, 2)):
+      for i in range(n):
+        blocks.append(PreActBlock(cin, cout, stride if i == 0 else 1, i == 0))
+        cin = cout
+    self.blocks = nn.Sequential(*blocks)
+    self.bn = nn.BatchNorm2d(cin, **_BN)
+    self.head = nn.Linear(cin, num_classes)
+
+  def forward(self, x):
+    x = F.relu(self.bn(self.blocks(self.stem(x))))
+    return self.head(x.mean((2, 3)))
+
+
+def shake(x1, x2, alpha, beta):
+  """alpha * x1 + (1 - alpha) * x2 forward; gradients scaled by beta, 1-beta."""
+  d = x1 - x2
+  return x2 + beta * d + ((alpha - beta) * d).detach()
+
+
+class _ResidualPath(nn.Module):
+
+  def __init__(self, cin, cout, stride):
+    super().__init__()
+    self.conv1 = _conv(cin, cout, 3, stride)
+    self.bn1 = nn.BatchNorm2d(cout, **_BN)
+    self.conv2 = _conv(cout, cout, 3, 1)
+    self.bn2 = nn.BatchNorm2d(cout, **_BN)
+
+  def forward(self, x):
+    x = F.relu(self.bn1(self.conv1(F.relu(x))))
+    return self.bn2(self.conv2(x))
+
+
+class _SkipConnection(nn.Module):
+
+  def __init__(self, cin, cout, stride):
+    super().__init__()
+    self.stride = stride
+    self.conv1 = _conv(cin, cout // 2, 1, 1)
+    self.conv2 = _conv(cin, cout - cout // 2, 1, 1)
+    self.bn = nn.BatchNorm2d(cout, **_BN)
+
+  def forward(self, x):
+    s = self.stride
+    x = F.relu(x)
+    y1 = self.conv1(x[:, :, ::s, ::s])
+    shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+    y2 = self.conv2(shifted[:, :, ::s, ::s])
+    return self.bn(torch.cat([y1, y2], 1))
+
+
+class _ShakeBlock(nn.Module):
+
+  def __init__(self, cin, cout, stride):
+    super().__init__()
+    self.path1 = _ResidualPath(cin, cout, stride)
+    self.path2 = _ResidualPath(cin, cout, stride)
+    self.skip = (_SkipConnection(cin, cout, stride)
+                 if cin != cout or stride != 1 else None)
+
+  def forward(self, x):
+    x1, x2 = self.path1(x), self.path2(x)
+    if self.training:
+      shape = (x.shape[0], 1, 1, 1)  # S-S-I: one weight per image.
+      y = shake(x1, x2, torch.rand(shape), torch.rand(shape))
+    else:
+      y = 0.5 * (x1 + x2)
+    return y + (x if self.skip is None else self.skip(x))
+
+
+class ShakeShake(nn.Module):
+  """hysts' shake-shake for 28x28 inputs (kmnist_jax.resnets.ShakeShake)."""
+
+  def __init__(self, num_classes=10, depth=26, base=96):
+    super().__init__()
+    n = (depth - 2) // 6
+    self.stem = _conv(1, 16, 3, 1)
+    self.stem_bn = nn.BatchNorm2d(16, **_BN)
+    blocks, cin = [], 16
+    for cout, stride in ((base, 1), (2 * base, 2), (4 * base, 2)):
+      for i in range(n):
+        blocks.append(_ShakeBlock(cin, cout, stride if i == 0 else 1))
+        cin = cout
+    self.blocks = nn.Sequential(*blocks)
+    self.head = nn.Linear(cin, num_classes)
+
+  def forward(self, x):
+    x = self.blocks(self.stem_bn(self.stem(x)))
+    return self.head(F.relu(x).mean((2, 3)))
+
+
 MODELS = {'seed_cnn': SeedCNN, 'keras_cnn': KerasCNN,
-          'preact_resnet18': PreActResNet18}
+          'preact_resnet18': PreActResNet18, 'resnet_preact20': ResNetPreAct,
+          'shake_shake26_2x96d': ShakeShake}
 
 
 def make_optimizer(name, params):

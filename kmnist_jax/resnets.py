@@ -3,7 +3,7 @@
 * `preact_resnet18`: PreActResNet-18 as in the KMNIST paper (the
   manifold-mixup reference code): 3x3 stem with 64 channels, four stages of
   two pre-activation blocks (64, 128, 256, 512 channels; strides 1, 2, 2, 2),
-  a final BN-ReLU, global average pooling and a linear head.
+  global average pooling and a linear head (no final BN-ReLU).
 * `resnet_preact20`: ResNet-preact-20 of hysts/pytorch_image_classification:
   3x3 stem with 16 channels, three stages of three pre-activation blocks
   (16, 32, 64 channels; strides 1, 2, 2), final BN-ReLU, pooling, head.
@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from kmnist_jax import cpu
+
 _BN = dict(momentum=0.9, epsilon=1e-5)  # PyTorch BatchNorm2d defaults.
 _HE = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
@@ -33,7 +35,9 @@ def _conv(cin, cout, k, stride, rngs, dtype):
   pad = (k - 1) // 2
   return nnx.Conv(cin, cout, (k, k), strides=stride,
                   padding=((pad, pad), (pad, pad)), use_bias=False,
-                  kernel_init=_HE, dtype=dtype, rngs=rngs)
+                  kernel_init=_HE, dtype=dtype, rngs=rngs,
+                  # lax's convolution, faster on XLA:CPU (kmnist_jax.cpu).
+                  conv_general_dilated=cpu.conv_general_dilated)
 
 
 def _bn(c, rngs, dtype):
@@ -57,8 +61,9 @@ class PreActBlock(nnx.Module):
   """Pre-activation basic block.
 
   `preact_shortcut`: the shortcut starts from the pre-activated input
-  (kuangliu / manifold-mixup PreActBlock, and hysts' first block of a stage);
-  otherwise from the raw input (hysts' other blocks).
+  (hysts' first block of a stage, and the manifold-mixup PreActBlock's 1x1
+  projection); otherwise from the raw input (hysts' other blocks, and the
+  manifold-mixup PreActBlock's identity shortcut).
   """
 
   def __init__(self, cin, cout, stride, preact_shortcut, *, rngs, dtype=None):
@@ -93,12 +98,17 @@ class _PreActNet(nnx.Module):
       for block in stage:
         x = block(x, train)
       x = _mix(x, mixup, k + 1)
-    x = nnx.relu(self.bn(x, use_running_average=not train))
+    if self.bn is not None:
+      x = nnx.relu(self.bn(x, use_running_average=not train))
     return self.head(_head_pool(x))
 
 
 class PreActResNet18(_PreActNet):
-  """PreActResNet-18 (KMNIST paper, manifold-mixup code)."""
+  """PreActResNet-18 (KMNIST paper): the manifold-mixup code's
+  `preactresnet18` (vikasverma1077/manifold_mixup,
+  supervised/models/preresnet.py at 83547a7). Its identity shortcuts take the
+  raw input, its 1x1 projections the pre-activated one, and the last stage
+  goes straight to pooling: no final BN-ReLU."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, dtype=None):
     self.stem = _conv(1, 64, 3, 1, rngs, dtype)
@@ -106,11 +116,13 @@ class PreActResNet18(_PreActNet):
     for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
       stage = []
       for s in (stride, 1):
-        stage.append(PreActBlock(cin, cout, s, True, rngs=rngs, dtype=dtype))
+        projects = s != 1 or cin != cout
+        stage.append(PreActBlock(cin, cout, s, projects, rngs=rngs,
+                                 dtype=dtype))
         cin = cout
       blocks.append(nnx.List(stage))
     self.stages = nnx.List(blocks)
-    self.bn = _bn(512, rngs, dtype)
+    self.bn = None
     self.head = nnx.Linear(512, num_classes, dtype=dtype, rngs=rngs)
 
 
