@@ -105,10 +105,11 @@ class _PreActNet(nnx.Module):
 
 class PreActResNet18(_PreActNet):
   """PreActResNet-18 (KMNIST paper): the manifold-mixup code's
-  `preactresnet18` (vikasverma1077/manifold_mixup,
-  supervised/models/preresnet.py at 83547a7). Its identity shortcuts take the
-  raw input, its 1x1 projections the pre-activated one, and the last stage
-  goes straight to pooling: no final BN-ReLU."""
+  `PreActResNet18` (vikasverma1077/manifold_mixup, supervised/preact_resnet.py,
+  read at 5e759dd; the same blocks and head in supervised/models/preresnet.py
+  at 83547a7). Its identity shortcuts take the raw input, its 1x1
+  projections the pre-activated one, and the last stage goes straight to
+  pooling: no final BN-ReLU."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, dtype=None):
     self.stem = _conv(1, 64, 3, 1, rngs, dtype)
