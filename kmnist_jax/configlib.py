@@ -68,6 +68,10 @@ def base_config() -> ml_collections.ConfigDict:
   # k-NN baselines (model 'knn' / 'pca_knn', kmnist_jax.knn).
   c.knn_k = 4
   c.pca_components = 60
+  # RBF SVM baseline (model 'svm', kmnist_jax.svm): SVC(C=svm_c,
+  # gamma=svm_gamma) on pixels / 255.
+  c.svm_c = 10.0
+  c.svm_gamma = 0.02
   # Run.
   c.seed = 0
   c.checkpoint_every_steps = 0  # 0 = at the end of each epoch only.

@@ -4,8 +4,8 @@
 
 Every member is scored on the same split (test_split, else eval_split, of
 `--config` or of W1's saved config), each with its own test-time
-augmentation (`tta_shift`); k-NN workdirs take part with their normalised
-votes. A member's probabilities are those its `--mode eval` wrote
+augmentation (`tta_shift`); k-NN and SVM workdirs take part with their
+normalised votes. A member's probabilities are those its `--mode eval` wrote
 (`Wi/probabilities_<split>.npz`) when that file is of the same checkpoint,
 config and data; else the member is evaluated first, which writes it.
 Writes `W1/ensemble_eval_<split>.json`: the ensemble's metrics (accuracy,
@@ -25,6 +25,7 @@ from kmnist_jax import evaluate as evaluate_lib
 from kmnist_jax import fileio
 from kmnist_jax import knn
 from kmnist_jax import metrics as metrics_lib
+from kmnist_jax import svm
 from kmnist_jax import workdir as workdir_lib
 from kmnist_jax.errors import UserError
 
@@ -40,8 +41,8 @@ def member_probs(workdir: str, config, checkpoint_step: int = -1
     member.update(test_split=config.test_split, eval_split=config.eval_split,
                   data_dir=config.data_dir)
   split = member.test_split or member.eval_split
-  is_knn = saved.model in knn.METHODS
-  step = 0 if is_knn else evaluate_lib.checkpoint_step(workdir,
+  fitted = saved.model in knn.METHODS + svm.METHODS  # No checkpoints.
+  step = 0 if fitted else evaluate_lib.checkpoint_step(workdir,
                                                        checkpoint_step)
   found = evaluate_lib.read_probabilities(
       evaluate_lib.probabilities_path(workdir, split),
@@ -50,8 +51,10 @@ def member_probs(workdir: str, config, checkpoint_step: int = -1
   # collective.
   if not distributed.any_process(found is None):
     return found[0], found[1], step
-  if is_knn:
+  if saved.model in knn.METHODS:
     _, probs, labels = knn.evaluate_probabilities(member, workdir)
+  elif saved.model in svm.METHODS:
+    _, probs, labels = svm.evaluate_probabilities(member, workdir)
   else:
     _, probs, labels = evaluate_lib.evaluate_probabilities(member, workdir,
                                                            step)

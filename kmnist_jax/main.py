@@ -58,23 +58,30 @@ _PROCESS_ID = flags.DEFINE_integer(
 
 def train_and_evaluate(config, workdir: str):
   """Trains `config` in `workdir`: gradient training (`train`), or the fit
-  of a k-NN baseline (`knn`) when `config.model` names one."""
+  of a k-NN (`knn`) or SVM (`svm`) baseline when `config.model` names one."""
   # pylint: disable=g-import-not-at-top
   from kmnist_jax import knn
+  from kmnist_jax import svm
   if config.model in knn.METHODS:
     return knn.train_and_evaluate(config, workdir)
+  if config.model in svm.METHODS:
+    return svm.train_and_evaluate(config, workdir)
   from kmnist_jax import train
   return train.train_and_evaluate(config, workdir)
 
 
 def evaluate(config, workdir: str, checkpoint_step: int = -1) -> dict:
   """`--mode eval` of `workdir`: `evaluate` for a trained network, `knn`
-  for a k-NN baseline (by the workdir's saved model)."""
+  or `svm` for a baseline (by the workdir's saved model)."""
   # pylint: disable=g-import-not-at-top
   from kmnist_jax import knn
+  from kmnist_jax import svm
   from kmnist_jax import workdir as workdir_lib
-  if workdir_lib.load_workdir_config(workdir).model in knn.METHODS:
+  model = workdir_lib.load_workdir_config(workdir).model
+  if model in knn.METHODS:
     return knn.evaluate(config, workdir)
+  if model in svm.METHODS:
+    return svm.evaluate(config, workdir)
   from kmnist_jax import evaluate as evaluate_lib
   return evaluate_lib.evaluate(config, workdir, checkpoint_step)
 

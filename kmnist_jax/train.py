@@ -1,8 +1,8 @@
 """Training: `train_and_evaluate(config, workdir)`, the loop.
 
 The steps and the train state are in `steps`, the workdir's bookkeeping in
-`workdir`; `--mode eval` of a saved checkpoint is `evaluate`. The k-NN
-baselines have no training loop: `main` sends them to `knn`.
+`workdir`; `--mode eval` of a saved checkpoint is `evaluate`. The k-NN and
+SVM baselines have no training loop: `main` sends them to `knn` and `svm`.
 """
 
 from __future__ import annotations

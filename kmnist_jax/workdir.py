@@ -2,8 +2,8 @@
 
 A workdir holds one run: `config.json`, `checkpoints/`, `metrics.jsonl`,
 `tensorboard/`, `plots/` and the results of `--mode eval`. Training and the
-k-NN fit both prepare it, hold its lock on process 0 (`main_process_lock`)
-and record their config before writing anything else.
+k-NN and SVM fits all prepare it, hold its lock on process 0
+(`main_process_lock`) and record their config before writing anything else.
 """
 
 from __future__ import annotations
@@ -133,9 +133,12 @@ def check_same_run(config, workdir: str) -> None:
     ckpts = os.path.join(workdir, 'checkpoints')
     if os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts)):
       what = 'checkpoints'
-    # knn.MODEL_FILE, spelled out: knn imports this module, not the reverse.
+    # knn.MODEL_FILE and svm.MODEL_FILE, spelled out: they import this
+    # module, not the reverse.
     elif os.path.exists(os.path.join(workdir, 'knn_model.npz')):
       what = 'a k-NN fit'
+    elif os.path.exists(os.path.join(workdir, 'svm_model.npz')):
+      what = 'an SVM fit'
     else:
       what = 'a run'
     raise UserError(f'{workdir} holds {what} of a different config ({path}): '

@@ -21,12 +21,13 @@ from kmnist_jax import configlib
 from kmnist_jax import data
 from kmnist_jax import knn
 from kmnist_jax import main
+from kmnist_jax import svm
 from kmnist_jax.cpu import compiler
 from kmnist_jax.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py'))
-BENCHMARK = ['knn', 'pca_knn', 'keras_cnn', 'preact_resnet18',
+BENCHMARK = ['knn', 'pca_knn', 'svm', 'keras_cnn', 'preact_resnet18',
              'preact_resnet18_mixup', 'preact_resnet18_manifold_mixup',
              'resnet_preact20_cutout', 'shake_shake26', 'best']
 SPLIT_FIELDS = {'train_split', 'eval_split', 'test_split'}
@@ -177,7 +178,7 @@ def test_smoke_run(name, synthetic_dir, tmp_path, monkeypatch):
   assert np.array(m['eval']['confusion_matrix']).shape == (info.num_classes,) * 2
   assert 0.0 <= m['eval']['accuracy'] <= 1.0
   assert np.isfinite(m['eval']['loss'])
-  if c.model in knn.METHODS:
+  if c.model in knn.METHODS + svm.METHODS:
     assert state is None
   else:
     assert int(state.step) == m['steps_per_epoch'] >= 1
