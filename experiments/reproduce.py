@@ -74,7 +74,12 @@ ROWS = (
         'k49_preact_resnet18_manifold_mixup', '98.83%' + _OLD,
         '97.33%' + _OLD),
     Row('ResNet18 + VGG Ensemble', '', '', '98.90%' + _OLD, '',
-        'no config: ensemble of other architectures, not reproduced'),
+        'no config: an ensemble of two workdirs, not run here; run '
+        '`python -m kmnist_jax.main --config configs/vgg.py --workdir '
+        'W_VGG`, the same with configs/preact_resnet18.py and --workdir '
+        'W_RESNET (the registry has no torchvision ResNet-18 yet), then '
+        '`python -m kmnist_jax.main --mode eval --workdir W_VGG --ensemble '
+        'W_RESNET`'),
     Row('DenseNet-100 (k=12)', '', 'k49_densenet100', '', '97.32%',
         'no config: published for K49 only'),
     Row('ResNet-preact-20, Cutout 14 (hysts)', 'resnet_preact20_cutout',

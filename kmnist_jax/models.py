@@ -85,8 +85,10 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
 
 from kmnist_jax import resnets  # pylint: disable=g-import-not-at-top,wrong-import-position
 from kmnist_jax import densenet  # pylint: disable=g-import-not-at-top,wrong-import-position
+from kmnist_jax import vgg  # pylint: disable=g-import-not-at-top,wrong-import-position
 MODELS.update(resnets.MODELS)
 MODELS.update(densenet.MODELS)
+MODELS.update(vgg.MODELS)
 
 
 class Normalized(nnx.Module):

@@ -94,6 +94,14 @@ SOURCE_VALUES = {
         dataset='k49', model='densenet_bc100_k12', batch_size=1536,
         num_epochs=1500, learning_rate=0.1, nesterov=True, weight_decay=1e-4,
         augment_translate=4, cutout_size=0, input_mean=0.1904, input_std=0.3475),
+    # ranihorev/Kuzushiji_MNIST 152ce0e KujuMNIST.ipynb, trained with
+    # fastai v1's Learner defaults (fastai/fastai a4c0e0e basic_train.py).
+    'vgg': dict(
+        model='horev_vgg', batch_size=128, optimizer='adamw',
+        learning_rate=3e-3, lr_schedule='constant', beta1=0.9, beta2=0.99,
+        weight_decay=1e-2, input_mean=0.190362019974657,
+        input_std=0.3474631837640068, augment_translate=0, cutout_size=0,
+        mixup_alpha=0.0),
     # Ours, unchanged by the recipes it builds on.
     'best': dict(weight_decay=5e-4, augment_translate=2, cutout_size=8,
                  cutout_fill=0.0, lr_schedule='onecycle', num_epochs=100,
