@@ -8,20 +8,23 @@ prints 98.51% for the VGG alone and 96.96% for its ResNet-18 alone.
 
 Source: ranihorev/Kuzushiji_MNIST at
 152ce0e60c2f8b453f33e07e15462b5fad774fe1 ("HN" below), KujuMNIST.ipynb,
-trained with fastai v1 (fastai/fastai fastai/basic_train.py, read at
-a4c0e0e947b628dbeaefcc011ea0c0bed91b1a40, and fastai/torch_core.py):
+trained with fastai v1 ("FA": fastai/fastai1 at
+53080d4b488b874da5d37cf0116e2d5e3ee40970, 1.0.38.dev0 of 2018-12-14, the
+day after HN's commit):
 * network: HN class `VGG` (kmnist_jax/vgg.py, model 'horev_vgg');
 * input: pixels / 255 normalised by the training set's mean 0.190362 and
   std 0.347463 (HN cell 2 output and `transforms.Normalize`); no
   augmentation (HN's `RandomAffine` line is commented out);
 * batch 128 (HN `DataLoader(trn_ds, batch_size=128, shuffle=True)`);
-* optimizer: fastai's `Learner` defaults, HN passes none: `opt_func=AdamW`
-  = Adam with betas (0.9, 0.99) (torch_core.py), `wd=1e-2` with
-  `true_wd=True` (decoupled, as optax.adamw) and `bn_wd=True` (BatchNorm
-  parameters decayed too); `learn.fit` at its default `lr=slice(3e-3)`,
-  i.e. a constant 3e-3 with one layer group (basic_train.py `lr_range`);
-* loss: the model's log-softmax with fastai's default `F.nll_loss`, i.e.
-  cross-entropy.
+* optimizer: FA's `Learner` defaults, HN passes none (FA
+  fastai/basic_train.py): `opt_func=AdamW`, Adam with betas (0.9, 0.99)
+  and PyTorch's eps 1e-8 (fastai/torch_core.py); `wd=1e-2` with
+  `true_wd=True`, decoupled as optax.adamw (fastai/callback.py
+  `OptimWrapper.step`: `p.data.mul_(1 - wd*lr)`), and `bn_wd=True`
+  (BatchNorm parameters decayed too); `learn.fit` at its default
+  `lr=slice(3e-3)`, a constant 3e-3 with one layer group (`lr_range`);
+* loss: the model's log-softmax with FA's default `F.nll_loss`
+  (fastai/basic_data.py `DataBunch.loss_func`), i.e. cross-entropy.
 
 Not settled by the source (our choices):
 * epochs: HN loads saved weights ('vgg_model_with_norm') and shows one more

@@ -95,7 +95,7 @@ SOURCE_VALUES = {
         num_epochs=1500, learning_rate=0.1, nesterov=True, weight_decay=1e-4,
         augment_translate=4, cutout_size=0, input_mean=0.1904, input_std=0.3475),
     # ranihorev/Kuzushiji_MNIST 152ce0e KujuMNIST.ipynb, trained with
-    # fastai v1's Learner defaults (fastai/fastai a4c0e0e basic_train.py).
+    # fastai v1's Learner defaults (fastai/fastai1 53080d4 basic_train.py).
     'vgg': dict(
         model='horev_vgg', batch_size=128, optimizer='adamw',
         learning_rate=3e-3, lr_schedule='constant', beta1=0.9, beta2=0.99,
