@@ -1,0 +1,201 @@
+"""Time to 0.99 on the offline proxy: configs/speedrun.py, and PyTorch.
+
+  KMNIST_JAX_DATA_DIR=/work/shared/data/kmnist \\
+  KMNIST_JAX_TORCH_PYTHON=/work/torchvenv/bin/python \\
+  .venv/bin/python experiments/speedrun.py --seeds 3
+
+The JAX side runs the real command line (`python -m kmnist_jax.main --config
+configs/speedrun.py --config.seed=S`, compilation cache off) and reads its
+metrics.jsonl as it grows: the time is from the process's start (imports and
+compilation included) to the moment the first eval record at or above
+`--target` appears; the run is then stopped. The PyTorch side, when
+`--torch_python` is given, trains the port of the hysts recipe
+(configs/resnet_preact20_cutout.py, its cosine schedule compressed to
+`--torch_epochs`) with experiments/torch_models.py's `fit` and reports the
+time at the end of the first epoch whose eval accuracy reaches the target.
+Seeds and sides alternate. Writes `--out`.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'experiments'))
+
+
+def _eval_records(path: str, seen: int):
+  """Complete eval records of metrics.jsonl past the first `seen` lines."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      lines = f.read().split('\n')[:-1]  # The last may be half-written.
+  except FileNotFoundError:
+    return [], seen
+  out = []
+  for line in lines[seen:]:
+    rec = json.loads(line)
+    if rec.get('split') == 'eval':
+      out.append(rec)
+  return out, len(lines)
+
+
+def jax_time_to(target: float, seed: int, config: str, workroot: str,
+                timeout: float, extra=()) -> dict:
+  """Runs the CLI until an eval record reaches `target`; seconds from start."""
+  workdir = os.path.join(workroot, f'jax_seed{seed}')
+  cmd = [sys.executable, '-m', 'kmnist_jax.main', f'--config={config}',
+         f'--workdir={workdir}', f'--config.seed={seed}', *extra]
+  env = dict(os.environ, KMNIST_JAX_COMPILATION_CACHE='0')
+  log = open(os.path.join(workroot, f'jax_seed{seed}.log'), 'w')
+  t0 = time.perf_counter()
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
+                          stderr=subprocess.STDOUT)
+  history, seen, hit = [], 0, None
+  try:
+    while hit is None and time.perf_counter() - t0 < timeout:
+      recs, seen = _eval_records(os.path.join(workdir, 'metrics.jsonl'), seen)
+      now = time.perf_counter() - t0
+      for r in recs:
+        history.append(dict(epoch=r['epoch'], accuracy=r['accuracy'],
+                            seconds=now))
+        if r['accuracy'] >= target and hit is None:
+          hit = dict(seconds=now, epoch=r['epoch'], accuracy=r['accuracy'])
+      if proc.poll() is not None and not recs:
+        break
+      time.sleep(0.2)
+  finally:
+    if proc.poll() is None:
+      proc.terminate()
+      proc.wait()
+    log.close()
+  return dict(seed=seed, seconds=hit and hit['seconds'],
+              epochs=hit and hit['epoch'], history=history,
+              command=shlex.join(cmd))
+
+
+def _cpu_name() -> str:
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  import platform  # pylint: disable=g-import-not-at-top
+  return platform.machine()
+
+
+def summary(runs):
+  done = [r['seconds'] for r in runs if r['seconds'] is not None]
+  if len(done) < len(runs):
+    return None  # A run that never got there: no median.
+  return statistics.median(done)
+
+
+def write_report(path: str, results: dict) -> None:
+  lines = [f'# Time to {results["target"]} on the offline proxy '
+           '(train test[:8000], eval test[8000:]; not a KMNIST benchmark '
+           'result)', '',
+           f'Command: `{results["command"]}`', '',
+           f'Machine: {results["machine"]}. Date: {results["date"]}. Load '
+           f'average at start {results["load_start"]}, at end '
+           f'{results["load_end"]}.', '',
+           '| side | recipe | seed | time to target | epoch | '
+           'eval accuracy per epoch |', '|---|---|---|---|---|---|']
+  for side in ('jax', 'torch'):
+    for r in results.get(side, []):
+      acc = ' '.join(f'{h["accuracy"]:.4f}' for h in r['history'])
+      t = 'not reached' if r['seconds'] is None else f'{r["seconds"]:.0f} s'
+      lines.append(f'| {side} | {results[side + "_recipe"]} | {r["seed"]} | '
+                   f'{t} | {r["epochs"] or "—"} | {acc} |')
+  lines.append('')
+  for side in ('jax', 'torch'):
+    if results.get(side):
+      med = summary(results[side])
+      lines.append(f'* {side}: median time to {results["target"]} over '
+                   f'{len(results[side])} seeds: ' + (
+                       'not reached by every seed' if med is None
+                       else f'{med:.0f} s ({med / 60:.2f} min)'))
+  with open(path + '.md', 'w', encoding='utf-8') as f:
+    f.write('\n'.join(lines) + '\n')
+  with open(path + '.json', 'w', encoding='utf-8') as f:
+    json.dump(results, f, indent=1)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--target', type=float, default=0.99)
+  p.add_argument('--seeds', type=int, default=3)
+  p.add_argument('--config', default='configs/speedrun.py')
+  p.add_argument('--timeout', type=float, default=900)
+  p.add_argument('--torch_python',
+                 default=os.environ.get('KMNIST_JAX_TORCH_PYTHON'))
+  p.add_argument('--torch_epochs', type=int, default=30)
+  p.add_argument('--torch_seeds', type=int, default=1)
+  p.add_argument('--data_dir', default=os.environ.get(
+      'KMNIST_JAX_DATA_DIR', os.path.join(ROOT, '..', 'shared', 'data',
+                                          'kmnist')))
+  p.add_argument('--out', default=os.path.join(ROOT, 'experiments', 'results',
+                                               'speedrun'))
+  args = p.parse_args(argv)
+  import platform  # pylint: disable=g-import-not-at-top
+  results = dict(command=shlex.join(['python'] + sys.argv), target=args.target,
+                 date=time.strftime('%Y-%m-%d %H:%M'),
+                 load_start='/'.join(f'{x:.1f}' for x in os.getloadavg()),
+                 machine=f'{_cpu_name()}, {os.cpu_count()} cores, Python '
+                 f'{platform.python_version()}',
+                 jax_recipe=args.config, jax=[], torch=[],
+                 torch_recipe=('resnet_preact20_cutout (hysts), cosine over '
+                               f'{args.torch_epochs} epochs'))
+  torch = None
+  if args.torch_python:
+    import throughput  # pylint: disable=g-import-not-at-top
+    torch = throughput.TorchWorker(args.torch_python, args.data_dir,
+                                   throughput.torch_env('same'))
+  try:
+    with tempfile.TemporaryDirectory() as root:
+      for seed in range(max(args.seeds, args.torch_seeds if torch else 0)):
+        if seed < args.seeds:
+          r = jax_time_to(args.target, seed, args.config, root, args.timeout)
+          results['jax'].append(r)
+          print(f'jax seed {seed}: {r["seconds"]} s (epoch {r["epochs"]})',
+                flush=True)
+        if torch and seed < args.torch_seeds:
+          r = torch_time_to(torch, args, seed)
+          results['torch'].append(r)
+          print(f'torch seed {seed}: {r["seconds"]} s (epoch {r["epochs"]})',
+                flush=True)
+  finally:
+    if torch:
+      torch.close()
+  results['load_end'] = '/'.join(f'{x:.1f}' for x in os.getloadavg())
+  write_report(args.out, results)
+  print(open(args.out + '.md', encoding='utf-8').read())
+
+
+def torch_time_to(torch, args, seed: int) -> dict:
+  """The PyTorch port of the hysts recipe, per-epoch eval, until target."""
+  from kmnist_jax import configlib  # pylint: disable=g-import-not-at-top
+  import parity  # pylint: disable=g-import-not-at-top
+  config = configlib.load_config_file(
+      os.path.join(ROOT, 'configs', 'resnet_preact20_cutout.py'), 'proxy')
+  recipe = parity.torch_recipe(config, args.torch_epochs)
+  out = torch('fit', recipe=recipe, seed=seed, epochs=args.torch_epochs,
+              target=args.target)
+  history = out['history']
+  hit = next((h for h in history if h['accuracy'] >= args.target), None)
+  return dict(seed=seed, seconds=hit and hit['seconds'],
+              epochs=hit and hit['epoch'], history=history)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,33 @@
+"""experiments/speedrun.py: reading a growing metrics file, the summary."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..',
+                                'experiments'))
+
+import speedrun  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def test_eval_records_skip_train_records_and_a_half_written_line(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  recs = [dict(split='train', epoch=1, accuracy=0.5),
+          dict(split='eval', epoch=1, accuracy=0.9)]
+  text = ''.join(json.dumps(r) + '\n' for r in recs)
+  path.write_text(text + '{"split": "eval", "epo')  # Being written.
+  out, seen = speedrun._eval_records(str(path), 0)
+  assert [r['accuracy'] for r in out] == [0.9] and seen == 2
+  # Later, the line is complete: only the new record comes back.
+  path.write_text(text + json.dumps(dict(split='eval', epoch=2,
+                                         accuracy=0.99)) + '\n')
+  out, seen = speedrun._eval_records(str(path), seen)
+  assert [(r['epoch'], r['accuracy']) for r in out] == [(2, 0.99)]
+  assert seen == 3
+  assert speedrun._eval_records(str(tmp_path / 'none.jsonl'), 0) == ([], 0)
+
+
+def test_median_only_when_every_seed_got_there():
+  assert speedrun.summary([dict(seconds=30.0), dict(seconds=10.0),
+                           dict(seconds=20.0)]) == 20.0
+  assert speedrun.summary([dict(seconds=30.0), dict(seconds=None)]) is None
