@@ -13,6 +13,7 @@ Commands:
   {"cmd": "train", "model": M, "batch": B, "steps": N}  -> {"seconds": s}
   {"cmd": "eval", "model": M, "batch": B, "steps": N}   -> {"seconds": s}
   {"cmd": "tta", "target": 0.93, "max_epochs": E}       -> {"seconds": s, ...}
+  {"cmd": "fit", "recipe": R, "seed": S, "steps_curve": K} -> accuracy, ...
   {"cmd": "info"}                                       -> versions, threads
   {"cmd": "quit"}
 
@@ -47,6 +48,8 @@ malloc.keep_freed_memory()
 import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 from torch import nn  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import torch_fit  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _BN = dict(momentum=0.1, eps=1e-5)
 
@@ -384,6 +387,14 @@ def main():
       out = worker.eval(cmd['model'], cmd['batch'], cmd['steps'])
     elif kind == 'tta':
       out = worker.tta(cmd['target'], cmd['max_epochs'])
+    elif kind == 'fit':  # experiments/parity.py; see torch_fit.py.
+      data = (worker.images, worker.labels, worker.eval_images,
+              worker.eval_labels)
+      try:
+        out = torch_fit.fit(cmd['recipe'], cmd['seed'], data, MODELS,
+                            cmd.get('steps_curve', 300))
+      except Exception as e:  # pylint: disable=broad-except
+        out = {'error': f'{type(e).__name__}: {e}'}
     else:
       out = {'error': f'unknown command {kind!r}'}
     print(json.dumps(out), flush=True)

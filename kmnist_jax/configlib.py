@@ -77,6 +77,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 0  # 0 = at the end of each epoch only.
   c.keep_checkpoints = 3
   c.log_every_steps = 100
+  # The first this many train steps each write their loss to metrics.jsonl
+  # (split 'step'; experiments/parity.py reads them); 0 = none.
+  c.log_loss_steps = 0
   c.write_plots = True
   return c
 

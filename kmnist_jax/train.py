@@ -40,6 +40,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(config[field], int) or config[field] <= 0:
       raise UserError(f'config.{field}={config[field]!r}: expected a positive '
                       'integer')
+  if not isinstance(config.get('log_loss_steps', 0), int) or (
+      config.get('log_loss_steps', 0) < 0):
+    raise UserError(f'config.log_loss_steps={config.log_loss_steps!r}: '
+                    'expected an integer >= 0 (0 = none)')
   if config.checkpoint_every_steps < 0:
     raise UserError(f'config.checkpoint_every_steps='
                     f'{config.checkpoint_every_steps}: expected >= 0 '
@@ -107,6 +111,10 @@ class Run:
   epoch_seconds: list = dataclasses.field(default_factory=list)
   summary: dict = dataclasses.field(
       default_factory=lambda: {'train': {}, 'eval': {}})
+  # `config.log_loss_steps`: the epoch's (loss_sum, count) after the last
+  # step, and the 'step' records not yet written.
+  loss_mark: tuple = (0.0, 0.0)
+  pending: list = dataclasses.field(default_factory=list)
 
   def wall(self) -> float:
     return self.wall_offset + time.time()
@@ -114,6 +122,25 @@ class Run:
   def write(self, record: dict) -> None:
     self.writer.write(record)
     self.history.append(record)
+
+  def step_loss(self, state: steps.TrainState, step: int) -> None:
+    """Records the loss of train step `step` (1-based) from the epoch's
+    running sums, and `state`'s sums as the next step's mark. Waits for the
+    step: only the first `config.log_loss_steps` steps call it."""
+    sums = tuple(map(float, jax.device_get((state.loss_sum, state.count))))
+    if step > 0:  # step 0: the mark of a run that starts or resumes.
+      first = (step - 1) % self.steps_per_epoch == 0  # Sums reset before it.
+      loss_sum, count = (0.0, 0.0) if first else self.loss_mark
+      self.pending.append({
+          'step': step, 'epoch': (step - 1) // self.steps_per_epoch + 1,
+          'split': 'step', 'loss': (sums[0] - loss_sum) / (sums[1] - count),
+          'wall_time': self.wall()})
+    self.loss_mark = sums
+
+  def write_pending(self) -> None:
+    for record in self.pending:
+      self.write(record)
+    self.pending.clear()
 
   def check_finite(self, state: steps.TrainState) -> None:
     bad = int(state.bad_step)
@@ -129,6 +156,7 @@ class Run:
 
   def save(self, state: steps.TrainState, metrics=None) -> None:
     self.check_finite(state)
+    self.write_pending()
     step = int(state.step)
     meta = {'iterator': input_pipeline.iterator_state(
                 step, self.steps_per_epoch, self.config.seed),
@@ -204,6 +232,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                                  repl)
     writer.truncate_after(-1 if latest is None else latest)
     run = Run(config, ckpt, writer, spe, wall_before - t_start)
+    loss_steps = config.get('log_loss_steps', 0)
+    if int(state.step) < loss_steps:
+      run.step_loss(state, 0)
 
     graphdef = steps.model_graphdef(config, num_classes)
     train_step = steps.make_train_step(graphdef, tx, config, num_classes,
@@ -229,6 +260,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           log_mark = (t_epoch, step)
         state = train_step(state, images_dev, labels_dev, perm, i)
         done = step + 1
+        if done <= loss_steps:
+          run.step_loss(state, done)
         log_step = done % config.log_every_steps == 0
         if log_step:
           run.check_finite(state)
@@ -285,6 +318,7 @@ def end_of_epoch(run: Run, state: steps.TrainState, eval_step, eval_data,
                         count=jnp.zeros_like(state.count))
   eval_m = steps.evaluate_arrays(eval_step, state, eval_data, num_classes)
   base = {'step': step, 'epoch': step // run.steps_per_epoch}
+  run.write_pending()
   run.write(dict(base, split='train', **train_m, wall_time=run.wall()))
   run.write(dict(base, split='eval', loss=eval_m['loss'],
                  accuracy=eval_m['accuracy'],

@@ -24,8 +24,8 @@ from kmnist_jax.errors import UserError, one_line
 # Fields that may change between a run and its resume.
 RESUMABLE_FIELDS = frozenset({
     'num_epochs', 'data_dir', 'eval_batch_size', 'test_split',
-    'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
-    'write_plots'})
+    'log_every_steps', 'log_loss_steps', 'checkpoint_every_steps',
+    'keep_checkpoints', 'write_plots'})
 # Fields that `--mode eval` may change on top of those: it scores a
 # checkpoint on another split with the same model.
 EVAL_FIELDS = frozenset({'train_split', 'eval_split', 'seed'})

@@ -390,3 +390,42 @@ def test_input_scaling_feeds_the_model_normalised_pixels():
   np.testing.assert_allclose(
       np.asarray(scaled(x, train=False)),
       np.asarray(plain((x - 0.2) / 0.35, train=False)), rtol=1e-6, atol=1e-6)
+
+
+def test_log_loss_steps_records_each_step_loss(data_dir, tmp_path):
+  """The first log_loss_steps steps each write their loss ('step' records,
+  before their epoch's records); an epoch's mean of them is its train loss;
+  a resumed run writes the same records."""
+  config = tiny_config(data_dir, num_epochs=2, log_loss_steps=13)
+  train.train_and_evaluate(config, str(tmp_path / 'a'))
+  recs = strip_time(read_jsonl(tmp_path / 'a' / 'metrics.jsonl'))
+  assert [(r['split'], r['step'], r['epoch']) for r in recs] == (
+      [('step', s, 1) for s in range(1, 11)] + [('train', 10, 1),
+                                                ('eval', 10, 1)]
+      + [('step', s, 2) for s in (11, 12, 13)] + [('train', 20, 2),
+                                                  ('eval', 20, 2)])
+  losses = [r['loss'] for r in recs if r['split'] == 'step']
+  assert np.mean(losses[:10]) == pytest.approx(recs[10]['loss'], rel=1e-5)
+  assert len(set(losses)) == 13 and np.all(np.isfinite(losses))
+  train.train_and_evaluate(tiny_config(data_dir, num_epochs=1,
+                                       log_loss_steps=13), str(tmp_path / 'b'))
+  train.train_and_evaluate(config, str(tmp_path / 'b'))
+  assert strip_time(read_jsonl(tmp_path / 'b' / 'metrics.jsonl')) == recs
+  with pytest.raises(UserError, match=r'^config.log_loss_steps=-1: expected '
+                     r'an integer >= 0 \(0 = none\)$'):
+    train.train_and_evaluate(tiny_config(data_dir, log_loss_steps=-1),
+                             str(tmp_path / 'c'))
+
+
+def test_step_loss_from_running_sums_across_a_resume_and_an_epoch_end():
+  class Sums:  # The two fields of a TrainState that step_loss reads.
+    def __init__(self, loss_sum, count):
+      self.loss_sum, self.count = np.float32(loss_sum), np.float32(count)
+
+  run = train.Run(tiny_config('unused'), None, None, 3, 0.0)
+  run.step_loss(Sums(4.0, 2.0), 0)  # Resumed after step 2 of epoch 1.
+  run.step_loss(Sums(7.0, 3.0), 3)  # Last step of epoch 1: loss 3.
+  run.step_loss(Sums(5.0, 1.0), 4)  # The sums were reset: loss 5.
+  run.step_loss(Sums(5.5, 2.0), 5)
+  assert [(r['step'], r['epoch'], r['loss']) for r in run.pending] == [
+      (3, 1, 3.0), (4, 2, 5.0), (5, 2, 0.5)]

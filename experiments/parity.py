@@ -1,0 +1,449 @@
+"""JAX against an independent PyTorch port of the same recipe (issue 16).
+
+  KMNIST_JAX_TORCH_PYTHON=/work/torchvenv/bin/python \\
+  .venv/bin/python experiments/parity.py --configs resnet_preact20_cutout \\
+      --epochs 10 --seeds 3
+
+For each config of `--configs`, both sides train on the offline proxy
+(`test[:8000]`, evaluated on `test[8000:]`; never benchmark results) with the
+recipe's schedule compressed to `--epochs` N: cosine and onecycle run over N
+epochs of steps, multistep milestones are scaled by N / the recipe's epochs
+(rounded half up, at least 1, strictly increasing). The JAX side is the real
+trainer in this process (`kmnist_jax.main.train_and_evaluate`, the same as
+`python -m kmnist_jax.main --config configs/X.py:proxy
+--config.num_epochs=N --config.seed=S` plus `--config.log_loss_steps=K`);
+the PyTorch side is `torch_fit.fit` in the worker of
+experiments/torch_models.py (a subprocess in the torch venv), driven by the
+plain dict `torch_recipe` derives from the same config. Seeds and sides
+alternate: JAX seed 0, PyTorch seed 0, JAX seed 1, ...
+
+Writes `--out`.md (mean ± std of the final eval accuracy per side, the
+difference in points, seconds per epoch, machine, date, load, command),
+`--out`.csv (those numbers), `--out`_runs.json (every run, with the loss of
+its first `--steps_curve` steps) and `--out`_<config>.png (the two sides'
+loss curves, mean ± std band over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import json
+import math
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.join(ROOT, 'experiments')
+for _p in (ROOT, HERE):
+  if _p not in sys.path:
+    sys.path.insert(0, _p)
+
+import reproduce  # pylint: disable=g-import-not-at-top,wrong-import-position
+import schedules  # pylint: disable=g-import-not-at-top,wrong-import-position
+import throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
+from kmnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# The models experiments/torch_models.py ports (torch is not importable here).
+TORCH_MODELS = ('seed_cnn', 'keras_cnn', 'preact_resnet18', 'resnet_preact20',
+                'shake_shake26_2x96d')
+TORCH_OPTIMIZERS = ('sgd', 'adam', 'adamw', 'adadelta')
+RECIPE_FIELDS = (
+    'model', 'num_epochs', 'batch_size', 'eval_batch_size', 'optimizer',
+    'learning_rate', 'momentum', 'nesterov', 'weight_decay', 'beta1', 'beta2',
+    'eps', 'rho', 'grad_clip_norm', 'lr_schedule', 'lr_decay',
+    'augment_translate', 'cutout_size', 'cutout_fill', 'mixup_alpha',
+    'manifold_mixup_alpha', 'label_smoothing', 'input_mean', 'input_std',
+    'tta_shift')
+SEPARATION_RUN = 20  # Consecutive steps for the loss bands to count apart.
+PROXY_SIZES = (8000, 2000)  # test[:8000], test[8000:].
+
+
+def onecycle_params() -> dict:
+  """The optax.cosine_onecycle_schedule defaults kmnist_jax.optim runs."""
+  import optax  # pylint: disable=g-import-not-at-top
+  sig = inspect.signature(optax.cosine_onecycle_schedule).parameters
+  return {k: sig[k].default for k in ('pct_start', 'div_factor',
+                                      'final_div_factor')}
+
+
+def scale_milestones(text: str, recipe_epochs: int, epochs: int) -> str:
+  """'100,150' of 200 epochs -> the same fractions of `epochs`."""
+  out = []
+  for m in (int(e) for e in str(text).split(',') if e.strip()):
+    scaled = math.floor(m * epochs / recipe_epochs + 0.5)
+    out.append(max(scaled, out[-1] + 1 if out else 1))
+  return ','.join(map(str, out))
+
+
+def compressed_config(name: str, epochs: int, seed: int, data_dir: str = '',
+                      steps_curve: int = 0,
+                      sizes: tuple[int, int] = PROXY_SIZES):
+  """Config `name` (`:proxy`) with its schedule compressed to `epochs`."""
+  c = reproduce.load_config(name, 'proxy', seed, {}, data_dir)
+  check_portable(name, c)
+  recipe_epochs = c.num_epochs
+  c.num_epochs = epochs
+  c.warmup_epochs = c.warmup_epochs * epochs / recipe_epochs
+  if c.lr_schedule == 'multistep':
+    c.lr_milestones = scale_milestones(c.lr_milestones, recipe_epochs, epochs)
+  c.log_loss_steps, c.write_plots = steps_curve, False
+  if tuple(sizes) != PROXY_SIZES:
+    n, m = sizes
+    c.train_split, c.eval_split = f'test[:{n}]', f'test[8000:{8000 + m}]'
+  return c
+
+
+def check_portable(name: str, c) -> None:
+  """One line for what the PyTorch side cannot run."""
+  problems = []
+  if c.model not in TORCH_MODELS:
+    problems.append(f'model {c.model!r} has no PyTorch port '
+                    f'({", ".join(TORCH_MODELS)})')
+  if c.dataset != 'kmnist':
+    problems.append(f'dataset {c.dataset!r}: the offline proxy is KMNIST')
+  if c.optimizer not in TORCH_OPTIMIZERS:
+    problems.append(f'optimizer {c.optimizer!r}')
+  if c.lr_schedule not in schedules.SCHEDULES:
+    problems.append(f'lr_schedule {c.lr_schedule!r} (expected one of '
+                    f'{", ".join(schedules.SCHEDULES)})')
+  if c.compute_dtype != 'float32':
+    problems.append(f'compute_dtype {c.compute_dtype!r}')
+  if problems:
+    raise UserError(f'--configs {name}: ' + '; '.join(problems))
+
+
+def torch_recipe(c, sizes: tuple[int, int] = PROXY_SIZES) -> dict:
+  """The plain dict the PyTorch side trains from (see torch_fit.py)."""
+  from kmnist_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import optim  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import resnets  # pylint: disable=g-import-not-at-top
+  r = {k: c[k] for k in RECIPE_FIELDS}
+  r['lr_milestones'] = (optim.parse_milestones(c)
+                        if c.lr_schedule == 'multistep' else [])
+  r['onecycle'] = onecycle_params()
+  r['mixup_points'] = resnets.MIXUP_POINTS.get(c.model, 0)
+  r['num_classes'] = data_lib.get_info(c.dataset).num_classes
+  r['train_examples'], r['eval_examples'] = map(int, sizes)
+  return r
+
+
+def run_jax(config, workdir: str) -> dict:
+  """Trains `config` with the real trainer; its accuracy, epochs, losses."""
+  from kmnist_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  t = time.perf_counter()
+  _, summary = main_lib.train_and_evaluate(config, workdir)
+  wall = time.perf_counter() - t
+  records = metrics_lib.read_metrics(os.path.join(workdir, 'metrics.jsonl'))
+  steps = sorted((r['step'], r['loss']) for r in records
+                 if r['split'] == 'step')
+  if [s for s, _ in steps] != list(range(1, len(steps) + 1)):
+    raise RuntimeError(f'{workdir}: step losses are not steps 1..K')
+  return {'accuracy': reproduce.final_metrics(workdir)['accuracy'],
+          'epoch_seconds': summary['epoch_seconds'],
+          'epoch_train_loss': [r['loss'] for r in records
+                               if r['split'] == 'train'],
+          'losses': [loss for _, loss in steps], 'wall': wall,
+          'steps_per_epoch': summary['steps_per_epoch']}
+
+
+def run_torch(worker, recipe: dict, seed: int, steps_curve: int) -> dict:
+  t = time.perf_counter()
+  out = worker('fit', recipe=recipe, seed=seed, steps_curve=steps_curve)
+  if 'error' in out:
+    raise RuntimeError(f'PyTorch fit of {recipe["model"]}: {out["error"]}')
+  out['wall'] = time.perf_counter() - t
+  return out
+
+
+def epoch_time(seconds: list[float]) -> float:
+  """Median seconds of a run's epochs, the first (JAX: with its compile)
+  left out when there are others."""
+  return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
+
+
+def mean_std(values) -> tuple[float, float]:
+  """Mean and sample std (0 for one value); nan, nan for none."""
+  v = np.asarray(values, float)
+  if not len(v):
+    return float('nan'), float('nan')
+  return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def curve_band(curves: list[list[float]]):
+  """Per-step mean and std over runs, cut to the shortest curve."""
+  k = min((len(c) for c in curves), default=0)
+  if not k:
+    return np.zeros(0), np.zeros(0)
+  a = np.asarray([c[:k] for c in curves], float)
+  std = a.std(0, ddof=1) if len(a) > 1 else np.zeros(k)
+  return a.mean(0), std
+
+
+def separation_step(mean_a, std_a, mean_b, std_b,
+                    run: int = SEPARATION_RUN) -> int | None:
+  """The first step (1-based) of the first `run` consecutive steps where
+  the means differ by more than the sum of the stds; None if never."""
+  apart = np.abs(np.asarray(mean_a) - np.asarray(mean_b)) > (
+      np.asarray(std_a) + np.asarray(std_b))
+  count = 0
+  for i, flag in enumerate(apart):
+    count = count + 1 if flag else 0
+    if count == run:
+      return i - run + 2
+  return None
+
+
+def summarize(name: str, runs: list[dict], recipe_epochs: int) -> dict:
+  """One table row from the runs of config `name` (both sides)."""
+  row = {'config': name, 'epochs': runs[0]['epochs'],
+         'recipe_epochs': recipe_epochs,
+         'seeds': len({r['seed'] for r in runs})}
+  bands = {}
+  for side in ('jax', 'torch'):
+    mine = [r for r in runs if r['side'] == side]
+    row[f'{side}_mean'], row[f'{side}_std'] = mean_std(
+        [r['accuracy'] for r in mine])
+    row[f'{side}_n'] = len(mine)
+    row[f'{side}_s_per_epoch'] = (statistics.median(
+        epoch_time(r['epoch_seconds']) for r in mine) if mine else math.nan)
+    bands[side] = curve_band([r['losses'] for r in mine])
+  row['diff_points'] = 100 * (row['jax_mean'] - row['torch_mean'])
+  n_j, n_t = row['jax_n'], row['torch_n']
+  row['diff_se_points'] = (100 * math.sqrt(
+      row['jax_std'] ** 2 / n_j + row['torch_std'] ** 2 / n_t)
+                           if min(n_j, n_t) > 1 else math.nan)
+  k = min(len(bands['jax'][0]), len(bands['torch'][0]))
+  row['curve_steps'] = k
+  row['separation_step'] = separation_step(
+      bands['jax'][0][:k], bands['jax'][1][:k], bands['torch'][0][:k],
+      bands['torch'][1][:k]) if k and min(n_j, n_t) > 1 else None
+  row['bands'] = bands
+  return row
+
+
+def _pct(mean, std, n) -> str:
+  if not n:
+    return 'not run'
+  return f'{100 * mean:.2f} ± {100 * std:.2f}%' if n > 1 else (
+      f'{100 * mean:.2f}% (n=1)')
+
+
+def separation_text(row: dict) -> str:
+  if row['jax_n'] < 2 or row['torch_n'] < 2:
+    return 'n/a (needs 2+ seeds a side)'
+  if row['separation_step'] is None:
+    return f'never (first {row["curve_steps"]} steps)'
+  return f'step {row["separation_step"]}'
+
+
+def plot_curves(path: str, row: dict) -> None:
+  """The two sides' losses of the first steps: mean line, ± std band."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(7, 3.6))
+  ax = fig.subplots()
+  for side, label, color in (('jax', 'JAX', 'tab:blue'),
+                             ('torch', 'PyTorch', 'tab:orange')):
+    mean, std = row['bands'][side]
+    if not len(mean):
+      continue
+    steps = np.arange(1, len(mean) + 1)
+    ax.plot(steps, mean, color=color,
+            label=f'{label} (n={row[f"{side}_n"]})')
+    ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.25)
+  if row['separation_step']:
+    ax.axvline(row['separation_step'], color='k', ls='--', lw=1,
+               label=f'bands apart from step {row["separation_step"]}')
+  ax.set_xlabel('train step')
+  ax.set_ylabel('training loss')
+  ax.set_title(f'{row["config"]}: {row["epochs"]} epochs, mean ± std over '
+               'seeds')
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+CSV_COLUMNS = ('config', 'epochs', 'recipe_epochs', 'seeds', 'jax_mean',
+               'jax_std', 'jax_n', 'torch_mean', 'torch_std', 'torch_n',
+               'diff_points', 'diff_se_points', 'jax_s_per_epoch',
+               'torch_s_per_epoch', 'curve_steps', 'separation_step')
+
+
+def write_outputs(out: str, rows: list[dict], runs: list[dict],
+                  meta: dict) -> list[str]:
+  """--out.md, .csv, _runs.json and one _<config>.png per row."""
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  written = []
+  for row in rows:
+    png = f'{out}_{row["config"]}.png'
+    plot_curves(png, row)
+    row['png'] = os.path.basename(png)
+    written.append(png)
+  with open(out + '.csv', 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(CSV_COLUMNS)
+    for row in rows:
+      w.writerow(['' if row[c] is None else row[c] for c in CSV_COLUMNS])
+  with open(out + '_runs.json', 'w') as f:
+    json.dump({'meta': meta, 'runs': runs}, f, indent=1)
+    f.write('\n')
+  with open(out + '.md', 'w') as f:
+    f.write(markdown(rows, meta))
+  return [out + '.md', out + '.csv', out + '_runs.json'] + written
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+  m = meta['machine']
+  t = m.get('torch', {})
+  load = lambda k: '/'.join(f'{x:.1f}' for x in m[k]) if m.get(k) else 'n/a'
+  table = throughput.md_table(
+      ['config', 'epochs (recipe)', 'seeds', 'JAX eval accuracy',
+       'PyTorch eval accuracy', 'JAX − PyTorch (points)', 'JAX s/epoch',
+       'PyTorch s/epoch', 'loss bands separate'],
+      [[r['config'], f'{r["epochs"]} ({r["recipe_epochs"]})', r['seeds'],
+        _pct(r['jax_mean'], r['jax_std'], r['jax_n']),
+        _pct(r['torch_mean'], r['torch_std'], r['torch_n']),
+        ('n/a' if math.isnan(r['diff_points']) else
+         f'{r["diff_points"]:+.2f}' + (
+             '' if math.isnan(r['diff_se_points'])
+             else f' ± {r["diff_se_points"]:.2f}')),
+        throughput.fmt(r['jax_s_per_epoch'], '.1f'),
+        throughput.fmt(None if math.isnan(r['torch_s_per_epoch'])
+                       else r['torch_s_per_epoch'], '.1f'),
+        separation_text(r)] for r in rows])
+  n, e = meta['sizes']
+  out = [
+      '# JAX against PyTorch on the same recipes (offline proxy; not '
+      'KMNIST benchmark results)', '',
+      f'Command: `{meta["command"]}`', '',
+      f'Machine: {m["cpu"]}, {m["cores"]} cores. Python {m["python"]}, jax '
+      f'{m["jax"]}, flax {m["flax"]}; torch {t.get("torch", "n/a")} (Python '
+      f'{t.get("python", "n/a")}, {t.get("threads", "?")} threads). Date: '
+      f'{meta["date"]}. Load average (1, 5, 15 min) at start '
+      f'{load("load_average_start")}, at end {load("load_average_end")}.', '',
+      f'Both sides train on test[:{n}] and evaluate on test[8000:{8000 + e}] '
+      'of KMNIST, each its own implementation of the config\'s recipe (JAX: '
+      'kmnist_jax\'s trainer; PyTorch: experiments/torch_fit.py on the ports '
+      'of experiments/torch_models.py), with the schedule compressed to the '
+      'epochs shown: cosine and onecycle over those epochs\' steps, '
+      'multistep milestones scaled by epochs / recipe epochs. Seeds '
+      f'0..{meta["seeds"] - 1}, the sides alternating run by run. Accuracy: '
+      'mean ± sample std over seeds of the final eval accuracy (with the '
+      'recipe\'s test-time augmentation on both sides when it has one). '
+      'Difference: JAX mean − PyTorch mean in points, ± its standard error. '
+      's/epoch: training only (no eval), median over seeds of each run\'s '
+      'median epoch, its first epoch (JAX: compile) left out when there are '
+      'more. Loss bands: the first step from which the two sides\' mean '
+      f'training loss differ by more than the sum of their stds for '
+      f'{SEPARATION_RUN} consecutive steps (first {meta["steps_curve"]} '
+      'steps).', '', table, '']
+  for r in rows:
+    out.append(f'![{r["config"]} loss curves]({r["png"]})')
+  if meta['notes']:
+    out += [''] + [f'- {x}' for x in meta['notes']]
+  return '\n'.join(out) + '\n'
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--configs', default='resnet_preact20_cutout',
+                 help='comma-separated names of configs/')
+  p.add_argument('--epochs', type=int, default=10)
+  p.add_argument('--seeds', type=int, default=3)
+  p.add_argument('--steps_curve', type=int, default=300)
+  p.add_argument('--out', default=os.path.join(HERE, 'results', 'parity'))
+  p.add_argument('--torch_python',
+                 default=os.environ.get('KMNIST_JAX_TORCH_PYTHON'))
+  p.add_argument('--data_dir', default=os.environ.get(
+      'KMNIST_JAX_DATA_DIR', '/work/shared/data/kmnist'))
+  p.add_argument('--train_examples', type=int, default=PROXY_SIZES[0],
+                 help='train on test[:N] (tests and smoke runs)')
+  p.add_argument('--eval_examples', type=int, default=PROXY_SIZES[1],
+                 help='evaluate on test[8000:8000+M]')
+  args = p.parse_args(argv)
+  args.configs = [c for c in args.configs.split(',') if c]
+  if args.epochs < 1 or args.seeds < 1 or args.steps_curve < 0:
+    p.error('--epochs and --seeds must be >= 1, --steps_curve >= 0')
+  if not (0 < args.train_examples <= 8000 and 0 < args.eval_examples <= 2000):
+    p.error('--train_examples must be in [1, 8000], --eval_examples in '
+            '[1, 2000]')
+  return args
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  sizes = (args.train_examples, args.eval_examples)
+  notes: list[str] = []
+  try:
+    plan = {name: compressed_config(name, args.epochs, 0, args.data_dir,
+                                    args.steps_curve, sizes)
+            for name in args.configs}  # Every config checked before any run.
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  worker = throughput.start_torch(args.torch_python, args.data_dir, notes)
+  meta = dict(command=' '.join(shlex.quote(a) for a in (
+      ['python', 'experiments/parity.py'] + list(
+          sys.argv[1:] if argv is None else argv))),
+              date=time.strftime('%Y-%m-%d %H:%M'), seeds=args.seeds,
+              epochs=args.epochs, steps_curve=args.steps_curve,
+              sizes=sizes, notes=notes)
+  runs, rows = [], []
+  try:
+    meta['machine'] = throughput.machine_info(worker)
+    for name in args.configs:
+      recipe_epochs = reproduce.load_config(name, '', 0, {}).num_epochs
+      meta.setdefault('recipes', {})[name] = torch_recipe(plan[name], sizes)
+      for seed in range(args.seeds):
+        config = compressed_config(name, args.epochs, seed, args.data_dir,
+                                   args.steps_curve, sizes)
+        with tempfile.TemporaryDirectory(prefix='parity_') as workdir:
+          jax_run = run_jax(config, workdir)
+        sides = [('jax', jax_run)]
+        if worker:
+          sides.append(('torch', run_torch(
+              worker, torch_recipe(config, sizes), seed, args.steps_curve)))
+        for side, r in sides:
+          r.update(config=name, side=side, seed=seed, epochs=args.epochs)
+          runs.append(r)
+          print(f'{name} seed {seed} {side:5s}: eval accuracy '
+                f'{r["accuracy"]:.4f}, {epoch_time(r["epoch_seconds"]):.1f} '
+                's/epoch', flush=True)
+      rows.append(summarize(name, [r for r in runs if r['config'] == name],
+                            recipe_epochs))
+  finally:
+    if worker:
+      worker.close()
+  meta['machine']['load_average_end'] = os.getloadavg()
+  busy = max(meta['machine']['load_average_start'][0],
+             meta['machine']['load_average_end'][0])
+  if busy > 1.0:
+    notes.append(f'The machine was busy (1-min load average up to '
+                 f'{busy:.1f} on {os.cpu_count()} cores): other work slows '
+                 'both sides\' s/epoch, PyTorch\'s OpenMP threads most; '
+                 'rerun when idle for timings.')
+  if not worker:
+    notes.append('Only the JAX side ran.')
+  if args.steps_curve:
+    notes.append(f'The JAX side reads the loss of each of its first '
+                 f'{args.steps_curve} steps (config.log_loss_steps), so it '
+                 'waits for those steps one by one; PyTorch on the CPU '
+                 'waits for every step anyway.')
+  written = write_outputs(args.out, rows, runs, meta)
+  print('wrote ' + ', '.join(written))
+  return 0
+
+
+if __name__ == '__main__':
+  from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
+  runtime.setup()  # As the CLI does: before JAX starts its threads.
+  sys.exit(main())

@@ -1,0 +1,238 @@
+"""experiments/parity.py, schedules.py and torch_fit.py (issue 16).
+
+The PyTorch parts run in the torch venv (KMNIST_JAX_TORCH_PYTHON, else
+/work/torchvenv/bin/python); those tests skip without it.
+"""
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kmnist_jax import augment
+from kmnist_jax import optim
+from kmnist_jax.errors import UserError
+
+from conftest import make_learnable_dir  # pylint: disable=g-bad-import-order
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'experiments'))
+import parity  # pylint: disable=g-import-not-at-top,wrong-import-position
+import schedules  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+TORCH_PYTHON = os.environ.get('KMNIST_JAX_TORCH_PYTHON',
+                              '/work/torchvenv/bin/python')
+needs_torch = pytest.mark.skipif(not os.path.exists(TORCH_PYTHON),
+                                 reason=f'no torch venv at {TORCH_PYTHON}')
+
+
+@pytest.mark.parametrize('epochs, expected', [
+    (200, '100,150'), (10, '5,8'), (4, '2,3'), (3, '2,3'), (2, '1,2'),
+    (1, '1,2')])
+def test_milestones_keep_their_fractions(epochs, expected):
+  assert parity.scale_milestones('100,150', 200, epochs) == expected
+
+
+def test_recipe_of_the_multistep_and_mixup_configs():
+  c = parity.compressed_config('preact_resnet18_manifold_mixup', 10, 2,
+                               '/data', 300)
+  assert (c.num_epochs, c.lr_milestones, c.seed, c.data_dir) == (
+      10, '5,8', 2, '/data')
+  assert (c.train_split, c.eval_split) == ('test[:8000]', 'test[8000:]')
+  assert (c.log_loss_steps, c.write_plots) == (300, False)
+  r = parity.torch_recipe(c)
+  assert {k: r[k] for k in (
+      'model', 'num_epochs', 'batch_size', 'optimizer', 'learning_rate',
+      'momentum', 'nesterov', 'weight_decay', 'lr_schedule', 'lr_milestones',
+      'lr_decay', 'manifold_mixup_alpha', 'mixup_alpha', 'mixup_points',
+      'num_classes', 'train_examples', 'eval_examples')} == dict(
+          model='preact_resnet18', num_epochs=10, batch_size=100,
+          optimizer='sgd', learning_rate=0.1, momentum=0.9, nesterov=True,
+          weight_decay=1e-4, lr_schedule='multistep', lr_milestones=[5, 8],
+          lr_decay=0.1, manifold_mixup_alpha=2.0, mixup_alpha=0.0,
+          mixup_points=3, num_classes=10, train_examples=8000,
+          eval_examples=2000)
+  assert json.loads(json.dumps(r)) == r  # Plain JSON for the worker.
+
+
+def test_recipe_of_the_cosine_cutout_and_onecycle_configs():
+  c = parity.compressed_config('resnet_preact20_cutout', 3, 0, '', 50,
+                               (512, 256))
+  assert (c.train_split, c.eval_split) == ('test[:512]', 'test[8000:8256]')
+  r = parity.torch_recipe(c, (512, 256))
+  assert {k: r[k] for k in (
+      'lr_schedule', 'learning_rate', 'augment_translate', 'cutout_size',
+      'cutout_fill', 'input_mean', 'input_std', 'lr_milestones',
+      'train_examples', 'eval_examples')} == dict(
+          lr_schedule='cosine', learning_rate=0.2, augment_translate=4,
+          cutout_size=14, cutout_fill=0.1904, input_mean=0.1904,
+          input_std=0.3475, lr_milestones=[], train_examples=512,
+          eval_examples=256)
+  r = parity.torch_recipe(parity.compressed_config('best', 3, 0))
+  assert (r['lr_schedule'], r['tta_shift'], r['label_smoothing'],
+          r['weight_decay']) == ('onecycle', 1, 0.1, 5e-4)
+  assert r['onecycle'] == dict(pct_start=0.3, div_factor=25.0,
+                               final_div_factor=1e4)
+
+
+@pytest.mark.parametrize('name, match', [
+    ('k49_densenet100', r"^--configs k49_densenet100: model "
+     r"'densenet_bc100_k12' has no PyTorch port \(.*\); dataset 'k49': "
+     'the offline proxy is KMNIST$'),
+    ('knn', "^--configs knn: model 'knn' has no PyTorch port"),
+    ('no_such_config', "^config 'no_such_config': .* does not exist$")])
+def test_configs_without_a_pytorch_side_are_refused(name, match):
+  with pytest.raises(UserError, match=match):
+    parity.compressed_config(name, 2, 0)
+
+
+@pytest.mark.parametrize('name', ['preact_resnet18', 'resnet_preact20_cutout',
+                                  'best', 'keras_cnn'])
+def test_plain_python_schedule_equals_optax(name):
+  c = parity.compressed_config(name, 3, 0)
+  spe = 7
+  recipe = dict(parity.torch_recipe(c), steps_per_epoch=spe)
+  jax_lr = optim.create_schedule(c, spe)
+  ts = range(3 * spe + 3)
+  np.testing.assert_allclose([schedules.lr_at(recipe, t) for t in ts],
+                             [float(jax_lr(t)) for t in ts], rtol=2e-5,
+                             atol=1e-9)
+  if name == 'preact_resnet18':  # Milestones 2, 3 of 3 epochs: one decay.
+    assert schedules.lr_at(recipe, 2 * spe - 1) == 0.1
+    assert schedules.lr_at(recipe, 2 * spe) == pytest.approx(0.01)
+
+
+def test_separation_step():
+  zeros, ones = np.zeros(60), np.ones(60)
+  mean_b = np.r_[np.zeros(30), np.full(30, 3.0)]
+  assert parity.separation_step(zeros, ones, mean_b, ones) == 31
+  assert parity.separation_step(zeros, ones, zeros, ones) is None
+  # Apart for 19 steps, together once, then apart for 20: the second run.
+  gaps = np.r_[np.zeros(5), np.full(19, 3.0), [0.0], np.full(20, 3.0)]
+  assert parity.separation_step(np.zeros(45), np.ones(45), gaps,
+                                np.ones(45)) == 26
+  # Exactly the sum of the stds is not apart.
+  assert parity.separation_step(zeros, ones, np.full(60, 2.0), ones) is None
+
+
+def _runs(side, accs, curves, seconds):
+  return [dict(config='keras_cnn', side=side, seed=s, epochs=2, accuracy=a,
+               losses=c, epoch_seconds=seconds)
+          for s, (a, c) in enumerate(zip(accs, curves))]
+
+
+def test_summary_and_writer(tmp_path):
+  flat = [[2.0] * 25, [2.2] * 25]
+  low = [[2.0] * 2 + [0.5] * 23, [2.2] * 2 + [0.7] * 23]
+  runs = (_runs('jax', [0.90, 0.92], flat, [9.0, 1.0, 3.0])
+          + _runs('torch', [0.89, 0.89], low, [5.0, 2.0, 2.0]))
+  row = parity.summarize('keras_cnn', runs, 12)
+  assert row['jax_mean'] == pytest.approx(0.91)
+  assert row['jax_std'] == pytest.approx(np.std([0.90, 0.92], ddof=1))
+  assert row['diff_points'] == pytest.approx(2.0)
+  assert row['jax_s_per_epoch'] == 2.0  # Median of epochs 2.., not 9.
+  assert (row['curve_steps'], row['separation_step']) == (25, 3)
+  meta = dict(command='python experiments/parity.py --configs keras_cnn',
+              date='2026-01-01 00:00', seeds=2, epochs=2, steps_curve=25,
+              sizes=(8000, 2000), notes=['a note'],
+              machine=dict(cpu='CPU', cores=2, python='3.12', jax='0', flax='0',
+                           load_average_start=(1.0, 1.0, 1.0),
+                           load_average_end=(2.0, 2.0, 2.0)))
+  out = str(tmp_path / 'r' / 'parity')
+  written = parity.write_outputs(out, [row], runs, meta)
+  assert sorted(os.path.basename(p) for p in written) == [
+      'parity.csv', 'parity.md', 'parity_keras_cnn.png', 'parity_runs.json']
+  md = open(out + '.md').read()
+  assert ('| keras_cnn | 2 (12) | 2 | 91.00 ± 1.41% | 89.00 ± 0.00% | '
+          '+2.00 ± 1.00 | 2.0 | 2.0 | step 3 |') in md
+  assert 'at start 1.0/1.0/1.0, at end 2.0/2.0/2.0' in md
+  assert '`python experiments/parity.py --configs keras_cnn`' in md
+  assert '![keras_cnn loss curves](parity_keras_cnn.png)' in md
+  assert '- a note' in md
+  rows = list(csv.DictReader(open(out + '.csv')))
+  assert len(rows) == 1 and rows[0]['separation_step'] == '3'
+  assert float(rows[0]['torch_mean']) == pytest.approx(0.89)
+  assert os.path.getsize(out + '_keras_cnn.png') > 1000
+  assert len(json.load(open(out + '_runs.json'))['runs']) == 4
+  one = parity.summarize('keras_cnn', runs[:1], 12)
+  assert one['torch_n'] == 0 and parity.separation_text(one).startswith('n/a')
+
+
+_TORCH_AUGMENT = r'''
+import json, sys
+import numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+import torch_fit
+x = torch.from_numpy(np.load(sys.argv[2]))
+gen = torch.Generator().manual_seed(0)
+out = dict(
+    shifts={f'{dy},{dx}': torch_fit.shift(x, dy, dx).tolist()
+            for dy in (-2, 0, 2) for dx in (-2, 0, 2)},
+    translate=torch_fit.translate(x, 3, gen).tolist(),
+    cutout=torch_fit.cutout(x, 6, 0.25, gen).tolist())
+print(json.dumps(out))
+'''
+
+
+@needs_torch
+def test_torch_augmentations_do_what_ours_do(tmp_path):
+  x = np.random.default_rng(0).uniform(0.5, 1.0, (16, 1, 12, 12))
+  np.save(tmp_path / 'x.npy', x.astype(np.float32))
+  out = json.loads(subprocess.run(
+      [TORCH_PYTHON, '-c', _TORCH_AUGMENT, str(REPO / 'experiments'),
+       str(tmp_path / 'x.npy')], check=True, capture_output=True,
+      text=True).stdout)
+  nhwc = x.transpose(0, 2, 3, 1).astype(np.float32)
+  ours = {(dy, dx): np.asarray(augment.shift(nhwc, dy, dx)).transpose(
+      0, 3, 1, 2) for dy in range(-3, 4) for dx in range(-3, 4)}
+  for key, value in out['shifts'].items():
+    dy, dx = map(int, key.split(','))
+    np.testing.assert_array_equal(np.asarray(value, np.float32),
+                                  ours[(dy, dx)])
+  translated = np.asarray(out['translate'], np.float32)
+  offsets = set()
+  for i, image in enumerate(translated):  # Each one of our shifts by <= 3.
+    hits = [k for k, v in ours.items() if np.array_equal(v[i], image)]
+    assert hits, i
+    offsets.add(hits[0])
+  assert len(offsets) > 5  # Per-image offsets.
+  cut = np.asarray(out['cutout'], np.float32)[:, 0]
+  for image, src in zip(cut, x[:, 0]):
+    hole = image == np.float32(0.25)
+    rows, cols = np.nonzero(hole)
+    assert 3 <= len(set(rows)) <= 6 and 3 <= len(set(cols)) <= 6
+    assert hole.sum() == len(set(rows)) * len(set(cols))  # A square, clipped.
+    np.testing.assert_array_equal(image[~hole], src[~hole].astype(np.float32))
+
+
+def test_end_to_end_tiny(tmp_path):
+  """keras_cnn for 1 epoch of 3 steps, 2 seeds, on learnable synthetic
+  files; the PyTorch side too when its venv exists."""
+  data = make_learnable_dir(tmp_path / 'data', n_train=10, n_test=8128)
+  out = tmp_path / 'res' / 'parity'
+  torch_python = TORCH_PYTHON if os.path.exists(TORCH_PYTHON) else ''
+  assert parity.main([
+      '--configs', 'keras_cnn', '--epochs', '1', '--seeds', '2',
+      '--steps_curve', '3', '--train_examples', '384', '--eval_examples',
+      '128', '--data_dir', str(data), '--out', str(out), '--torch_python',
+      torch_python]) == 0
+  runs = json.load(open(f'{out}_runs.json'))['runs']
+  sides = ['jax', 'torch'] if torch_python else ['jax']
+  assert [(r['side'], r['seed']) for r in runs] == [
+      (side, seed) for seed in (0, 1) for side in sides]
+  for r in runs:
+    assert len(r['losses']) == 3 and len(r['epoch_seconds']) == 1
+    assert r['losses'][0] == pytest.approx(np.log(10), abs=0.5), r
+    assert 0.0 <= r['accuracy'] <= 1.0
+  jax_runs = [r for r in runs if r['side'] == 'jax']
+  assert jax_runs[0]['losses'] != jax_runs[1]['losses']  # Seeds differ.
+  md = open(f'{out}.md').read()
+  assert '| keras_cnn | 1 (12) | 2 |' in md
+  assert 'test[:384]' in md and 'test[8000:8128]' in md
+  assert ('not run' in md) != bool(torch_python)
+  assert os.path.exists(f'{out}_keras_cnn.png')
