@@ -184,13 +184,13 @@ def main(argv=None):
 
 def torch_time_to(torch, args, seed: int) -> dict:
   """The PyTorch port of the hysts recipe, per-epoch eval, until target."""
-  from kmnist_jax import configlib  # pylint: disable=g-import-not-at-top
   import parity  # pylint: disable=g-import-not-at-top
-  config = configlib.load_config_file(
-      os.path.join(ROOT, 'configs', 'resnet_preact20_cutout.py'), 'proxy')
-  recipe = parity.torch_recipe(config, args.torch_epochs)
-  out = torch('fit', recipe=recipe, seed=seed, epochs=args.torch_epochs,
-              target=args.target)
+  config = parity.compressed_config('resnet_preact20_cutout',
+                                    args.torch_epochs, seed, args.data_dir)
+  out = torch('fit', recipe=parity.torch_recipe(config), seed=seed,
+              steps_curve=0, target=args.target)
+  if 'error' in out:
+    raise RuntimeError(f'torch worker: {out["error"]}')
   history = out['history']
   hit = next((h for h in history if h['accuracy'] >= args.target), None)
   return dict(seed=seed, seconds=hit and hit['seconds'],

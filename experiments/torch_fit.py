@@ -184,8 +184,12 @@ def evaluate(model, images, labels, recipe: dict) -> dict:
 
 
 def fit(recipe: dict, seed: int, data, models: dict,
-        steps_curve: int = 300) -> dict:
+        steps_curve: int = 300, target: float | None = None) -> dict:
   """Trains `models[recipe['model']]` on `recipe`; see the module doc.
+
+  `target` (experiments/speedrun.py): evaluate after every epoch, record
+  `history` (epoch, accuracy, seconds since the start, evaluations
+  included) and stop at the first epoch whose accuracy reaches it.
 
   `data`: (train images, train labels, eval images, eval labels), uint8
   (N, 1, 28, 28) and int64 tensors; the first `train_examples` and
@@ -208,7 +212,8 @@ def fit(recipe: dict, seed: int, data, models: dict,
   recipe = dict(recipe, steps_per_epoch=spe)
   order = torch.Generator().manual_seed(seed + 1)
   losses, epoch_seconds, epoch_loss, step = [], [], [], 0
-  for _ in range(recipe['num_epochs']):
+  history, t_start = [], time.perf_counter()
+  for epoch in range(1, recipe['num_epochs'] + 1):
     model.train()
     t0, total = time.perf_counter(), 0.0
     perm = torch.randperm(n, generator=order)
@@ -237,8 +242,16 @@ def fit(recipe: dict, seed: int, data, models: dict,
       step += 1
     epoch_seconds.append(time.perf_counter() - t0)
     epoch_loss.append(total / spe)
-  ev = evaluate(model, ev_images, ev_labels, recipe)
+    if target is not None:
+      ev = evaluate(model, ev_images, ev_labels, recipe)
+      history.append({'epoch': epoch, 'accuracy': ev['accuracy'],
+                      'seconds': time.perf_counter() - t_start})
+      if ev['accuracy'] >= target:
+        break
+  if target is None:
+    ev = evaluate(model, ev_images, ev_labels, recipe)
   return {'accuracy': ev['accuracy'], 'eval_loss': ev['loss'],
+          'history': history,
           'epoch_seconds': epoch_seconds, 'epoch_train_loss': epoch_loss,
           'losses': losses, 'steps_per_epoch': spe,
           'threads': torch.get_num_threads()}

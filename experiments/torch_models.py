@@ -392,7 +392,7 @@ def main():
               worker.eval_labels)
       try:
         out = torch_fit.fit(cmd['recipe'], cmd['seed'], data, MODELS,
-                            cmd.get('steps_curve', 300))
+                            cmd.get('steps_curve', 300), cmd.get('target'))
       except Exception as e:  # pylint: disable=broad-except
         out = {'error': f'{type(e).__name__}: {e}'}
     else:
