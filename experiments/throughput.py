@@ -519,7 +519,7 @@ def run_tta(args, torch, results, notes):
     notes.append('tta: PyTorch side not measured.')
 
 
-PROFILE_RUNS = (('keras_cnn', 128), ('seed_cnn', 400))
+PROFILE_RUNS = (('keras_cnn', 128), ('seed_cnn', 400), ('resnet_preact20', 128))
 _RUNTIME_EVENTS = ('ThunkExecutor', 'PjitFunction', 'ParseArguments')
 
 

@@ -93,9 +93,10 @@ class KerasCNN(nn.Module):
     return self.fc2(x)
 
 
-def _conv(cin, cout, k, stride):
+def _conv(cin, cout, k, stride, kaiming=True):
   conv = nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, bias=False)
-  nn.init.kaiming_normal_(conv.weight, mode='fan_out', nonlinearity='relu')
+  if kaiming:  # Else PyTorch's default (the manifold-mixup PreActResNet-18).
+    nn.init.kaiming_normal_(conv.weight, mode='fan_out', nonlinearity='relu')
   return conv
 
 
@@ -103,14 +104,14 @@ class PreActBlock(nn.Module):
   """`preact_shortcut`: the shortcut starts from the pre-activated input,
   else from the raw input (see kmnist_jax.resnets.PreActBlock)."""
 
-  def __init__(self, cin, cout, stride, preact_shortcut):
+  def __init__(self, cin, cout, stride, preact_shortcut, kaiming=True):
     super().__init__()
     self.bn1 = nn.BatchNorm2d(cin, **_BN)
-    self.conv1 = _conv(cin, cout, 3, stride)
+    self.conv1 = _conv(cin, cout, 3, stride, kaiming)
     self.bn2 = nn.BatchNorm2d(cout, **_BN)
-    self.conv2 = _conv(cout, cout, 3, 1)
+    self.conv2 = _conv(cout, cout, 3, 1, kaiming)
     self.preact_shortcut = preact_shortcut
-    self.shortcut = (_conv(cin, cout, 1, stride)
+    self.shortcut = (_conv(cin, cout, 1, stride, kaiming)
                      if stride != 1 or cin != cout else None)
 
   def forward(self, x):
@@ -124,15 +125,17 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet18(nn.Module):
-  """The manifold-mixup code's preactresnet18: no final BN-ReLU."""
+  """The manifold-mixup code's preactresnet18: no final BN-ReLU, PyTorch's
+  default initializers."""
 
   def __init__(self, num_classes=10):
     super().__init__()
-    self.stem = _conv(1, 64, 3, 1)
+    self.stem = _conv(1, 64, 3, 1, kaiming=False)
     blocks, cin = [], 64
     for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
       for s in (stride, 1):
-        blocks.append(PreActBlock(cin, cout, s, s != 1 or cin != cout))
+        blocks.append(PreActBlock(cin, cout, s, s != 1 or cin != cout,
+                                  kaiming=False))
         cin = cout
     self.blocks = nn.Sequential(*blocks)
     self.head = nn.Linear(512, num_classes)

@@ -80,6 +80,9 @@ def base_config() -> ml_collections.ConfigDict:
   # The first this many train steps each write their loss to metrics.jsonl
   # (split 'step'; experiments/parity.py reads them); 0 = none.
   c.log_loss_steps = 0
+  # Evaluate at the end of each epoch from this one on (and always after the
+  # last); earlier epochs record train metrics and checkpoint only.
+  c.eval_from_epoch = 1
   c.write_plots = True
   return c
 

@@ -29,13 +29,23 @@ from kmnist_jax import cpu
 
 _BN = dict(momentum=0.9, epsilon=1e-5)  # PyTorch BatchNorm2d defaults.
 _HE = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+# PyTorch's default for Conv2d and Linear weights, kaiming_uniform_(a=sqrt(5)):
+# uniform in +-1/sqrt(fan_in).
+_TORCH_DEFAULT = nnx.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
 
 
-def _conv(cin, cout, k, stride, rngs, dtype):
+def _torch_default_bias(fan_in: int):
+  """PyTorch's default Linear bias: uniform in +-1/sqrt(fan_in)."""
+  bound = fan_in ** -0.5
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+      key, shape, dtype, -bound, bound)
+
+
+def _conv(cin, cout, k, stride, rngs, dtype, kernel_init=_HE):
   pad = (k - 1) // 2
   return nnx.Conv(cin, cout, (k, k), strides=stride,
                   padding=((pad, pad), (pad, pad)), use_bias=False,
-                  kernel_init=_HE, dtype=dtype, rngs=rngs,
+                  kernel_init=kernel_init, dtype=dtype, rngs=rngs,
                   # lax's convolution, faster on XLA:CPU (kmnist_jax.cpu).
                   conv_general_dilated=cpu.conv_general_dilated)
 
@@ -66,13 +76,14 @@ class PreActBlock(nnx.Module):
   manifold-mixup PreActBlock's identity shortcut).
   """
 
-  def __init__(self, cin, cout, stride, preact_shortcut, *, rngs, dtype=None):
+  def __init__(self, cin, cout, stride, preact_shortcut, *, rngs, dtype=None,
+               kernel_init=_HE):
     self.bn1 = _bn(cin, rngs, dtype)
-    self.conv1 = _conv(cin, cout, 3, stride, rngs, dtype)
+    self.conv1 = _conv(cin, cout, 3, stride, rngs, dtype, kernel_init)
     self.bn2 = _bn(cout, rngs, dtype)
-    self.conv2 = _conv(cout, cout, 3, 1, rngs, dtype)
+    self.conv2 = _conv(cout, cout, 3, 1, rngs, dtype, kernel_init)
     self.preact_shortcut = preact_shortcut
-    self.shortcut = (_conv(cin, cout, 1, stride, rngs, dtype)
+    self.shortcut = (_conv(cin, cout, 1, stride, rngs, dtype, kernel_init)
                      if stride != 1 or cin != cout else None)
 
   def __call__(self, x, train):
@@ -109,22 +120,27 @@ class PreActResNet18(_PreActNet):
   read at 5e759dd; the same blocks and head in supervised/models/preresnet.py
   at 83547a7). Its identity shortcuts take the raw input, its 1x1
   projections the pre-activated one, and the last stage goes straight to
-  pooling: no final BN-ReLU."""
+  pooling: no final BN-ReLU. It sets no initializer, so every weight has
+  PyTorch's default (uniform in +-1/sqrt(fan_in)); He-initialised, the
+  unnormalised last stage overflowed within 30 steps at rate 0.1."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, dtype=None):
-    self.stem = _conv(1, 64, 3, 1, rngs, dtype)
+    init = _TORCH_DEFAULT
+    self.stem = _conv(1, 64, 3, 1, rngs, dtype, init)
     blocks, cin = [], 64
     for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
       stage = []
       for s in (stride, 1):
         projects = s != 1 or cin != cout
         stage.append(PreActBlock(cin, cout, s, projects, rngs=rngs,
-                                 dtype=dtype))
+                                 dtype=dtype, kernel_init=init))
         cin = cout
       blocks.append(nnx.List(stage))
     self.stages = nnx.List(blocks)
     self.bn = None
-    self.head = nnx.Linear(512, num_classes, dtype=dtype, rngs=rngs)
+    self.head = nnx.Linear(512, num_classes, dtype=dtype, rngs=rngs,
+                           kernel_init=init,
+                           bias_init=_torch_default_bias(512))
 
 
 class ResNetPreAct(_PreActNet):

@@ -36,7 +36,7 @@ from kmnist_jax.errors import UserError
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Field-level checks that give one clear line before any work."""
   for field in ('num_epochs', 'batch_size', 'eval_batch_size',
-                'keep_checkpoints', 'log_every_steps'):
+                'keep_checkpoints', 'log_every_steps', 'eval_from_epoch'):
     if not isinstance(config[field], int) or config[field] <= 0:
       raise UserError(f'config.{field}={config[field]!r}: expected a positive '
                       'integer')
@@ -305,7 +305,8 @@ def end_of_epoch(run: Run, state: steps.TrainState, eval_step, eval_data,
                  num_classes: int, t_epoch: float) -> steps.TrainState:
   """Train metrics from the in-state sums (then reset), eval, records, a
   checkpoint with the eval accuracy; returns the state. The epoch started
-  at time `t_epoch`."""
+  at time `t_epoch`. Before `config.eval_from_epoch` (except the last
+  epoch): no eval, and the checkpoint has no metric."""
   run.check_finite(state)  # Also waits for the epoch's last step.
   seconds = time.time() - t_epoch
   run.epoch_seconds.append(seconds)
@@ -316,8 +317,17 @@ def end_of_epoch(run: Run, state: steps.TrainState, eval_step, eval_data,
   state = state.replace(loss_sum=jnp.zeros_like(state.loss_sum),
                         correct_sum=jnp.zeros_like(state.correct_sum),
                         count=jnp.zeros_like(state.count))
-  eval_m = steps.evaluate_arrays(eval_step, state, eval_data, num_classes)
   base = {'step': step, 'epoch': step // run.steps_per_epoch}
+  run.summary['train'] = train_m
+  if base['epoch'] < min(run.config.get('eval_from_epoch', 1),
+                         run.config.num_epochs):
+    run.write_pending()
+    run.write(dict(base, split='train', **train_m, wall_time=run.wall()))
+    logging.info('epoch %d: train loss %.4f acc %.4f (%.1f s)', base['epoch'],
+                 train_m['loss'], train_m['accuracy'], seconds)
+    run.save(state)
+    return state
+  eval_m = steps.evaluate_arrays(eval_step, state, eval_data, num_classes)
   run.write_pending()
   run.write(dict(base, split='train', **train_m, wall_time=run.wall()))
   run.write(dict(base, split='eval', loss=eval_m['loss'],

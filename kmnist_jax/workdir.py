@@ -25,6 +25,7 @@ from kmnist_jax.errors import UserError, one_line
 RESUMABLE_FIELDS = frozenset({
     'num_epochs', 'data_dir', 'eval_batch_size', 'test_split',
     'log_every_steps', 'log_loss_steps', 'checkpoint_every_steps',
+    'eval_from_epoch',
     'keep_checkpoints', 'write_plots'})
 # Fields that `--mode eval` may change on top of those: it scores a
 # checkpoint on another split with the same model.

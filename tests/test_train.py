@@ -59,6 +59,25 @@ def read_jsonl(path):
   return [json.loads(l) for l in open(path)]
 
 
+def test_eval_from_epoch_skips_the_early_evaluations(data_dir, tmp_path):
+  """Epochs before eval_from_epoch: a train record and a checkpoint, no
+  eval; the last epoch always evaluates, and equals a run that evaluates
+  every epoch (skipping evaluations changes no training number)."""
+  config = tiny_config(data_dir, train_split='train[:64]', num_epochs=3,
+                       eval_from_epoch=5)
+  _, m = train.train_and_evaluate(config, str(tmp_path / 'w'))
+  recs = read_jsonl(tmp_path / 'w' / 'metrics.jsonl')
+  assert [(r['epoch'], r['split']) for r in recs] == [
+      (1, 'train'), (2, 'train'), (3, 'train'), (3, 'eval')]
+  assert sorted(os.listdir(tmp_path / 'w' / 'checkpoints')) == ['2', '4',
+                                                                '6']
+  _, every = train.train_and_evaluate(
+      tiny_config(data_dir, train_split='train[:64]', num_epochs=3),
+      str(tmp_path / 'every'))
+  assert m['eval']['accuracy'] == every['eval']['accuracy']
+  assert m['train'] == every['train']
+
+
 def test_one_step(data_dir, tmp_path):
   config = tiny_config(data_dir, train_split='train[:32]', num_epochs=1)
   state, m = train.train_and_evaluate(config, str(tmp_path / 'w'))
@@ -186,6 +205,7 @@ def test_init_state_equals_the_default_optimisation_level(model):
     ('batch_size', 1000, 'larger than split'),
     ('num_epochs', -1, 'config.num_epochs=-1'),
     ('input_std', 0.0, 'config.input_std=0.0: expected a positive number'),
+    ('eval_from_epoch', 0, 'config.eval_from_epoch=0: expected a positive'),
 ])
 def test_config_errors(data_dir, tmp_path, field, value, match):
   with pytest.raises(UserError, match=match):
