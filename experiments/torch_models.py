@@ -93,10 +93,9 @@ class KerasCNN(nn.Module):
     return self.fc2(x)
 
 
-def _conv(cin, cout, k, stride, kaiming=True):
+def _conv(cin, cout, k, stride):
   conv = nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, bias=False)
-  if kaiming:  # Else PyTorch's default (the manifold-mixup PreActResNet-18).
-    nn.init.kaiming_normal_(conv.weight, mode='fan_out', nonlinearity='relu')
+  nn.init.kaiming_normal_(conv.weight, mode='fan_out', nonlinearity='relu')
   return conv
 
 
@@ -104,14 +103,14 @@ class PreActBlock(nn.Module):
   """`preact_shortcut`: the shortcut starts from the pre-activated input,
   else from the raw input (see kmnist_jax.resnets.PreActBlock)."""
 
-  def __init__(self, cin, cout, stride, preact_shortcut, kaiming=True):
+  def __init__(self, cin, cout, stride, preact_shortcut):
     super().__init__()
     self.bn1 = nn.BatchNorm2d(cin, **_BN)
-    self.conv1 = _conv(cin, cout, 3, stride, kaiming)
+    self.conv1 = _conv(cin, cout, 3, stride)
     self.bn2 = nn.BatchNorm2d(cout, **_BN)
-    self.conv2 = _conv(cout, cout, 3, 1, kaiming)
+    self.conv2 = _conv(cout, cout, 3, 1)
     self.preact_shortcut = preact_shortcut
-    self.shortcut = (_conv(cin, cout, 1, stride, kaiming)
+    self.shortcut = (_conv(cin, cout, 1, stride)
                      if stride != 1 or cin != cout else None)
 
   def forward(self, x):
@@ -125,23 +124,24 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet18(nn.Module):
-  """The manifold-mixup code's preactresnet18: no final BN-ReLU, PyTorch's
-  default initializers."""
+  """kmnist_jax.resnets.PreActResNet18 (see there how it differs from the
+  manifold-mixup code)."""
 
   def __init__(self, num_classes=10):
     super().__init__()
-    self.stem = _conv(1, 64, 3, 1, kaiming=False)
+    self.stem = _conv(1, 64, 3, 1)
     blocks, cin = [], 64
     for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
       for s in (stride, 1):
-        blocks.append(PreActBlock(cin, cout, s, s != 1 or cin != cout,
-                                  kaiming=False))
+        blocks.append(PreActBlock(cin, cout, s, True))
         cin = cout
     self.blocks = nn.Sequential(*blocks)
+    self.bn = nn.BatchNorm2d(512, **_BN)
     self.head = nn.Linear(512, num_classes)
 
   def forward(self, x):
     x = self.blocks(self.stem(x))
+    x = F.relu(self.bn(x))
     return self.head(x.mean((2, 3)))
 
 
