@@ -62,9 +62,8 @@ class PreActBlock(nnx.Module):
   """Pre-activation basic block.
 
   `preact_shortcut`: the shortcut starts from the pre-activated input
-  (hysts' first block of a stage, and the manifold-mixup PreActBlock's 1x1
-  projection); otherwise from the raw input (hysts' other blocks, and the
-  manifold-mixup PreActBlock's identity shortcut).
+  (hysts' first block of a stage; every block of our PreActResNet-18);
+  otherwise from the raw input (hysts' other blocks).
   """
 
   def __init__(self, cin, cout, stride, preact_shortcut, *, rngs, dtype=None):
