@@ -239,29 +239,38 @@ def train_and_evaluate(config, workdir: str):
         with open(tmp, 'wb') as f:
           np.savez(f, mean=fitted.mean, components=fitted.components,
                    train_checksums=np.array(sorted(checksums.items())))
-    writer = metrics_lib.MetricWriter(workdir, enabled=distributed.is_main())
-    summary = {'train': {}}
-    history = []
-    try:
-      writer.truncate_after(-1)
-      splits = [('eval', config.eval_split)]
-      if config.test_split:
-        splits.append(('test', config.test_split))
-      for name, split in splits:
-        images, labels = load_split(config, split)
-        m = evaluate_arrays(fitted, images, labels)
-        summary[name] = m
-        rec = {'step': 0, 'epoch': 0, 'split': name, 'loss': m['loss'],
-               'accuracy': m['accuracy'],
-               'balanced_accuracy': m['balanced_accuracy'],
-               'wall_time': time.time() - t0}
-        writer.write(rec)
-        history.append(rec)
-    finally:
-      writer.close()
+    summary = score_splits(
+        config, workdir, lambda x, y: evaluate_arrays(fitted, x, y), t0)
+  return None, summary
+
+
+def score_splits(config, workdir: str, score, t0: float,
+                 extra: dict | None = None) -> dict:
+  """A fitted baseline's records and summary: `score(images, labels)` of the
+  eval split (and the test split, if any), one epoch-0 record each in
+  metrics.jsonl (process 0), with `extra` in every record and as 'train'."""
+  extra = dict(extra or {})
+  writer = metrics_lib.MetricWriter(workdir, enabled=distributed.is_main())
+  summary, history = {'train': extra}, []
+  try:
+    writer.truncate_after(-1)
+    splits = [('eval', config.eval_split)]
+    if config.test_split:
+      splits.append(('test', config.test_split))
+    for name, split in splits:
+      m = score(*load_split(config, split))
+      summary[name] = m
+      rec = {'step': 0, 'epoch': 0, 'split': name, 'loss': m['loss'],
+             'accuracy': m['accuracy'],
+             'balanced_accuracy': m['balanced_accuracy'], **extra,
+             'wall_time': time.time() - t0}
+      writer.write(rec)
+      history.append(rec)
+  finally:
+    writer.close()
   summary.update(history=history, steps_per_epoch=0, epoch_seconds=[],
                  interrupted='')
-  return None, summary
+  return summary
 
 
 def load_fitted(workdir: str, data_dir: str = '') -> Fitted:

@@ -37,6 +37,7 @@ from kmnist_jax import data as data_lib
 from kmnist_jax import distributed
 from kmnist_jax import evaluate as evaluate_lib
 from kmnist_jax import fileio
+from kmnist_jax import knn
 from kmnist_jax import metrics as metrics_lib
 from kmnist_jax import workdir as workdir_lib
 from kmnist_jax.errors import UserError
@@ -175,10 +176,6 @@ def load(path: str) -> Machine:
   return Machine(**fields)
 
 
-def load_split(config, split: str):
-  return data_lib.load(config.dataset, split, config.data_dir or None)
-
-
 def train_and_evaluate(config, workdir: str):
   """Fits on `train_split`, scores `eval_split` (and `test_split`).
 
@@ -195,39 +192,19 @@ def train_and_evaluate(config, workdir: str):
     t0 = time.time()
     workdir_lib.check_same_run(config, workdir)
     info = data_lib.get_info(config.dataset)
-    images, labels = load_split(config, config.train_split)
+    images, labels = knn.load_split(config, config.train_split)
     machine = fit(images, labels, info.num_classes, config.svm_c,
                   config.svm_gamma)
     fit_seconds = time.time() - t0
     workdir_lib.record_config(config, workdir)
     if distributed.is_main():
       save(machine, os.path.join(workdir, MODEL_FILE))
-    writer = metrics_lib.MetricWriter(workdir, enabled=distributed.is_main())
-    summary = {'train': {'fit_seconds': fit_seconds,
-                         'num_support_vectors': len(machine.support_vectors)}}
-    history = []
-    try:
-      writer.truncate_after(-1)
-      splits = [('eval', config.eval_split)]
-      if config.test_split:
-        splits.append(('test', config.test_split))
-      for name, split in splits:
-        images, labels = load_split(config, split)
-        m = metrics_lib.from_probabilities(predict_proba(machine, images),
-                                           labels, info.num_classes)
-        summary[name] = m
-        rec = {'step': 0, 'epoch': 0, 'split': name, 'loss': m['loss'],
-               'accuracy': m['accuracy'],
-               'balanced_accuracy': m['balanced_accuracy'],
-               'fit_seconds': fit_seconds,
-               'num_support_vectors': len(machine.support_vectors),
-               'wall_time': time.time() - t0}
-        writer.write(rec)
-        history.append(rec)
-    finally:
-      writer.close()
-  summary.update(history=history, steps_per_epoch=0, epoch_seconds=[],
-                 interrupted='')
+    summary = knn.score_splits(
+        config, workdir,
+        lambda x, y: metrics_lib.from_probabilities(
+            predict_proba(machine, x), y, info.num_classes),
+        t0, {'fit_seconds': fit_seconds,
+             'num_support_vectors': len(machine.support_vectors)})
   return None, summary
 
 
