@@ -95,6 +95,7 @@ def compressed_config(name: str, epochs: int, seed: int, data_dir: str = '',
   if c.lr_schedule == 'multistep':
     c.lr_milestones = scale_milestones(c.lr_milestones, recipe_epochs, epochs)
   c.log_loss_steps, c.write_plots = steps_curve, False
+  c.eval_from_epoch = epochs  # Only the final accuracy, as PyTorch's.
   if tuple(sizes) != PROXY_SIZES:
     n, m = sizes
     c.train_split, c.eval_split = f'test[:{n}]', f'test[8000:{8000 + m}]'

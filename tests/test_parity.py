@@ -44,7 +44,8 @@ def test_recipe_of_the_multistep_and_mixup_configs():
   assert (c.num_epochs, c.lr_milestones, c.seed, c.data_dir) == (
       10, '5,8', 2, '/data')
   assert (c.train_split, c.eval_split) == ('test[:8000]', 'test[8000:]')
-  assert (c.log_loss_steps, c.write_plots) == (300, False)
+  assert (c.log_loss_steps, c.write_plots, c.eval_from_epoch) == (300, False,
+                                                                  10)
   r = parity.torch_recipe(c)
   assert {k: r[k] for k in (
       'model', 'num_epochs', 'batch_size', 'optimizer', 'learning_rate',
