@@ -111,7 +111,9 @@ class PreActResNet18(_PreActNet):
   identity shortcuts, no final BN-ReLU, PyTorch's default initializers)
   diverged on the KMNIST proxy with the recipe's rate 0.1, in this
   project and in the PyTorch port alike (loss 2.3 -> 20 -> NaN within 30
-  steps, 2026-11-29), so how the paper's runs trained it is open."""
+  steps, 2026-11-29). Of the three, the final BN-ReLU alone makes it train
+  (experiments/results/preact18_divergence.md: 60 steps, one seed); how
+  the paper's runs trained the code's form is not published."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, dtype=None):
     self.stem = _conv(1, 64, 3, 1, rngs, dtype)
