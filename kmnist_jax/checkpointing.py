@@ -13,6 +13,7 @@ the step before it, which replays the same steps.
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 from typing import Any
 
@@ -31,6 +32,20 @@ def _metric(metrics: dict) -> float:
   return float(metrics[BEST_METRIC])
 
 
+class _NoMetricsNote(std_logging.Filter):
+  """Drops Orbax's warning on each save without eval metrics: epochs before
+  `config.eval_from_epoch` and mid-epoch saves have none by design."""
+
+  def filter(self, record):
+    return 'did not provide metrics' not in record.getMessage()
+
+
+def _quiet_missing_metrics() -> None:
+  log = logging.get_absl_logger()
+  if not any(isinstance(f, _NoMetricsNote) for f in log.filters):
+    log.addFilter(_NoMetricsNote())
+
+
 class Checkpointer:
   """Thin wrapper over `ocp.CheckpointManager` for this project's layout."""
 
@@ -44,6 +59,7 @@ class Checkpointer:
         cm.BestN(get_metric_fn=_metric, n=1,
                  keep_checkpoints_without_metrics=False),
     ])
+    _quiet_missing_metrics()
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, best_fn=_metric, best_mode='max',
         keep_checkpoints_without_metrics=True, create=not read_only,

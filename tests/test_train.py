@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+from absl import logging as absl_logging
 import jax
 import numpy as np
 import pytest
@@ -59,13 +60,19 @@ def read_jsonl(path):
   return [json.loads(l) for l in open(path)]
 
 
-def test_eval_from_epoch_skips_the_early_evaluations(data_dir, tmp_path):
+def test_eval_from_epoch_skips_the_early_evaluations(data_dir, tmp_path,
+                                                     caplog):
   """Epochs before eval_from_epoch: a train record and a checkpoint, no
-  eval; the last epoch always evaluates, and equals a run that evaluates
-  every epoch (skipping evaluations changes no training number)."""
+  eval and no Orbax warning for the missing metrics; the last epoch always
+  evaluates, and equals a run that evaluates every epoch (skipping
+  evaluations changes no training number)."""
   config = tiny_config(data_dir, train_split='train[:64]', num_epochs=3,
                        eval_from_epoch=5)
-  _, m = train.train_and_evaluate(config, str(tmp_path / 'w'))
+  with caplog.at_level('WARNING'):
+    _, m = train.train_and_evaluate(config, str(tmp_path / 'w'))
+    absl_logging.warning('a warning of our own still shows')
+  assert 'did not provide metrics' not in caplog.text
+  assert 'a warning of our own still shows' in caplog.text
   recs = read_jsonl(tmp_path / 'w' / 'metrics.jsonl')
   assert [(r['epoch'], r['split']) for r in recs] == [
       (1, 'train'), (2, 'train'), (3, 'train'), (3, 'eval')]
