@@ -255,10 +255,22 @@ std::unique_ptr<Plan> Build(const Key& k) {
   if (dnnl_memory_desc_create_with_strides(&d.x, 4, xd, kF32, xs) ||
       dnnl_memory_desc_create_with_strides(&d.w, 4, wd, kF32, ws) ||
       dnnl_memory_desc_create_with_strides(&d.y, 4, yd, kF32, ys) ||
-      dnnl_memory_desc_create_with_tag(&d.ax, 4, xd, kF32, kTagAny) ||
-      dnnl_memory_desc_create_with_tag(&d.aw, 4, wd, kF32, kTagAny) ||
-      dnnl_memory_desc_create_with_tag(&d.ay, 4, yd, kF32, kTagAny))
+      dnnl_memory_desc_create_with_tag(&d.aw, 4, wd, kF32, kTagAny))
     return nullptr;
+  // KMNIST_JAX_ONEDNN_NHWC=1: the activations stay in XLA's NHWC layout
+  // (no reorders); else oneDNN picks its layout ("any", usually nChw16c).
+  static const bool nhwc = [] {
+    const char* v = std::getenv("KMNIST_JAX_ONEDNN_NHWC");
+    return v != nullptr && v[0] == '1';
+  }();
+  if (nhwc) {
+    if (dnnl_memory_desc_create_with_strides(&d.ax, 4, xd, kF32, xs) ||
+        dnnl_memory_desc_create_with_strides(&d.ay, 4, yd, kF32, ys))
+      return nullptr;
+  } else if (dnnl_memory_desc_create_with_tag(&d.ax, 4, xd, kF32, kTagAny) ||
+             dnnl_memory_desc_create_with_tag(&d.ay, 4, yd, kF32, kTagAny)) {
+    return nullptr;
+  }
   // The forward primitive descriptor: oneDNN's hint for the backward ones.
   dnnl_primitive_desc_t hint_pd = nullptr;
   dnnl_convolution_forward_primitive_desc_create(
