@@ -257,12 +257,17 @@ std::unique_ptr<Plan> Build(const Key& k) {
       dnnl_memory_desc_create_with_strides(&d.y, 4, yd, kF32, ys) ||
       dnnl_memory_desc_create_with_tag(&d.aw, 4, wd, kF32, kTagAny))
     return nullptr;
-  // KMNIST_JAX_ONEDNN_NHWC=1: the activations stay in XLA's NHWC layout
-  // (no reorders); else oneDNN picks its layout ("any", usually nChw16c).
-  static const bool nhwc = [] {
+  // The activations stay in XLA's NHWC layout (no reorders) for 1x1 and 3x3
+  // kernels; for larger ones oneDNN picks its layout ("any", usually
+  // nChw16c). Measured 2026-11-29 (experiments/throughput.py, train steps):
+  // NHWC made resnet_preact20 16% and keras_cnn 4-8% faster but seed_cnn
+  // (5x5 and 4x4 kernels) 40% slower. KMNIST_JAX_ONEDNN_NHWC=0 or 1 forces
+  // one layout for every kernel.
+  static const int forced = [] {
     const char* v = std::getenv("KMNIST_JAX_ONEDNN_NHWC");
-    return v != nullptr && v[0] == '1';
+    return v == nullptr || v[0] == '\0' ? -1 : v[0] == '1' ? 1 : 0;
   }();
+  const bool nhwc = forced >= 0 ? forced == 1 : kh * kw <= 9;
   if (nhwc) {
     if (dnnl_memory_desc_create_with_strides(&d.ax, 4, xd, kF32, xs) ||
         dnnl_memory_desc_create_with_strides(&d.ay, 4, yd, kF32, ys))
