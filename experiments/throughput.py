@@ -174,13 +174,14 @@ def model_config(name: str):
 class JaxBench:
   """Compiled train and eval steps of one model over the proxy data."""
 
-  def __init__(self, name: str, data):
+  def __init__(self, name: str, data, matmul_precision: str = 'default'):
     import jax  # pylint: disable=g-import-not-at-top
     from kmnist_jax import input_pipeline, optim, steps  # pylint: disable=g-import-not-at-top
     from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
     self.jax, self.steps_lib = jax, steps
     self.name = name
     self.config = model_config(name)
+    self.config.matmul_precision = matmul_precision
     mesh = steps.make_mesh()
     repl = NamedSharding(mesh, P())
     (images, labels), (ev_images, ev_labels) = data
@@ -195,7 +196,8 @@ class JaxBench:
     self.steps, self.states = {}, {}
     self.eval_data = input_pipeline.make_eval_data(ev_images, ev_labels,
                                                    EVAL_BATCH, repl)
-    self.eval_step = steps.make_eval_step(self.graphdef, 10, EVAL_BATCH)
+    self.eval_step = steps.make_eval_step(self.graphdef, 10, EVAL_BATCH, 0,
+                                          matmul_precision)
 
   def _train_step(self, batch):
     if batch not in self.steps:
@@ -286,7 +288,7 @@ def run_throughput(args, torch, data, sections, results, notes):
     if name not in models_lib.MODELS:
       notes.append(f'{name}: not in kmnist_jax.models.MODELS; skipped.')
       continue
-    bench = JaxBench(name, data)
+    bench = JaxBench(name, data, args.jax_matmul_precision)
     flops = bench.forward_flops()
     peak = results['peak_gflops'] = max(peak, matmul_peak())
     cases = []
@@ -657,6 +659,10 @@ def write_report(path: str, results: dict) -> None:
          f'jax {m["jax"]}, flax {m["flax"]}; torch {t.get("torch", "n/a")} '
          f'(Python {t.get("python", "n/a")}, {t.get("threads", "?")} threads). '
          f'JAX convolution gradients: {m.get("onednn", "n/a")}. '
+         'JAX convolutions: '
+         + ('bfloat16 operands, float32 sums (config.matmul_precision='
+            "'bfloat16')" if results.get('jax_matmul_precision') == 'bfloat16'
+            else 'float32') + '; PyTorch float32. '
          f'malloc: JAX {m.get("malloc", "n/a")}; PyTorch '
          f'{t.get("malloc", "n/a")}. '
          f'Date: {results["date"]}. Load average (1, 5, 15 min) at start '
@@ -741,6 +747,10 @@ def parse_args(argv=None):
   p.add_argument('--torch_malloc', choices=('same', 'stock'), default='same',
                  help='the PyTorch worker\'s malloc: the same settings as '
                  'the JAX side (default) or the C library\'s defaults')
+  p.add_argument('--jax_matmul_precision', choices=('default', 'bfloat16'),
+                 default='default',
+                 help="the JAX side's config.matmul_precision in the train "
+                 'and eval sections (PyTorch stays float32)')
   p.add_argument('--sections', default=','.join(SECTIONS))
   p.add_argument('--models', default=','.join(MODELS))
   p.add_argument('--batches', default='128,400')
@@ -767,7 +777,8 @@ def main(argv=None):
   notes: list[str] = []
   results = dict(command=' '.join(shlex.quote(a) for a in sys.argv),
                  date=time.strftime('%Y-%m-%d %H:%M'), repeats=args.repeats,
-                 sections=args.sections, notes=notes)
+                 sections=args.sections, notes=notes,
+                 jax_matmul_precision=args.jax_matmul_precision)
   needs_torch = {'train', 'eval', 'tta'} & set(args.sections)
   torch = start_torch(args.torch_python, args.data_dir, notes,
                       args.torch_malloc) if needs_torch else None

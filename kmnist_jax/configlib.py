@@ -37,6 +37,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 1000
   # 'bfloat16': bf16 compute with float32 params (GPU/TPU); 'float32'.
   c.compute_dtype = 'float32'
+  # 'bfloat16': convolutions and matmuls take bfloat16 operands and sum in
+  # float32, everything else float32 (on this project's CPU: oneDNN's
+  # bfloat16 convolutions, kmnist_jax.cpu.conv); 'default': JAX's precision.
+  c.matmul_precision = 'default'
   # Input scaling: the model sees (pixel / 255 - input_mean) / input_std.
   c.input_mean = 0.0
   c.input_std = 1.0

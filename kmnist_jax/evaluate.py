@@ -171,7 +171,8 @@ def evaluate_probabilities(config: ml_collections.ConfigDict | None,
   info = data_lib.get_info(config.dataset)
   images, labels, indices = load_split(config, split)
   log_probs = steps.infer(
-      steps.make_infer_fn(graphdef, config.get('tta_shift', 0)), state,
+      steps.make_infer_fn(graphdef, config.get('tta_shift', 0),
+                          steps.matmul_precision(config)), state,
       images, config.eval_batch_size)
   probs = steps.probabilities(log_probs)
   result = metrics_lib.from_probabilities(probs, labels, info.num_classes,

@@ -72,7 +72,8 @@ class Predictor:
     # probabilities.
     self.batch_size = batch_size or config.eval_batch_size
     self.workdir = workdir
-    self._infer_fn = steps.make_infer_fn(graphdef, config.get('tta_shift', 0))
+    self._infer_fn = steps.make_infer_fn(graphdef, config.get('tta_shift', 0),
+                                         steps.matmul_precision(config))
 
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint_step: int = -1,

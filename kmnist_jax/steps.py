@@ -17,6 +17,7 @@ loss and confusion on the device.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -37,6 +38,11 @@ from kmnist_jax import streams
 from kmnist_jax.cpu import compiler
 
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
+# config.matmul_precision: 'default' is JAX's; 'bfloat16' traces the steps
+# under jax.default_matmul_precision('bfloat16'): convolutions and matmuls
+# take bfloat16 operands and sum in float32 (on XLA:CPU the convolutions run
+# oneDNN's bfloat16 kernels, kmnist_jax.cpu.conv); the rest stays float32.
+MATMUL_PRECISIONS = ('default', 'bfloat16')
 
 
 @flax.struct.dataclass
@@ -61,6 +67,17 @@ def make_mesh(devices=None) -> Mesh:
 def compute_dtype(config):
   """Layer compute dtype of `config.compute_dtype`; params stay float32."""
   return COMPUTE_DTYPES[config.get('compute_dtype', 'float32')]
+
+
+def matmul_precision(config) -> str:
+  return config.get('matmul_precision', 'default')
+
+
+def precision_scope(precision: str):
+  """The context a step's body is traced in (see MATMUL_PRECISIONS)."""
+  if precision == 'default':
+    return contextlib.nullcontext()
+  return jax.default_matmul_precision(precision)
 
 
 def create_model(config, num_classes: int, seed: int = 0) -> nnx.Module:
@@ -127,8 +144,13 @@ def make_train_step(graphdef, tx, config, num_classes: int, batch_size: int,
   """The jitted train step: (state, images, labels, perm, i) -> state."""
   repl = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P('data'))
+  precision = matmul_precision(config)
 
-  def step_fn(state: TrainState, images, labels, perm, step_in_epoch):
+  def step_fn(state, images, labels, perm, step_in_epoch):
+    with precision_scope(precision):
+      return train_step(state, images, labels, perm, step_in_epoch)
+
+  def train_step(state: TrainState, images, labels, perm, step_in_epoch):
     x, y = input_pipeline.gather_batch(images, labels, perm, step_in_epoch,
                                        batch_size)
     x = jax.lax.with_sharding_constraint(input_pipeline.to_float(x),
@@ -175,21 +197,23 @@ def make_train_step(graphdef, tx, config, num_classes: int, batch_size: int,
                  out_shardings=repl)
 
 
-def eval_logits(graphdef, params, batch_stats, images, tta_shift: int = 0):
+def eval_logits(graphdef, params, batch_stats, images, tta_shift: int = 0,
+                precision: str = 'default'):
   """Traced: float32 logits of uint8 `images` (B, 28, 28) in eval mode.
 
   `tta_shift` > 0: the log of the mean softmax over the 9 shifted views
   (`augment.tta_logits`), which softmax / argmax / cross-entropy treat as
-  logits.
+  logits. `precision`: the config's matmul_precision.
   """
   model = nnx.merge(graphdef, params, batch_stats)
-  return augment.tta_logits(
-      lambda v: model(v, train=False).astype(jnp.float32),
-      input_pipeline.to_float(images), tta_shift)
+  with precision_scope(precision):
+    return augment.tta_logits(
+        lambda v: model(v, train=False).astype(jnp.float32),
+        input_pipeline.to_float(images), tta_shift)
 
 
 def make_eval_step(graphdef, num_classes: int, batch_size: int,
-                   tta_shift: int = 0):
+                   tta_shift: int = 0, precision: str = 'default'):
   """Jitted eval step of the training loop, accumulating (loss_sum,
   confusion) over the batches of an `input_pipeline.EvalData`."""
 
@@ -198,7 +222,8 @@ def make_eval_step(graphdef, num_classes: int, batch_size: int,
   def eval_step(params, batch_stats, images, labels, mask, acc, i):
     sl = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)
     x, y, m = sl(images), sl(labels), sl(mask)
-    logits = eval_logits(graphdef, params, batch_stats, x, tta_shift)
+    logits = eval_logits(graphdef, params, batch_stats, x, tta_shift,
+                         precision)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     pred = jnp.argmax(logits, -1)
     conf = jnp.zeros((num_classes, num_classes), jnp.int32).at[y, pred].add(
@@ -224,7 +249,7 @@ def evaluate_arrays(eval_step, state: TrainState, ev: input_pipeline.EvalData,
   return metrics_lib.with_confusion(confusion, loss_sum)
 
 
-def make_infer_fn(graphdef, tta_shift: int = 0):
+def make_infer_fn(graphdef, tta_shift: int = 0, precision: str = 'default'):
   """THE inference function, jitted: (params, batch_stats, uint8 images
   (B, 28, 28)) -> float32 log-probabilities (B, C), with test-time
   augmentation when `tta_shift` > 0. Run it through `infer`."""
@@ -232,7 +257,8 @@ def make_infer_fn(graphdef, tta_shift: int = 0):
   @functools.partial(jax.jit, compiler_options=compiler.COMPILER_OPTIONS)
   def infer_fn(params, batch_stats, images):
     return jax.nn.log_softmax(
-        eval_logits(graphdef, params, batch_stats, images, tta_shift))
+        eval_logits(graphdef, params, batch_stats, images, tta_shift,
+                    precision))
 
   return infer_fn
 

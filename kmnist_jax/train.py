@@ -54,6 +54,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.get('compute_dtype', 'float32') not in steps.COMPUTE_DTYPES:
     raise UserError(f'config.compute_dtype={config.compute_dtype!r}: expected '
                     f'one of {", ".join(steps.COMPUTE_DTYPES)}')
+  if steps.matmul_precision(config) not in steps.MATMUL_PRECISIONS:
+    raise UserError(f'config.matmul_precision={config.matmul_precision!r}: '
+                    f'expected one of {", ".join(steps.MATMUL_PRECISIONS)}')
   if not 0 <= config.label_smoothing < 1:
     raise UserError(f'config.label_smoothing={config.label_smoothing}: '
                     'expected a number in [0, 1)')
@@ -241,7 +244,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                        config.batch_size, mesh)
     eval_step = steps.make_eval_step(graphdef, num_classes,
                                      config.eval_batch_size,
-                                     config.get('tta_shift', 0))
+                                     config.get('tta_shift', 0),
+                                     steps.matmul_precision(config))
     # The images go to every device once; per epoch only indices follow.
     images_dev = distributed.put_global(train_images, repl)
     labels_dev = distributed.put_global(train_labels.astype(np.int32), repl)

@@ -292,3 +292,37 @@ def test_on_a_gpu_backend_nothing_of_the_cpu_code_engages(monkeypatch):
     ours = jaxpr(conv.conv_general_dilated)
     assert ours == jaxpr(lax.conv_general_dilated)
     assert 'custom_vjp' not in ours and 'optimization_barrier' not in ours
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='CPU fast path')
+@pytest.mark.parametrize('with_onednn', [True, False])
+def test_bf16_passes_round_the_operands_only_where_asked(with_onednn,
+                                                         monkeypatch):
+  """jax.default_matmul_precision('bfloat16') rounds a multi-channel
+  convolution's operands to bfloat16 (oneDNN's kernels, or XLA's float32
+  convolution of the rounded values without oneDNN: the same numbers); a
+  single-channel one (the image) and every convolution outside the scope
+  stay float32."""
+  if not with_onednn:
+    monkeypatch.setattr(onednn, 'available', lambda: False)
+  elif not onednn.available():
+    pytest.skip('oneDNN FFI not available here')
+  r = np.random.default_rng(3)
+  x = jnp.asarray(r.standard_normal((2, 10, 10, 8), np.float32))
+  w = jnp.asarray(r.standard_normal((3, 3, 8, 4), np.float32))
+  f = jax.jit(lambda x, w: conv.conv_general_dilated(
+      x, w, (1, 1), 'SAME', dimension_numbers=NHWC))
+  rnd = lambda a: a.astype(jnp.bfloat16).astype(jnp.float32)
+  exact = lambda x, w: lax.conv_general_dilated(
+      x, w, (1, 1), 'SAME', dimension_numbers=NHWC,
+      precision=lax.Precision.HIGHEST)
+  with jax.default_matmul_precision('bfloat16'):
+    y = f(x, w)
+    y1 = f(x[..., :1], w[:, :, :1])
+    hlo = f.lower(x, w).as_text()
+  assert ('custom_call' in hlo) == with_onednn
+  np.testing.assert_allclose(y, exact(rnd(x), rnd(w)), rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(y1, exact(x[..., :1], w[:, :, :1]), rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(f(x, w), exact(x, w), rtol=1e-5, atol=1e-4)
+  assert float(jnp.abs(y - exact(x, w)).max()) > 1e-3

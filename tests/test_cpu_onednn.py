@@ -1,4 +1,5 @@
-"""kmnist_jax.cpu.onednn: oneDNN's gradients, its build, its cache, its checks."""
+"""kmnist_jax.cpu.onednn: oneDNN's convolutions, its build, its cache, its
+checks."""
 
 import os
 
@@ -273,3 +274,94 @@ def test_handlers_refuse_other_element_types(which):
                      'float32'):
     jax.block_until_ready(_call(onednn.BWD_DATA, [((2, 8, 8, 3), out_dtype)],
                                 dy, w))
+
+
+# --- bfloat16 passes (config.matmul_precision='bfloat16') ---------------------
+
+
+def _rounded(a):
+  return a.astype(jnp.bfloat16).astype(jnp.float32)
+
+
+@needs_onednn
+@pytest.mark.parametrize('x_shape, w_shape, strides, padding', [
+    ((4, 28, 28, 16), (3, 3, 16, 16), (1, 1), ((1, 1), (1, 1))),  # 3x3 s1
+    ((4, 28, 28, 16), (3, 3, 16, 32), (2, 2), ((1, 1), (1, 1))),  # 3x3 s2
+    ((4, 28, 28, 16), (1, 1, 16, 32), (2, 2), ((0, 0), (0, 0))),  # 1x1 s2
+    ((2, 14, 14, 96), (1, 1, 96, 96), (1, 1), ((0, 0), (0, 0))),  # 1x1 s1
+    ((2, 4, 4, 512), (3, 3, 512, 512), (1, 1), ((1, 1), (1, 1))),  # 512
+    ((16, 26, 26, 32), (3, 3, 32, 64), (1, 1), 'VALID'),       # keras conv2
+    ((8, 12, 12, 16), (4, 4, 16, 32), (2, 2), ((1, 1), (1, 1))),  # seed conv2
+])
+def test_bf16_passes_are_float32_sums_of_rounded_operands(x_shape, w_shape,
+                                                          strides, padding):
+  """Under jax.default_matmul_precision('bfloat16'): oneDNN's bfloat16
+  forward pass and gradients, float32 results equal to float32 sums of the
+  operands rounded to bfloat16 (products of two bfloat16 numbers are exact
+  in float32), up to the order of the sums."""
+  r = np.random.default_rng(7)
+  x = jnp.asarray(r.standard_normal(x_shape, np.float32))
+  w = jnp.asarray(r.standard_normal(w_shape, np.float32) * 0.2)
+  g = None
+
+  def ours(x, w):
+    return conv.conv_general_dilated(x, w, strides, padding,
+                                     dimension_numbers=NHWC)
+
+  def exact(x, w):
+    return lax.conv_general_dilated(x, w, strides, padding,
+                                    dimension_numbers=NHWC,
+                                    precision=lax.Precision.HIGHEST)
+
+  vjp = jax.jit(lambda f, x, w, g: jax.vjp(f, x, w)[1](g), static_argnums=0)
+  with jax.default_matmul_precision('bfloat16'):
+    y = jax.jit(ours)(x, w)
+    g = jnp.asarray(r.standard_normal(y.shape, np.float32))
+    dx, dw = vjp(ours, x, w, g)
+    hlo = vjp.lower(ours, x, w, g).as_text()
+    fwd_hlo = jax.jit(ours).lower(x, w).as_text()
+  assert onednn.FWD in fwd_hlo and onednn.BWD in hlo
+  y_ref = exact(_rounded(x), _rounded(w))
+  dx_ref, dw_ref = vjp(exact, _rounded(x), _rounded(w), _rounded(g))
+  for ours_v, ref in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
+    assert ours_v.dtype == jnp.float32 and ours_v.shape == ref.shape
+    np.testing.assert_allclose(ours_v, ref, rtol=1e-4,
+                               atol=1e-5 * float(jnp.abs(ref).max()))
+  # Not the float32 convolution: the operands were rounded.
+  assert float(jnp.abs(y - exact(x, w)).max()) > 1e-4
+  # Run to run, the same bits.
+  with jax.default_matmul_precision('bfloat16'):
+    np.testing.assert_array_equal(vjp(ours, x, w, g)[1], dw)
+
+
+@needs_onednn
+def test_handlers_take_bfloat16_inputs_with_float32_results():
+  bf, f32 = jnp.bfloat16, jnp.float32
+  x, w = jnp.ones((2, 8, 8, 3), bf), jnp.ones((3, 3, 3, 4), bf)
+  dy = jnp.ones((2, 6, 6, 4), bf)
+  y, = _call(onednn.FWD, [((2, 6, 6, 4), f32)], x, w)
+  assert y.dtype == f32 and float(y[0, 0, 0, 0]) == 27.0
+  yb, = _call(onednn.FWD, [((2, 6, 6, 4), bf)], x, w)
+  assert yb.dtype == bf and float(yb[1, 5, 5, 3]) == 27.0
+  dx, dw = _call(onednn.BWD, [((2, 8, 8, 3), f32), ((3, 3, 3, 4), f32)],
+                 x, w, dy)
+  assert float(dx[0, 4, 4, 0]) == 36.0 and float(dw[1, 1, 0, 0]) == 72.0
+  y32, = _call(onednn.FWD, [((2, 6, 6, 4), f32)], x.astype(f32),
+               w.astype(f32))
+  np.testing.assert_array_equal(y32, y)
+
+
+@needs_onednn
+@pytest.mark.parametrize('args, outs, message', [
+    # Inputs of two element types.
+    ([((2, 8, 8, 3), jnp.bfloat16), ((3, 3, 3, 4), jnp.float32)],
+     [((2, 6, 6, 4), jnp.float32)], 'w must be bfloat16, as the other inputs'),
+    # float32 inputs, a bfloat16 result.
+    ([((2, 8, 8, 3), jnp.float32), ((3, 3, 3, 4), jnp.float32)],
+     [((2, 6, 6, 4), jnp.bfloat16)], 'float32 inputs need float32 results'),
+])
+def test_handlers_refuse_mixed_element_types(args, outs, message):
+  with pytest.raises(jax.errors.JaxRuntimeError,
+                     match='INVALID_ARGUMENT: kmnist_conv: ' + message):
+    jax.block_until_ready(_call(onednn.FWD, outs,
+                                *[jnp.ones(s, d) for s, d in args]))

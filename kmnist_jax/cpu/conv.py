@@ -12,6 +12,14 @@ with unit dilations and one feature group:
   a sum of kh*kw shifted copies of the image, each scaled by one row of the
   kernel: one elementwise fusion, vectorized over the output channels
   (1.5 ms against XLA's 7.7 ms for seed_cnn's 5x5x16 conv1 at batch 400).
+* Opt-in bfloat16 passes: under `jax.default_matmul_precision('bfloat16')`
+  (`config.matmul_precision='bfloat16'`) a convolution with more than one
+  input channel rounds its operands to bfloat16 and accumulates in float32,
+  as a TPU does at that precision; its result and gradients stay float32.
+  With oneDNN the forward pass and both gradients run on the CPU's bfloat16
+  instructions (AVX512-BF16); without, XLA computes the same numbers.
+  Everything around the convolutions (BatchNorm, ReLU, the loss, the
+  updates) stays float32.
 
 Everything else, and every convolution on another backend (a GPU, a TPU),
 goes to `jax.lax.conv_general_dilated` unchanged. Values equal lax's up to
@@ -31,6 +39,8 @@ from jax import lax
 from kmnist_jax.cpu import onednn
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
+# The values of jax_default_matmul_precision that ask for bfloat16 passes.
+BF16_PASSES = ('bfloat16', 'BF16_BF16_F32')
 
 
 def _is_nhwc(dimension_numbers, ndim: int) -> bool:
@@ -136,6 +146,54 @@ def _fast_conv_bwd(strides, pads, res, g):
 _fast_conv.defvjp(_fast_conv_fwd, _fast_conv_bwd)
 
 
+def _rounded(*arrays):
+  """float32 arrays rounded to bfloat16 (the bfloat16 passes' operands)."""
+  return tuple(a.astype(jnp.bfloat16) for a in arrays)
+
+
+def _exact_conv(x, w, strides, pads):
+  """Without oneDNN: float32 XLA convolutions of the rounded operands, whose
+  products are exact in float32, so the same sums as oneDNN's."""
+  f = lambda x, w: lax.conv_general_dilated(
+      x, w, strides, pads, dimension_numbers=_NHWC,
+      precision=lax.Precision.HIGHEST)
+  return f, (x.astype(jnp.float32), w.astype(jnp.float32))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _bf16_conv(x, w, strides, pads):
+  return _bf16_conv_fwd(x, w, strides, pads)[0]
+
+
+def _bf16_conv_fwd(x, w, strides, pads):
+  xb, wb = _rounded(x, w)
+  if not onednn.available():
+    f, args = _exact_conv(xb, wb, strides, pads)
+    return f(*args), (xb, wb)
+  out_hw = _out_hw(x.shape[1:3], w.shape[:2], strides, pads)
+  y = onednn.conv_fwd(xb, wb, strides, pads,
+                      (x.shape[0], *out_hw, w.shape[3]), jnp.float32)
+  return y, (xb, wb)  # The bfloat16 operands: half the memory of x and w.
+
+
+def _bf16_conv_bwd(strides, pads, res, g):
+  xb, wb = res
+  gb, = _rounded(g)
+  if not onednn.available():
+    f, args = _exact_conv(xb, wb, strides, pads)
+    return jax.vjp(f, *args)[1](gb.astype(jnp.float32))
+  return onednn.conv_bwd(xb, wb, gb, strides, pads, jnp.float32)
+
+
+_bf16_conv.defvjp(_bf16_conv_fwd, _bf16_conv_bwd)
+
+
+def bf16_passes(precision=None) -> bool:
+  """Whether a convolution of float32 operands runs bfloat16 passes here."""
+  return precision is None and (
+      str(jax.config.jax_default_matmul_precision) in BF16_PASSES)
+
+
 def _cpu_nhwc_f32(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
                   feature_group_count, batch_group_count, precision,
                   preferred_element_type) -> bool:
@@ -171,8 +229,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
       hi = [(o - 1) * s + k - i - lo for o, s, k, i, (lo, _) in zip(
           out_hw, strides, rhs.shape[:2], lhs.shape[1:3], pads)]
       x = lhs[:, :lhs.shape[1] + min(hi[0], 0), :lhs.shape[2] + min(hi[1], 0)]
-      return _fast_conv(x, rhs, strides, tuple(
-          (lo, max(h, 0)) for (lo, _), h in zip(pads, hi)))
+      pads = tuple((lo, max(h, 0)) for (lo, _), h in zip(pads, hi))
+      if x.shape[-1] > 1 and bf16_passes(precision):
+        return _bf16_conv(x, rhs, strides, pads)
+      return _fast_conv(x, rhs, strides, pads)
   return lax.conv_general_dilated(
       lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
       rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,

@@ -1,9 +1,10 @@
-"""oneDNN convolution gradients on XLA:CPU, through `jax.ffi`.
+"""oneDNN convolutions on XLA:CPU, through `jax.ffi`.
 
 XLA:CPU computes the gradients of keras_cnn's second convolution about half
 as fast as oneDNN, the CPU kernel library PyTorch uses. `csrc/onednn_conv.cc`
-wraps oneDNN's input-gradient and weight-gradient convolutions as XLA FFI
-handlers; `kmnist_jax.cpu.conv` calls them. On first use the file is compiled
+wraps oneDNN's input-gradient and weight-gradient convolutions, and its
+forward convolution (for the opt-in bfloat16 passes), as XLA FFI handlers;
+`kmnist_jax.cpu.conv` calls them. On first use the file is compiled
 with the C++ compiler against jaxlib's FFI headers and the `onednn-cpu-gomp`
 wheel's libdnnl, into the user cache folder (`~/.cache/kmnist_jax/onednn`),
 once per source, jax, compiler and library. The folder is created private
@@ -36,8 +37,9 @@ from kmnist_jax import fileio
 from kmnist_jax import runtime
 
 ENV = 'KMNIST_JAX_ONEDNN'
-BWD, BWD_DATA, BWD_WEIGHTS = (
-    'kmnist_conv_bwd', 'kmnist_conv_bwd_data', 'kmnist_conv_bwd_weights')
+FWD, BWD, BWD_DATA, BWD_WEIGHTS = (
+    'kmnist_conv_fwd', 'kmnist_conv_bwd', 'kmnist_conv_bwd_data',
+    'kmnist_conv_bwd_weights')
 _CSRC = os.path.join(os.path.dirname(__file__), 'csrc')
 _SOURCE = os.path.join(_CSRC, 'onednn_conv.cc')
 _HEADER = os.path.join(_CSRC, 'onednn_checks.h')  # Included by _SOURCE.
@@ -116,7 +118,7 @@ def _reason_unavailable() -> str | None:
     return f'{_WHEEL} is not installed (pip install {_WHEEL})'
   try:
     lib = ctypes.CDLL(build(libdnnl))
-    for name in (BWD, BWD_DATA, BWD_WEIGHTS):
+    for name in (FWD, BWD, BWD_DATA, BWD_WEIGHTS):
       jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)),
                                   platform='cpu')
   except (OSError, RuntimeError, AttributeError) as e:
@@ -150,18 +152,25 @@ def _attrs(strides, pads):
               pad_top=np.int64(pads[0][0]), pad_left=np.int64(pads[1][0]))
 
 
-def conv_bwd(x, w, dy, strides, pads):
+def conv_fwd(x, w, strides, pads, y_shape, out_dtype=None):
+  """y = conv(x, w), of `out_dtype` (default x's: float32 or, for bfloat16
+  operands, bfloat16 or float32). In float32 XLA's is faster (conv.py)."""
+  out = jax.ShapeDtypeStruct(tuple(y_shape), out_dtype or x.dtype)
+  return jax.ffi.ffi_call(FWD, out)(x, w, **_attrs(strides, pads))
+
+
+def conv_bwd(x, w, dy, strides, pads, out_dtype=None):
   """(dx, dw) in one call: dy is reordered for oneDNN once, not twice."""
-  out = (jax.ShapeDtypeStruct(x.shape, x.dtype),
-         jax.ShapeDtypeStruct(w.shape, w.dtype))
+  dt = out_dtype or x.dtype
+  out = (jax.ShapeDtypeStruct(x.shape, dt), jax.ShapeDtypeStruct(w.shape, dt))
   return jax.ffi.ffi_call(BWD, out)(x, w, dy, **_attrs(strides, pads))
 
 
-def conv_bwd_data(dy, w, strides, pads, x_shape):
-  out = jax.ShapeDtypeStruct(tuple(x_shape), dy.dtype)
+def conv_bwd_data(dy, w, strides, pads, x_shape, out_dtype=None):
+  out = jax.ShapeDtypeStruct(tuple(x_shape), out_dtype or dy.dtype)
   return jax.ffi.ffi_call(BWD_DATA, out)(dy, w, **_attrs(strides, pads))
 
 
-def conv_bwd_weights(x, dy, strides, pads, w_shape):
-  out = jax.ShapeDtypeStruct(tuple(w_shape), x.dtype)
+def conv_bwd_weights(x, dy, strides, pads, w_shape, out_dtype=None):
+  out = jax.ShapeDtypeStruct(tuple(w_shape), out_dtype or x.dtype)
   return jax.ffi.ffi_call(BWD_WEIGHTS, out)(x, dy, **_attrs(strides, pads))

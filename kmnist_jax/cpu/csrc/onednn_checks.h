@@ -14,11 +14,25 @@ namespace kmnist_checks {
 
 namespace ffi = xla::ffi;
 
-// A buffer must be float32 NHWC/HWIO: rank 4, no empty dimension.
-inline ffi::Error CheckBuffer(const char* name, const ffi::AnyBuffer& buf) {
+// A buffer must be NHWC/HWIO (rank 4, no empty dimension) and float32 or
+// bfloat16. The inputs of a call share one element type, the results
+// another: the first buffer of each sets `*type` (pass it INVALID), the
+// others must match it (see CheckTypes).
+inline ffi::Error CheckBuffer(const char* name, const ffi::AnyBuffer& buf,
+                              ffi::DataType* type, bool result = false) {
   std::string what = std::string("kmnist_conv: ") + name;
-  if (buf.element_type() != ffi::DataType::F32)
-    return ffi::Error::InvalidArgument(what + " must be float32");
+  ffi::DataType t = buf.element_type();
+  if (*type == ffi::DataType::INVALID) {
+    if (t != ffi::DataType::F32 && t != ffi::DataType::BF16)
+      return ffi::Error::InvalidArgument(what +
+                                         " must be float32 or bfloat16");
+    *type = t;
+  } else if (t != *type) {
+    return ffi::Error::InvalidArgument(
+        what + " must be " +
+        (*type == ffi::DataType::F32 ? "float32" : "bfloat16") +
+        (result ? ", as the other results" : ", as the other inputs"));
+  }
   ffi::Span<const int64_t> d = buf.dimensions();
   if (d.size() != 4)
     return ffi::Error::InvalidArgument(what + " must have rank 4, not " +
@@ -27,6 +41,15 @@ inline ffi::Error CheckBuffer(const char* name, const ffi::AnyBuffer& buf) {
     if (n < 1 || n > (int64_t{1} << 31))
       return ffi::Error::InvalidArgument(what + " has a dimension of " +
                                          std::to_string(n));
+  return ffi::Error::Success();
+}
+
+// float32 inputs give float32 results; bfloat16 inputs, bfloat16 or float32
+// results (oneDNN accumulates in float32 either way).
+inline ffi::Error CheckTypes(ffi::DataType in, ffi::DataType out) {
+  if (in == ffi::DataType::F32 && out != ffi::DataType::F32)
+    return ffi::Error::InvalidArgument(
+        "kmnist_conv: float32 inputs need float32 results");
   return ffi::Error::Success();
 }
 

@@ -1,10 +1,14 @@
-// The gradients of a 2-D convolution by oneDNN, as XLA FFI handlers (CPU,
-// float32, NHWC/HWIO), for y (N,OH,OW,O) = conv(x (N,H,W,C), w (KH,KW,C,O)).
+// A 2-D convolution and its gradients by oneDNN, as XLA FFI handlers (CPU,
+// float32 or bfloat16, NHWC/HWIO), for y (N,OH,OW,O) = conv(x (N,H,W,C),
+// w (KH,KW,C,O)).
 //
 // kmnist_jax.cpu.onednn compiles this file on first use; kmnist_jax.cpu.conv
 // calls it through jax.ffi. The handlers share one attribute set (stride_h,
 // stride_w, pad_top, pad_left; the bottom/right padding follows from the
-// shapes):
+// shapes). The inputs of a call share one element type and the results
+// another: float32 and float32, or bfloat16 and bfloat16 or float32 (the
+// sums are float32 either way):
+//   kmnist_conv_fwd:           x, w      -> y
 //   kmnist_conv_bwd:           x, w, dy  -> dx, dw
 //   kmnist_conv_bwd_data:      dy, w     -> dx
 //   kmnist_conv_bwd_weights:   x, dy     -> dw
@@ -20,6 +24,7 @@
 // below, so no oneDNN headers are needed; the build links the
 // onednn-cpu-gomp wheel's libdnnl.so.3.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
@@ -102,15 +107,17 @@ namespace {
 namespace ffi = xla::ffi;
 using kmnist_checks::CheckBuffer;
 using kmnist_checks::CheckProblem;
+using kmnist_checks::CheckTypes;
 using kmnist_checks::Same;
 
 // oneDNN v3 constants (stable across v3.x).
-constexpr int kCpu = 1, kF32 = 3, kTagAny = 1, kStreamInOrder = 1;
+constexpr int kCpu = 1, kBf16 = 2, kF32 = 3, kTagAny = 1, kStreamInOrder = 1;
 constexpr int kForwardTraining = 64, kBackwardData = 160,
               kBackwardWeights = 192, kConvolutionDirect = 1;
 constexpr int kQuerySrc = 129, kQueryDiffSrc = 130, kQueryWeights = 131,
-              kQueryDiffWeights = 132, kQueryDiffDst = 134;
-constexpr int kArgSrc = 1, kArgWeights = 33, kArgDiffSrc = 129,
+              kQueryDiffWeights = 132, kQueryDst = 133,
+              kQueryDiffDst = 134;
+constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgDiffSrc = 129,
               kArgDiffDst = 145, kArgDiffWeights = 161;
 constexpr int kArgFrom = 1, kArgTo = 17;
 
@@ -175,12 +182,17 @@ struct Operand {
   }
 };
 
-enum Kind { kBwdData = 1, kBwdWeights = 2, kBwd = 3 };
+int OneDnnType(ffi::DataType t) {
+  return t == ffi::DataType::BF16 ? kBf16 : kF32;
+}
 
-// Problem: x (N,H,W,C), w (KH,KW,C,O), y (N,OH,OW,O).
-using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t,
+enum Kind { kBwdData = 1, kBwdWeights = 2, kBwd = 3, kFwd = 4 };
+
+// Kind, oneDNN element types of the inputs and of the outputs; x (N,H,W,C),
+// w (KH,KW,C,O), y (N,OH,OW,O).
+using Key = std::tuple<int, int, int, int64_t, int64_t, int64_t, int64_t,
                        int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int64_t>;
+                       int64_t, int64_t, int64_t>;
 
 // What one handler call runs: reorders into oneDNN's layouts, one or two
 // convolutions, reorders back. Operands wrap the call's XLA buffers (inputs
@@ -225,12 +237,24 @@ std::map<Key, std::unique_ptr<Plan>>& Cache() {
   return *c;
 }
 
+// Memory descriptors, destroyed with the object.
 struct Descs {
-  dnnl_memory_desc_t x = nullptr, w = nullptr, y = nullptr;
-  dnnl_memory_desc_t ax = nullptr, aw = nullptr, ay = nullptr;
+  std::vector<dnnl_memory_desc_t> all;
   ~Descs() {
-    for (auto d : {x, w, y, ax, aw, ay})
-      if (d) dnnl_memory_desc_destroy(d);
+    for (auto d : all) dnnl_memory_desc_destroy(d);
+  }
+  // Dims with `strides` (nullptr: oneDNN's choice of layout, "any").
+  const_dnnl_memory_desc_t Make(const dnnl_dims_t dims, int type,
+                                const int64_t* strides) {
+    dnnl_memory_desc_t md = nullptr;
+    dnnl_dims_t st;
+    if (strides) std::copy(strides, strides + 4, st);
+    if ((strides ? dnnl_memory_desc_create_with_strides(&md, 4, dims, type, st)
+                 : dnnl_memory_desc_create_with_tag(&md, 4, dims, type,
+                                                    kTagAny)) != 0)
+      return nullptr;
+    all.push_back(md);
+    return md;
   }
 };
 
@@ -242,7 +266,7 @@ struct PdDeleter {
 using Pd = std::unique_ptr<dnnl_primitive_desc, PdDeleter>;
 
 std::unique_ptr<Plan> Build(const Key& k) {
-  auto [kind, n, h, w, c, o, kh, kw, oh, ow, sh, sw, pt, pl] = k;
+  auto [kind, in_t, out_t, n, h, w, c, o, kh, kw, oh, ow, sh, sw, pt, pl] = k;
   Engine& e = GetEngine();
   if (!e.ok) return nullptr;
   // Logical dims in oneDNN order (NCHW, OIHW), strides of NHWC and HWIO.
@@ -251,37 +275,47 @@ std::unique_ptr<Plan> Build(const Key& k) {
   dnnl_dims_t wd = {o, c, kh, kw}, ws = {1, o, kw * c * o, c * o};
   dnnl_dims_t strides = {sh, sw}, dil = {0, 0}, pad_l = {pt, pl};
   dnnl_dims_t pad_r = {(oh - 1) * sh + kh - h - pt, (ow - 1) * sw + kw - w - pl};
-  Descs d;
-  if (dnnl_memory_desc_create_with_strides(&d.x, 4, xd, kF32, xs) ||
-      dnnl_memory_desc_create_with_strides(&d.w, 4, wd, kF32, ws) ||
-      dnnl_memory_desc_create_with_strides(&d.y, 4, yd, kF32, ys) ||
-      dnnl_memory_desc_create_with_tag(&d.aw, 4, wd, kF32, kTagAny))
-    return nullptr;
   // The activations stay in XLA's NHWC layout (no reorders) for 1x1 and 3x3
   // kernels; for larger ones oneDNN picks its layout ("any", usually
   // nChw16c). Measured 2026-11-29 (experiments/throughput.py, train steps):
   // NHWC made resnet_preact20 16% and keras_cnn 4-8% faster but seed_cnn
   // (5x5 and 4x4 kernels) 40% slower. KMNIST_JAX_ONEDNN_NHWC=0 or 1 forces
-  // one layout for every kernel.
+  // one layout for every kernel. Where oneDNN has no kernel for NHWC, its
+  // own layout.
   static const int forced = [] {
     const char* v = std::getenv("KMNIST_JAX_ONEDNN_NHWC");
     return v == nullptr || v[0] == '\0' ? -1 : v[0] == '1' ? 1 : 0;
   }();
-  const bool nhwc = forced >= 0 ? forced == 1 : kh * kw <= 9;
-  if (nhwc) {
-    if (dnnl_memory_desc_create_with_strides(&d.ax, 4, xd, kF32, xs) ||
-        dnnl_memory_desc_create_with_strides(&d.ay, 4, yd, kF32, ys))
-      return nullptr;
-  } else if (dnnl_memory_desc_create_with_tag(&d.ax, 4, xd, kF32, kTagAny) ||
-             dnnl_memory_desc_create_with_tag(&d.ay, 4, yd, kF32, kTagAny)) {
-    return nullptr;
+  Descs d;
+  // The caller's buffers (NHWC, HWIO) of the inputs' and the outputs' type.
+  auto user = [&](const dnnl_dims_t dims, const dnnl_dims_t st, bool input) {
+    return d.Make(dims, input ? in_t : out_t, st);
+  };
+  bool nhwc = forced >= 0 ? forced == 1 : kh * kw <= 9;
+  // What the primitives see: the weights in oneDNN's layout, the
+  // activations in NHWC or in oneDNN's layout.
+  auto act = [&](const dnnl_dims_t dims, const dnnl_dims_t st, bool input) {
+    return d.Make(dims, input ? in_t : out_t, nhwc ? st : nullptr);
+  };
+  auto wei = [&](bool input) {
+    return d.Make(wd, input ? in_t : out_t, nullptr);
+  };
+  // The forward primitive descriptor (dst of type `dst_t`): the forward step
+  // itself, and oneDNN's hint for the backward ones.
+  auto forward_pd = [&](int dst_t) {
+    dnnl_primitive_desc_t pd = nullptr;
+    dnnl_convolution_forward_primitive_desc_create(
+        &pd, e.engine, kForwardTraining, kConvolutionDirect,
+        act(xd, xs, true), wei(true),
+        nullptr, d.Make(yd, dst_t, nhwc ? ys : nullptr), strides, dil, pad_l,
+        pad_r, nullptr);
+    return Pd(pd);
+  };
+  Pd hint = forward_pd(in_t);
+  if (!hint && nhwc) {
+    nhwc = false;
+    hint = forward_pd(in_t);
   }
-  // The forward primitive descriptor: oneDNN's hint for the backward ones.
-  dnnl_primitive_desc_t hint_pd = nullptr;
-  dnnl_convolution_forward_primitive_desc_create(
-      &hint_pd, e.engine, kForwardTraining, kConvolutionDirect, d.ax, d.aw,
-      nullptr, d.ay, strides, dil, pad_l, pad_r, nullptr);
-  Pd hint(hint_pd);
   if (!hint) return nullptr;
   auto plan = std::make_unique<Plan>();
   // Adds a convolution step; `spec` lists (oneDNN arg, query, XLA buffer,
@@ -305,51 +339,63 @@ std::unique_ptr<Plan> Build(const Key& k) {
     plan->steps.push_back(std::move(step));
     return true;
   };
-  auto bwd_data_pd = [&]() {
+  auto bwd_data_pd = [&]() {  // dy, w in; dx out.
     dnnl_primitive_desc_t pd = nullptr;
     dnnl_convolution_backward_data_primitive_desc_create(
-        &pd, e.engine, kConvolutionDirect, d.ax, d.aw, d.ay, strides, dil,
-        pad_l, pad_r, hint.get(), nullptr);
+        &pd, e.engine, kConvolutionDirect, act(xd, xs, false), wei(true),
+        act(yd, ys, true), strides, dil, pad_l, pad_r, hint.get(), nullptr);
     return Pd(pd);
   };
-  auto bwd_weights_pd = [&]() {
+  auto bwd_weights_pd = [&]() {  // x, dy in; dw out.
     dnnl_primitive_desc_t pd = nullptr;
     dnnl_convolution_backward_weights_primitive_desc_create(
-        &pd, e.engine, kConvolutionDirect, d.ax, d.aw, nullptr, d.ay, strides,
-        dil, pad_l, pad_r, hint.get(), nullptr);
+        &pd, e.engine, kConvolutionDirect, act(xd, xs, true), wei(false),
+        nullptr, act(yd, ys, true), strides, dil, pad_l, pad_r, hint.get(),
+        nullptr);
     return Pd(pd);
   };
+  auto x_in = user(xd, xs, true), x_out = user(xd, xs, false);
+  auto w_in = user(wd, ws, true), w_out = user(wd, ws, false);
+  auto y_in = user(yd, ys, true), y_out = user(yd, ys, false);
   bool ok = false;
-  if (kind == kBwdData) {  // dy, w -> dx
+  if (kind == kFwd) {  // x, w -> y
+    ok = add_step(in_t == out_t ? std::move(hint) : forward_pd(out_t),
+                  {{kArgSrc, kQuerySrc, 0, x_in, true},
+                   {kArgWeights, kQueryWeights, 1, w_in, true},
+                   {kArgDst, kQueryDst, 2, y_out, false}});
+  } else if (kind == kBwdData) {  // dy, w -> dx
     ok = add_step(bwd_data_pd(),
-                  {{kArgDiffDst, kQueryDiffDst, 0, d.y, true},
-                   {kArgWeights, kQueryWeights, 1, d.w, true},
-                   {kArgDiffSrc, kQueryDiffSrc, 2, d.x, false}});
+                  {{kArgDiffDst, kQueryDiffDst, 0, y_in, true},
+                   {kArgWeights, kQueryWeights, 1, w_in, true},
+                   {kArgDiffSrc, kQueryDiffSrc, 2, x_out, false}});
   } else if (kind == kBwdWeights) {  // x, dy -> dw
     ok = add_step(bwd_weights_pd(),
-                  {{kArgSrc, kQuerySrc, 0, d.x, true},
-                   {kArgDiffDst, kQueryDiffDst, 1, d.y, true},
-                   {kArgDiffWeights, kQueryDiffWeights, 2, d.w, false}});
+                  {{kArgSrc, kQuerySrc, 0, x_in, true},
+                   {kArgDiffDst, kQueryDiffDst, 1, y_in, true},
+                   {kArgDiffWeights, kQueryDiffWeights, 2, w_out, false}});
   } else {  // x, w, dy -> dx, dw: dy is reordered once for both.
     ok = add_step(bwd_data_pd(),
-                  {{kArgDiffDst, kQueryDiffDst, 2, d.y, true},
-                   {kArgWeights, kQueryWeights, 1, d.w, true},
-                   {kArgDiffSrc, kQueryDiffSrc, 3, d.x, false}}) &&
+                  {{kArgDiffDst, kQueryDiffDst, 2, y_in, true},
+                   {kArgWeights, kQueryWeights, 1, w_in, true},
+                   {kArgDiffSrc, kQueryDiffSrc, 3, x_out, false}}) &&
          add_step(bwd_weights_pd(),
-                  {{kArgSrc, kQuerySrc, 0, d.x, true},
-                   {kArgDiffDst, kQueryDiffDst, 2, d.y, true},
-                   {kArgDiffWeights, kQueryDiffWeights, 4, d.w, false}});
+                  {{kArgSrc, kQuerySrc, 0, x_in, true},
+                   {kArgDiffDst, kQueryDiffDst, 2, y_in, true},
+                   {kArgDiffWeights, kQueryDiffWeights, 4, w_out, false}});
   }
   return ok ? std::move(plan) : nullptr;
 }
 
-ffi::Error Run(Kind kind, std::initializer_list<void*> buffers,
+ffi::Error Run(Kind kind, ffi::DataType in, ffi::DataType out,
+               std::initializer_list<void*> buffers,
                ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
                ffi::Span<const int64_t> y_dims, int64_t sh, int64_t sw,
                int64_t pt, int64_t pl) {
-  Key key{kind,      x_dims[0], x_dims[1], x_dims[2], x_dims[3],
-          w_dims[3], w_dims[0], w_dims[1], y_dims[1], y_dims[2],
-          sh,        sw,        pt,        pl};
+  Key key{kind,      OneDnnType(in), OneDnnType(out),
+          x_dims[0], x_dims[1],      x_dims[2],       x_dims[3],
+          w_dims[3], w_dims[0],      w_dims[1],       y_dims[1],
+          y_dims[2], sh,             sw,              pt,
+          pl};
   std::lock_guard<std::mutex> lock(Mutex());
   auto& slot = Cache()[key];
   if (!slot) slot = Build(key);
@@ -379,15 +425,32 @@ ffi::Error Run(Kind kind, std::initializer_list<void*> buffers,
   return ffi::Error::Success();
 }
 
+ffi::Error Fwd(ffi::AnyBuffer x, ffi::AnyBuffer w,
+               ffi::Result<ffi::AnyBuffer> y, int64_t sh, int64_t sw,
+               int64_t pt, int64_t pl) {
+  ffi::DataType in = ffi::DataType::INVALID, out = ffi::DataType::INVALID;
+  KMNIST_CHECK(CheckBuffer("x", x, &in));
+  KMNIST_CHECK(CheckBuffer("w", w, &in));
+  KMNIST_CHECK(CheckBuffer("y", *y, &out, true));
+  KMNIST_CHECK(CheckTypes(in, out));
+  KMNIST_CHECK(CheckProblem(x.dimensions(), w.dimensions(), y->dimensions(),
+                            sh, sw, pt, pl));
+  return Run(kFwd, in, out,
+             {x.untyped_data(), w.untyped_data(), y->untyped_data()},
+             x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pl);
+}
+
 ffi::Error BwdData(ffi::AnyBuffer dy, ffi::AnyBuffer w,
                    ffi::Result<ffi::AnyBuffer> dx, int64_t sh, int64_t sw,
                    int64_t pt, int64_t pl) {
-  KMNIST_CHECK(CheckBuffer("dy", dy));
-  KMNIST_CHECK(CheckBuffer("w", w));
-  KMNIST_CHECK(CheckBuffer("dx", *dx));
+  ffi::DataType in = ffi::DataType::INVALID, out = ffi::DataType::INVALID;
+  KMNIST_CHECK(CheckBuffer("dy", dy, &in));
+  KMNIST_CHECK(CheckBuffer("w", w, &in));
+  KMNIST_CHECK(CheckBuffer("dx", *dx, &out, true));
+  KMNIST_CHECK(CheckTypes(in, out));
   KMNIST_CHECK(CheckProblem(dx->dimensions(), w.dimensions(), dy.dimensions(),
                             sh, sw, pt, pl));
-  return Run(kBwdData,
+  return Run(kBwdData, in, out,
              {dy.untyped_data(), w.untyped_data(), dx->untyped_data()},
              dx->dimensions(), w.dimensions(), dy.dimensions(), sh, sw, pt,
              pl);
@@ -396,12 +459,14 @@ ffi::Error BwdData(ffi::AnyBuffer dy, ffi::AnyBuffer w,
 ffi::Error BwdWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
                       ffi::Result<ffi::AnyBuffer> dw, int64_t sh, int64_t sw,
                       int64_t pt, int64_t pl) {
-  KMNIST_CHECK(CheckBuffer("x", x));
-  KMNIST_CHECK(CheckBuffer("dy", dy));
-  KMNIST_CHECK(CheckBuffer("dw", *dw));
+  ffi::DataType in = ffi::DataType::INVALID, out = ffi::DataType::INVALID;
+  KMNIST_CHECK(CheckBuffer("x", x, &in));
+  KMNIST_CHECK(CheckBuffer("dy", dy, &in));
+  KMNIST_CHECK(CheckBuffer("dw", *dw, &out, true));
+  KMNIST_CHECK(CheckTypes(in, out));
   KMNIST_CHECK(CheckProblem(x.dimensions(), dw->dimensions(), dy.dimensions(),
                             sh, sw, pt, pl));
-  return Run(kBwdWeights,
+  return Run(kBwdWeights, in, out,
              {x.untyped_data(), dy.untyped_data(), dw->untyped_data()},
              x.dimensions(), dw->dimensions(), dy.dimensions(), sh, sw, pt,
              pl);
@@ -410,11 +475,13 @@ ffi::Error BwdWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
 ffi::Error Bwd(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy,
                ffi::Result<ffi::AnyBuffer> dx, ffi::Result<ffi::AnyBuffer> dw,
                int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
-  KMNIST_CHECK(CheckBuffer("x", x));
-  KMNIST_CHECK(CheckBuffer("w", w));
-  KMNIST_CHECK(CheckBuffer("dy", dy));
-  KMNIST_CHECK(CheckBuffer("dx", *dx));
-  KMNIST_CHECK(CheckBuffer("dw", *dw));
+  ffi::DataType in = ffi::DataType::INVALID, out = ffi::DataType::INVALID;
+  KMNIST_CHECK(CheckBuffer("x", x, &in));
+  KMNIST_CHECK(CheckBuffer("w", w, &in));
+  KMNIST_CHECK(CheckBuffer("dy", dy, &in));
+  KMNIST_CHECK(CheckBuffer("dx", *dx, &out, true));
+  KMNIST_CHECK(CheckBuffer("dw", *dw, &out, true));
+  KMNIST_CHECK(CheckTypes(in, out));
   if (!Same(dx->dimensions(), x.dimensions()))
     return ffi::Error::InvalidArgument(
         "kmnist_conv: dx's shape differs from x's");
@@ -423,7 +490,7 @@ ffi::Error Bwd(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy,
         "kmnist_conv: dw's shape differs from w's");
   KMNIST_CHECK(CheckProblem(x.dimensions(), w.dimensions(), dy.dimensions(),
                             sh, sw, pt, pl));
-  return Run(kBwd,
+  return Run(kBwd, in, out,
              {x.untyped_data(), w.untyped_data(), dy.untyped_data(),
               dx->untyped_data(), dw->untyped_data()},
              x.dimensions(), w.dimensions(), dy.dimensions(), sh, sw, pt, pl);
@@ -441,6 +508,7 @@ ffi::Error Bwd(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy,
       .Attr<int64_t>("pad_top")                                     \
       .Attr<int64_t>("pad_left")
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_conv_fwd, Fwd, KMNIST_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_conv_bwd_data, BwdData,
                               KMNIST_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_conv_bwd_weights, BwdWeights,
