@@ -85,8 +85,10 @@ def scale_milestones(text: str, recipe_epochs: int, epochs: int) -> str:
 
 def compressed_config(name: str, epochs: int, seed: int, data_dir: str = '',
                       steps_curve: int = 0,
-                      sizes: tuple[int, int] = PROXY_SIZES):
-  """Config `name` (`:proxy`) with its schedule compressed to `epochs`."""
+                      sizes: tuple[int, int] = PROXY_SIZES,
+                      matmul_precision: str = 'default'):
+  """Config `name` (`:proxy`) with its schedule compressed to `epochs`, its
+  JAX side at `matmul_precision`."""
   c = reproduce.load_config(name, 'proxy', seed, {}, data_dir)
   check_portable(name, c)
   recipe_epochs = c.num_epochs
@@ -96,6 +98,7 @@ def compressed_config(name: str, epochs: int, seed: int, data_dir: str = '',
     c.lr_milestones = scale_milestones(c.lr_milestones, recipe_epochs, epochs)
   c.log_loss_steps, c.write_plots = steps_curve, False
   c.eval_from_epoch = epochs  # Only the final accuracy, as PyTorch's.
+  c.matmul_precision = matmul_precision
   if tuple(sizes) != PROXY_SIZES:
     n, m = sizes
     c.train_split, c.eval_split = f'test[:{n}]', f'test[8000:{8000 + m}]'
@@ -366,6 +369,10 @@ def parse_args(argv=None):
                  default=os.environ.get('KMNIST_JAX_TORCH_PYTHON'))
   p.add_argument('--data_dir', default=os.environ.get(
       'KMNIST_JAX_DATA_DIR', '/work/shared/data/kmnist'))
+  p.add_argument('--jax_matmul_precision', choices=('default', 'bfloat16'),
+                 default='default',
+                 help="the JAX side's config.matmul_precision (PyTorch "
+                 'stays float32)')
   p.add_argument('--train_examples', type=int, default=PROXY_SIZES[0],
                  help='train on test[:N] (tests and smoke runs)')
   p.add_argument('--eval_examples', type=int, default=PROXY_SIZES[1],
@@ -386,7 +393,8 @@ def main(argv=None) -> int:
   notes: list[str] = []
   try:
     plan = {name: compressed_config(name, args.epochs, 0, args.data_dir,
-                                    args.steps_curve, sizes)
+                                    args.steps_curve, sizes,
+                                    args.jax_matmul_precision)
             for name in args.configs}  # Every config checked before any run.
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
@@ -406,7 +414,8 @@ def main(argv=None) -> int:
       meta.setdefault('recipes', {})[name] = torch_recipe(plan[name], sizes)
       for seed in range(args.seeds):
         config = compressed_config(name, args.epochs, seed, args.data_dir,
-                                   args.steps_curve, sizes)
+                                   args.steps_curve, sizes,
+                                   args.jax_matmul_precision)
         with tempfile.TemporaryDirectory(prefix='parity_') as workdir:
           jax_run = run_jax(config, workdir)
         sides = [('jax', jax_run)]
@@ -434,6 +443,10 @@ def main(argv=None) -> int:
                  'rerun when idle for timings.')
   if not worker:
     notes.append('Only the JAX side ran.')
+  if args.jax_matmul_precision != 'default':
+    notes.append(f'The JAX side ran with config.matmul_precision='
+                 f'{args.jax_matmul_precision!r}: its convolutions on '
+                 'bfloat16 operands with float32 sums; PyTorch in float32.')
   if args.steps_curve:
     notes.append(f'The JAX side reads the loss of each of its first '
                  f'{args.steps_curve} steps (config.log_loss_steps), so it '

@@ -65,6 +65,10 @@ def test_recipe_of_the_cosine_cutout_and_onecycle_configs():
   c = parity.compressed_config('resnet_preact20_cutout', 3, 0, '', 50,
                                (512, 256))
   assert (c.train_split, c.eval_split) == ('test[:512]', 'test[8000:8256]')
+  assert c.matmul_precision == 'default'
+  assert parity.compressed_config(
+      'resnet_preact20_cutout', 3, 0,
+      matmul_precision='bfloat16').matmul_precision == 'bfloat16'
   r = parity.torch_recipe(c, (512, 256))
   assert {k: r[k] for k in (
       'lr_schedule', 'learning_rate', 'augment_translate', 'cutout_size',
