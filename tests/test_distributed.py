@@ -13,9 +13,11 @@ full-size steps and would make any two reduction orders disagree there.
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -52,9 +54,41 @@ def _launch(workdir, devices, *extra):
           *[f'--config.{k}={v}' for k, v in CONFIG.items()],
           f'--workdir={workdir}', *extra]
   env = dict(os.environ, JAX_PLATFORMS='cpu', KMNIST_JAX_COMPILATION_CACHE='0',
+             PYTHONFAULTHANDLER='1',
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
   return subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
+
+
+def _collect(procs, timeout=300) -> list[tuple[int, str]]:
+  """(returncode, stderr) of each process, reading their pipes as they run.
+
+  Past `timeout` the ones still running get SIGABRT (their faulthandler
+  prints every thread's stack) and the test fails with those stacks.
+  """
+  deadline = time.monotonic() + timeout
+  results, hung = [], []
+  for i, p in enumerate(procs):
+    try:
+      err = p.communicate(timeout=max(1, deadline - time.monotonic()))[1]
+    except subprocess.TimeoutExpired:
+      hung.append(i)
+      continue
+    results.append((p.returncode, err))
+  if hung:
+    for p in procs:
+      if p.poll() is None:
+        p.send_signal(signal.SIGABRT)
+    tails = []
+    for i in hung:
+      try:
+        err = procs[i].communicate(timeout=30)[1]
+      except subprocess.TimeoutExpired:
+        procs[i].kill()
+        err = procs[i].communicate()[1]
+      tails.append(f'--- process {i} of {len(procs)} ---\n{err[-6000:]}')
+    pytest.fail(f'still running after {timeout} s:\n' + '\n'.join(tails))
+  return results
 
 
 @pytest.fixture(scope='module')
@@ -77,8 +111,7 @@ def runs(tmp_path_factory):
                              str(root / 'one'))
     out['one'] = (root / 'one', [])
     for name, ps in procs.items():
-      out[name] = (root / name, [(p.wait(timeout=300), p.communicate()[1])
-                                 for p in ps])
+      out[name] = (root / name, _collect(ps))
   finally:
     for ps in procs.values():
       for p in ps:
@@ -207,7 +240,7 @@ def test_single_process_needs_no_initialize(monkeypatch):
 def _wait_ok(procs) -> list[str]:
   """Waits for the processes; each must exit 0. Returns their stderr."""
   try:
-    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+    results = _collect(procs)
   finally:
     for p in procs:
       if p.poll() is None:
@@ -224,7 +257,8 @@ def test_knn_with_two_processes_locks_and_writes_once(tmp_path):
   make_learnable_dir(tmp_path / 'data')
   workdir = tmp_path / 'knn'
   port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS='cpu', KMNIST_JAX_COMPILATION_CACHE='0')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', KMNIST_JAX_COMPILATION_CACHE='0',
+             PYTHONFAULTHANDLER='1')
   procs = [subprocess.Popen(
       [sys.executable, '-m', 'kmnist_jax.main',
        '--config', str(REPO / 'configs' / 'knn.py'),
