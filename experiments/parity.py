@@ -15,7 +15,13 @@ trainer in this process (`kmnist_jax.main.train_and_evaluate`, the same as
 the PyTorch side is `torch_fit.fit` in the worker of
 experiments/torch_models.py (a subprocess in the torch venv), driven by the
 plain dict `torch_recipe` derives from the same config. Seeds and sides
-alternate: JAX seed 0, PyTorch seed 0, JAX seed 1, ...
+alternate: JAX seed 0, PyTorch seed 0, JAX seed 1, ... (`--first_seed` F
+starts at seed F, so more seeds can be added to a row later).
+
+`--eval_every_epoch`: both sides evaluate after every epoch (the final
+accuracy is the same evaluation); the .md then lists each run's accuracy per
+epoch and the first epoch at which it leaves chance (at least twice the
+chance rate, 2 / classes: 20% on KMNIST).
 
 Writes `--out`.md (mean ± std of the final eval accuracy per side, the
 difference in points, seconds per epoch, machine, date, load, command),
@@ -86,7 +92,8 @@ def scale_milestones(text: str, recipe_epochs: int, epochs: int) -> str:
 def compressed_config(name: str, epochs: int, seed: int, data_dir: str = '',
                       steps_curve: int = 0,
                       sizes: tuple[int, int] = PROXY_SIZES,
-                      matmul_precision: str = 'default'):
+                      matmul_precision: str = 'default',
+                      eval_every_epoch: bool = False):
   """Config `name` (`:proxy`) with its schedule compressed to `epochs`, its
   JAX side at `matmul_precision`."""
   c = reproduce.load_config(name, 'proxy', seed, {}, data_dir)
@@ -97,7 +104,8 @@ def compressed_config(name: str, epochs: int, seed: int, data_dir: str = '',
   if c.lr_schedule == 'multistep':
     c.lr_milestones = scale_milestones(c.lr_milestones, recipe_epochs, epochs)
   c.log_loss_steps, c.write_plots = steps_curve, False
-  c.eval_from_epoch = epochs  # Only the final accuracy, as PyTorch's.
+  # Only the final accuracy, as PyTorch's, unless every epoch's is asked.
+  c.eval_from_epoch = 1 if eval_every_epoch else epochs
   c.matmul_precision = matmul_precision
   if tuple(sizes) != PROXY_SIZES:
     n, m = sizes
@@ -139,8 +147,9 @@ def torch_recipe(c, sizes: tuple[int, int] = PROXY_SIZES) -> dict:
   return r
 
 
-def run_jax(config, workdir: str) -> dict:
-  """Trains `config` with the real trainer; its accuracy, epochs, losses."""
+def run_jax(config, workdir: str, eval_every_epoch: bool = False) -> dict:
+  """Trains `config` with the real trainer; its accuracy, epochs, losses
+  (and, with `eval_every_epoch`, its eval accuracy after each epoch)."""
   from kmnist_jax import main as main_lib  # pylint: disable=g-import-not-at-top
   from kmnist_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   t = time.perf_counter()
@@ -151,7 +160,10 @@ def run_jax(config, workdir: str) -> dict:
                  if r['split'] == 'step')
   if [s for s, _ in steps] != list(range(1, len(steps) + 1)):
     raise RuntimeError(f'{workdir}: step losses are not steps 1..K')
+  history = [{'epoch': r['epoch'], 'accuracy': r['accuracy']}
+             for r in records if r['split'] == 'eval']
   return {'accuracy': reproduce.final_metrics(workdir)['accuracy'],
+          'history': history if eval_every_epoch else [],
           'epoch_seconds': summary['epoch_seconds'],
           'epoch_train_loss': [r['loss'] for r in records
                                if r['split'] == 'train'],
@@ -159,9 +171,11 @@ def run_jax(config, workdir: str) -> dict:
           'steps_per_epoch': summary['steps_per_epoch']}
 
 
-def run_torch(worker, recipe: dict, seed: int, steps_curve: int) -> dict:
+def run_torch(worker, recipe: dict, seed: int, steps_curve: int,
+              eval_every_epoch: bool = False) -> dict:
   t = time.perf_counter()
-  out = worker('fit', recipe=recipe, seed=seed, steps_curve=steps_curve)
+  out = worker('fit', recipe=recipe, seed=seed, steps_curve=steps_curve,
+               eval_every_epoch=eval_every_epoch)
   if 'error' in out:
     raise RuntimeError(f'PyTorch fit of {recipe["model"]}: {out["error"]}')
   out['wall'] = time.perf_counter() - t
@@ -206,10 +220,20 @@ def separation_step(mean_a, std_a, mean_b, std_b,
   return None
 
 
-def summarize(name: str, runs: list[dict], recipe_epochs: int) -> dict:
+def chance_epoch(history: list[dict], num_classes: int):
+  """The first epoch whose eval accuracy is at least 2 / num_classes
+  (twice chance), None if none is; None without a per-epoch history."""
+  for h in history:
+    if h['accuracy'] >= 2.0 / num_classes:
+      return h['epoch']
+  return None
+
+
+def summarize(name: str, runs: list[dict], recipe_epochs: int,
+              num_classes: int = 10) -> dict:
   """One table row from the runs of config `name` (both sides)."""
   row = {'config': name, 'epochs': runs[0]['epochs'],
-         'recipe_epochs': recipe_epochs,
+         'recipe_epochs': recipe_epochs, 'num_classes': num_classes,
          'seeds': len({r['seed'] for r in runs})}
   bands = {}
   for side in ('jax', 'torch'):
@@ -217,6 +241,9 @@ def summarize(name: str, runs: list[dict], recipe_epochs: int) -> dict:
     row[f'{side}_mean'], row[f'{side}_std'] = mean_std(
         [r['accuracy'] for r in mine])
     row[f'{side}_n'] = len(mine)
+    row[f'{side}_chance_epochs'] = ';'.join(
+        str(chance_epoch(r['history'], num_classes) or f'>{r["epochs"]}')
+        for r in mine if r.get('history'))
     row[f'{side}_s_per_epoch'] = (statistics.median(
         epoch_time(r['epoch_seconds']) for r in mine) if mine else math.nan)
     bands[side] = curve_band([r['losses'] for r in mine])
@@ -279,7 +306,8 @@ def plot_curves(path: str, row: dict) -> None:
 CSV_COLUMNS = ('config', 'epochs', 'recipe_epochs', 'seeds', 'jax_mean',
                'jax_std', 'jax_n', 'torch_mean', 'torch_std', 'torch_n',
                'diff_points', 'diff_se_points', 'jax_s_per_epoch',
-               'torch_s_per_epoch', 'curve_steps', 'separation_step')
+               'torch_s_per_epoch', 'curve_steps', 'separation_step',
+               'jax_chance_epochs', 'torch_chance_epochs')
 
 
 def write_outputs(out: str, rows: list[dict], runs: list[dict],
@@ -301,11 +329,35 @@ def write_outputs(out: str, rows: list[dict], runs: list[dict],
     json.dump({'meta': meta, 'runs': runs}, f, indent=1)
     f.write('\n')
   with open(out + '.md', 'w') as f:
-    f.write(markdown(rows, meta))
+    f.write(markdown(rows, meta, runs))
   return [out + '.md', out + '.csv', out + '_runs.json'] + written
 
 
-def markdown(rows: list[dict], meta: dict) -> str:
+def epoch_lines(rows: list[dict], runs: list[dict]) -> list[str]:
+  """With --eval_every_epoch: each run's eval accuracy after each epoch and
+  the first epoch at or above twice chance."""
+  out = []
+  for row in rows:
+    mine = [r for r in runs if r['config'] == row['config'] and
+            r.get('history')]
+    if not mine:
+      continue
+    chance = 2.0 / row['num_classes']
+    out += ['', f'{row["config"]}: eval accuracy after each epoch; "leaves '
+            f'chance": the first epoch at or above {100 * chance:.0f}% '
+            '(twice chance).', '']
+    for r in mine:
+      first = chance_epoch(r['history'], row['num_classes'])
+      accs = ', '.join(f'{100 * h["accuracy"]:.2f}' for h in r['history'])
+      out.append(f'- {"JAX" if r["side"] == "jax" else "PyTorch"} seed '
+                 f'{r["seed"]}: {accs}% -> leaves chance '
+                 + (f'at epoch {first}' if first else
+                    f'not within {r["epochs"]} epochs'))
+  return out
+
+
+def markdown(rows: list[dict], meta: dict, runs: list[dict] | None = None
+             ) -> str:
   m = meta['machine']
   t = m.get('torch', {})
   load = lambda k: '/'.join(f'{x:.1f}' for x in m[k]) if m.get(k) else 'n/a'
@@ -340,7 +392,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
       'of experiments/torch_models.py), with the schedule compressed to the '
       'epochs shown: cosine and onecycle over those epochs\' steps, '
       'multistep milestones scaled by epochs / recipe epochs. Seeds '
-      f'0..{meta["seeds"] - 1}, the sides alternating run by run. Accuracy: '
+      f'{seed_text(meta)}, the sides alternating run by run. Accuracy: '
       'mean ± sample std over seeds of the final eval accuracy (with the '
       'recipe\'s test-time augmentation on both sides when it has one). '
       'Difference: JAX mean − PyTorch mean in points, ± its standard error. '
@@ -352,9 +404,15 @@ def markdown(rows: list[dict], meta: dict) -> str:
       'steps).', '', table, '']
   for r in rows:
     out.append(f'![{r["config"]} loss curves]({r["png"]})')
+  out += epoch_lines(rows, runs or [])
   if meta['notes']:
     out += [''] + [f'- {x}' for x in meta['notes']]
   return '\n'.join(out) + '\n'
+
+
+def seed_text(meta: dict) -> str:
+  first = meta.get('first_seed', 0)
+  return f'{first}..{first + meta["seeds"] - 1}'
 
 
 def parse_args(argv=None):
@@ -363,6 +421,11 @@ def parse_args(argv=None):
                  help='comma-separated names of configs/')
   p.add_argument('--epochs', type=int, default=10)
   p.add_argument('--seeds', type=int, default=3)
+  p.add_argument('--first_seed', type=int, default=0,
+                 help='seeds first_seed .. first_seed + seeds - 1')
+  p.add_argument('--eval_every_epoch', action='store_true',
+                 help='evaluate both sides after every epoch (epochs to '
+                 'leave chance)')
   p.add_argument('--steps_curve', type=int, default=300)
   p.add_argument('--out', default=os.path.join(HERE, 'results', 'parity'))
   p.add_argument('--torch_python',
@@ -379,8 +442,10 @@ def parse_args(argv=None):
                  help='evaluate on test[8000:8000+M]')
   args = p.parse_args(argv)
   args.configs = [c for c in args.configs.split(',') if c]
-  if args.epochs < 1 or args.seeds < 1 or args.steps_curve < 0:
-    p.error('--epochs and --seeds must be >= 1, --steps_curve >= 0')
+  if (args.epochs < 1 or args.seeds < 1 or args.steps_curve < 0
+      or args.first_seed < 0):
+    p.error('--epochs and --seeds must be >= 1, --steps_curve and '
+            '--first_seed >= 0')
   if not (0 < args.train_examples <= 8000 and 0 < args.eval_examples <= 2000):
     p.error('--train_examples must be in [1, 8000], --eval_examples in '
             '[1, 2000]')
@@ -392,9 +457,10 @@ def main(argv=None) -> int:
   sizes = (args.train_examples, args.eval_examples)
   notes: list[str] = []
   try:
-    plan = {name: compressed_config(name, args.epochs, 0, args.data_dir,
-                                    args.steps_curve, sizes,
-                                    args.jax_matmul_precision)
+    plan = {name: compressed_config(name, args.epochs, args.first_seed,
+                                    args.data_dir, args.steps_curve, sizes,
+                                    args.jax_matmul_precision,
+                                    args.eval_every_epoch)
             for name in args.configs}  # Every config checked before any run.
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
@@ -404,6 +470,7 @@ def main(argv=None) -> int:
       ['python', 'experiments/parity.py'] + list(
           sys.argv[1:] if argv is None else argv))),
               date=time.strftime('%Y-%m-%d %H:%M'), seeds=args.seeds,
+              first_seed=args.first_seed,
               epochs=args.epochs, steps_curve=args.steps_curve,
               sizes=sizes, notes=notes)
   runs, rows = [], []
@@ -412,16 +479,18 @@ def main(argv=None) -> int:
     for name in args.configs:
       recipe_epochs = reproduce.load_config(name, '', 0, {}).num_epochs
       meta.setdefault('recipes', {})[name] = torch_recipe(plan[name], sizes)
-      for seed in range(args.seeds):
+      for seed in range(args.first_seed, args.first_seed + args.seeds):
         config = compressed_config(name, args.epochs, seed, args.data_dir,
                                    args.steps_curve, sizes,
-                                   args.jax_matmul_precision)
+                                   args.jax_matmul_precision,
+                                   args.eval_every_epoch)
         with tempfile.TemporaryDirectory(prefix='parity_') as workdir:
-          jax_run = run_jax(config, workdir)
+          jax_run = run_jax(config, workdir, args.eval_every_epoch)
         sides = [('jax', jax_run)]
         if worker:
           sides.append(('torch', run_torch(
-              worker, torch_recipe(config, sizes), seed, args.steps_curve)))
+              worker, torch_recipe(config, sizes), seed, args.steps_curve,
+              args.eval_every_epoch)))
         for side, r in sides:
           r.update(config=name, side=side, seed=seed, epochs=args.epochs)
           runs.append(r)
@@ -429,7 +498,8 @@ def main(argv=None) -> int:
                 f'{r["accuracy"]:.4f}, {epoch_time(r["epoch_seconds"]):.1f} '
                 's/epoch', flush=True)
       rows.append(summarize(name, [r for r in runs if r['config'] == name],
-                            recipe_epochs))
+                            recipe_epochs,
+                            meta['recipes'][name]['num_classes']))
   finally:
     if worker:
       worker.close()

@@ -184,12 +184,14 @@ def evaluate(model, images, labels, recipe: dict) -> dict:
 
 
 def fit(recipe: dict, seed: int, data, models: dict,
-        steps_curve: int = 300, target: float | None = None) -> dict:
+        steps_curve: int = 300, target: float | None = None,
+        eval_every_epoch: bool = False) -> dict:
   """Trains `models[recipe['model']]` on `recipe`; see the module doc.
 
   `target` (experiments/speedrun.py): evaluate after every epoch, record
   `history` (epoch, accuracy, seconds since the start, evaluations
   included) and stop at the first epoch whose accuracy reaches it.
+  `eval_every_epoch` (experiments/parity.py): the same `history`, no stop.
 
   `data`: (train images, train labels, eval images, eval labels), uint8
   (N, 1, 28, 28) and int64 tensors; the first `train_examples` and
@@ -242,13 +244,13 @@ def fit(recipe: dict, seed: int, data, models: dict,
       step += 1
     epoch_seconds.append(time.perf_counter() - t0)
     epoch_loss.append(total / spe)
-    if target is not None:
+    if target is not None or eval_every_epoch:
       ev = evaluate(model, ev_images, ev_labels, recipe)
       history.append({'epoch': epoch, 'accuracy': ev['accuracy'],
                       'seconds': time.perf_counter() - t_start})
-      if ev['accuracy'] >= target:
+      if target is not None and ev['accuracy'] >= target:
         break
-  if target is None:
+  if target is None and not eval_every_epoch:
     ev = evaluate(model, ev_images, ev_labels, recipe)
   return {'accuracy': ev['accuracy'], 'eval_loss': ev['loss'],
           'history': history,

@@ -13,7 +13,8 @@ Commands:
   {"cmd": "train", "model": M, "batch": B, "steps": N}  -> {"seconds": s}
   {"cmd": "eval", "model": M, "batch": B, "steps": N}   -> {"seconds": s}
   {"cmd": "tta", "target": 0.93, "max_epochs": E}       -> {"seconds": s, ...}
-  {"cmd": "fit", "recipe": R, "seed": S, "steps_curve": K} -> accuracy, ...
+  {"cmd": "fit", "recipe": R, "seed": S, "steps_curve": K,
+   "eval_every_epoch": B}                               -> accuracy, ...
   {"cmd": "info"}                                       -> versions, threads
   {"cmd": "quit"}
 
@@ -395,7 +396,8 @@ def main():
               worker.eval_labels)
       try:
         out = torch_fit.fit(cmd['recipe'], cmd['seed'], data, MODELS,
-                            cmd.get('steps_curve', 300), cmd.get('target'))
+                            cmd.get('steps_curve', 300), cmd.get('target'),
+                            cmd.get('eval_every_epoch', False))
       except Exception as e:  # pylint: disable=broad-except
         out = {'error': f'{type(e).__name__}: {e}'}
     else:
