@@ -23,7 +23,9 @@ Like the JAX side, the worker keeps freed memory in glibc's malloc
 standard library) unless KMNIST_JAX_MALLOC=0.
 
 The models match `kmnist_jax.models` / `kmnist_jax.resnets` layer by layer
-(same shapes, initializers, dropout rates and BatchNorm settings); the
+(same shapes, initializers, dropout rates and BatchNorm settings: the
+ResNets' heads PyTorch's default weight, their bias zero in hysts' models
+and PyTorch's default in the manifold-mixup code's PreActResNet-18); the
 optimizers match the configs: seed_cnn Adam, keras_cnn Adadelta, the ResNets
 SGD with momentum.
 """
@@ -161,6 +163,7 @@ class ResNetPreAct(nn.Module):
     self.blocks = nn.Sequential(*blocks)
     self.bn = nn.BatchNorm2d(cin, **_BN)
     self.head = nn.Linear(cin, num_classes)
+    nn.init.zeros_(self.head.bias)  # hysts' initialize_weights.
 
   def forward(self, x):
     x = F.relu(self.bn(self.blocks(self.stem(x))))
@@ -239,6 +242,7 @@ class ShakeShake(nn.Module):
         cin = cout
     self.blocks = nn.Sequential(*blocks)
     self.head = nn.Linear(cin, num_classes)
+    nn.init.zeros_(self.head.bias)  # hysts' initialize_weights.
 
   def forward(self, x):
     x = self.blocks(self.stem_bn(self.stem(x)))

@@ -26,7 +26,8 @@ from flax import nnx
 from kmnist_jax import resnets
 
 # PyTorch-default BatchNorm and Kaiming fan-out convolutions without bias,
-# as the ResNets (and hysts' `initialize_weights`).
+# as the ResNets; the head as hysts' `initialize_weights` (PyTorch's default
+# weight, zero bias).
 _conv = resnets._conv  # pylint: disable=protected-access
 _bn = resnets._bn  # pylint: disable=protected-access
 
@@ -93,7 +94,7 @@ class DenseNet(nnx.Module):
     self.stages = nnx.List(stages)
     self.transitions = nnx.List(transitions)
     self.bn = _bn(c, rngs, dtype)
-    self.head = nnx.Linear(c, num_classes, dtype=dtype, rngs=rngs)
+    self.head = resnets.head(c, num_classes, rngs, dtype, zero_bias=True)
 
   def __call__(self, x, *, train: bool = False, dropout_key=None):
     del dropout_key  # No dropout.

@@ -22,6 +22,8 @@ dropout_key)` with x float32 (B, 28, 28, 1). Manifold mixup: pass
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -30,6 +32,29 @@ from kmnist_jax import cpu
 
 _BN = dict(momentum=0.9, epsilon=1e-5)  # PyTorch BatchNorm2d defaults.
 _HE = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+# PyTorch's default nn.Linear / nn.Conv2d weight: kaiming_uniform(a=sqrt(5)),
+# i.e. uniform in +-1/sqrt(fan-in).
+TORCH_WEIGHT = nnx.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+
+
+def torch_bias(fan_in: int):
+  """PyTorch's default bias: uniform in +-1/sqrt(fan-in)."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def head(cin, num_classes, rngs, dtype, *, zero_bias: bool):
+  """The linear head as the sources build it: PyTorch's default weight;
+  a zero bias (`initialize_weights` of hysts' and janzd's models) or
+  PyTorch's default bias (the manifold-mixup code, which leaves it)."""
+  return nnx.Linear(cin, num_classes, kernel_init=TORCH_WEIGHT,
+                    bias_init=(nnx.initializers.zeros_init() if zero_bias
+                               else torch_bias(cin)),
+                    dtype=dtype, rngs=rngs)
 
 
 def _conv(cin, cout, k, stride, rngs, dtype):
@@ -107,7 +132,8 @@ class PreActResNet18(_PreActNet):
   differences from that code (vikasverma1077/manifold_mixup,
   supervised/preact_resnet.py at 5e759dd): every shortcut, identity ones
   too, starts from the pre-activated input; a final BN-ReLU comes before
-  pooling; He (fan-out) initialisation. The code's own form (raw
+  pooling; He (fan-out) initialisation of the convolutions (the head keeps
+  PyTorch's default weight and bias, as the code). The code's own form (raw
   identity shortcuts, no final BN-ReLU, PyTorch's default initializers)
   diverged on the KMNIST proxy with the recipe's rate 0.1, in this
   project and in the PyTorch port alike (loss 2.3 -> 20 -> NaN within 30
@@ -126,7 +152,7 @@ class PreActResNet18(_PreActNet):
       blocks.append(nnx.List(stage))
     self.stages = nnx.List(blocks)
     self.bn = _bn(512, rngs, dtype)
-    self.head = nnx.Linear(512, num_classes, dtype=dtype, rngs=rngs)
+    self.head = head(512, num_classes, rngs, dtype, zero_bias=False)
 
 
 class ResNetPreAct(_PreActNet):
@@ -146,7 +172,7 @@ class ResNetPreAct(_PreActNet):
       blocks.append(nnx.List(stage))
     self.stages = nnx.List(blocks)
     self.bn = _bn(cin, rngs, dtype)
-    self.head = nnx.Linear(cin, num_classes, dtype=dtype, rngs=rngs)
+    self.head = head(cin, num_classes, rngs, dtype, zero_bias=True)
 
 
 def resnet_preact20(num_classes: int, *, rngs: nnx.Rngs, dtype=None):
@@ -229,7 +255,7 @@ class ShakeShake(nnx.Module):
         cin = cout
       blocks.append(nnx.List(stage))
     self.stages = nnx.List(blocks)
-    self.head = nnx.Linear(cin, num_classes, dtype=dtype, rngs=rngs)
+    self.head = head(cin, num_classes, rngs, dtype, zero_bias=True)
 
   def __call__(self, x, *, train: bool = False, dropout_key=None, mixup=None):
     if train and dropout_key is None:

@@ -25,32 +25,20 @@ with x float32 (B, 28, 28, 1). No manifold-mixup points.
 
 from __future__ import annotations
 
-import math
-
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from kmnist_jax import cpu
+from kmnist_jax import resnets
 
 _BN = dict(momentum=0.9, epsilon=1e-5)  # PyTorch BatchNorm defaults.
 _HE_FAN_OUT = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-# PyTorch's default Linear/Conv weight: kaiming_uniform(a=sqrt(5)), i.e.
-# uniform in +-1/sqrt(fan-in).
-_TORCH_WEIGHT = nnx.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+# PyTorch's default Linear/Conv weight and bias (kmnist_jax.resnets).
+_TORCH_WEIGHT = resnets.TORCH_WEIGHT
+_torch_bias = resnets.torch_bias
 BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (256, 256, 256))
 HIDDEN = 512
 DROPOUT = 0.5
-
-
-def _torch_bias(fan_in: int):
-  """PyTorch's default bias: uniform in +-1/sqrt(fan-in)."""
-  bound = 1.0 / math.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
 
 
 def _max_pool(x):

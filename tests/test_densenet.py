@@ -93,3 +93,13 @@ def test_bad_depth_is_refused():
                      'for basic blocks'):
     densenet.DenseNet(10, depth=101, bottleneck=False, compression=1.0,
                       rngs=nnx.Rngs(0))
+
+
+def test_head_initialised_as_hysts():
+  """hysts' / janzd's initialize_weights: PyTorch's default Linear weight
+  (uniform in +-1/sqrt(fan-in)), zero bias."""
+  head = densenet.DenseNet(10, depth=10, rngs=nnx.Rngs(0)).head
+  w = np.asarray(head.kernel[...])
+  assert w.shape == (27, 10)  # 24 + 12 -> 18 + 12 -> 15 + 12 channels.
+  assert np.abs(w).max() <= 1 / np.sqrt(27) and w.std() > 0.05
+  np.testing.assert_array_equal(np.asarray(head.bias[...]), 0.0)

@@ -168,6 +168,27 @@ def test_summary_and_writer(tmp_path):
   assert one['torch_n'] == 0 and parity.separation_text(one).startswith('n/a')
 
 
+def test_chance_epoch_and_epoch_lines(tmp_path):
+  hist = lambda *accs: [{'epoch': i + 1, 'accuracy': a}
+                        for i, a in enumerate(accs)]
+  assert parity.chance_epoch(hist(0.097, 0.1999, 0.2, 0.9), 10) == 3
+  assert parity.chance_epoch(hist(0.097, 0.15), 10) is None
+  assert parity.chance_epoch(hist(0.03, 0.0409), 49) == 2  # 2/49 = 4.08%.
+  assert parity.chance_epoch([], 10) is None
+  flat = [[2.0] * 5]
+  runs = (_runs('jax', [0.5], flat, [1.0, 1.0])
+          + _runs('torch', [0.15], flat, [1.0, 1.0]))
+  runs[0]['history'] = hist(0.097, 0.5)
+  runs[1]['history'] = hist(0.097, 0.15)
+  row = parity.summarize('keras_cnn', runs, 12)
+  assert (row['jax_chance_epochs'], row['torch_chance_epochs']) == ('2', '>2')
+  lines = parity.epoch_lines([row], runs)
+  assert '- JAX seed 0: 9.70, 50.00% -> leaves chance at epoch 2' in lines
+  assert ('- PyTorch seed 0: 9.70, 15.00% -> leaves chance not within 2 '
+          'epochs') in lines
+  assert parity.epoch_lines([row], _runs('jax', [0.5], flat, [1.0])) == []
+
+
 _TORCH_AUGMENT = r'''
 import json, sys
 import numpy as np, torch
@@ -241,3 +262,52 @@ def test_end_to_end_tiny(tmp_path):
   assert 'test[:384]' in md and 'test[8000:8128]' in md
   assert ('not run' in md) != bool(torch_python)
   assert os.path.exists(f'{out}_keras_cnn.png')
+
+
+def test_first_seed_and_eval_every_epoch(tmp_path):
+  """Seeds start at --first_seed; every epoch's accuracy is kept and the last
+  one is the run's accuracy, on both sides."""
+  data = make_learnable_dir(tmp_path / 'data', n_train=10, n_test=8128)
+  out = tmp_path / 'res' / 'parity'
+  torch_python = TORCH_PYTHON if os.path.exists(TORCH_PYTHON) else ''
+  assert parity.main([
+      '--configs', 'keras_cnn', '--epochs', '2', '--seeds', '1',
+      '--first_seed', '5', '--eval_every_epoch', '--steps_curve', '0',
+      '--train_examples', '256', '--eval_examples', '128', '--data_dir',
+      str(data), '--out', str(out), '--torch_python', torch_python]) == 0
+  runs = json.load(open(f'{out}_runs.json'))['runs']
+  assert [r['seed'] for r in runs] == [5] * (2 if torch_python else 1)
+  for r in runs:
+    assert [h['epoch'] for h in r['history']] == [1, 2], r['side']
+    assert r['history'][-1]['accuracy'] == r['accuracy']
+  md = open(f'{out}.md').read()
+  assert 'Seeds 5..5,' in md
+  assert f'- JAX seed 5: {100 * runs[0]["history"][0]["accuracy"]:.2f}, ' in md
+  assert 'twice chance' in md
+  with pytest.raises(SystemExit):
+    parity.parse_args(['--first_seed', '-1'])
+
+
+_TORCH_HEADS = r'''
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import torch_models as tm
+heads = {'resnet_preact20': tm.ResNetPreAct(10).head,
+         'shake': tm.ShakeShake(10, depth=8, base=8).head,
+         'preact_resnet18': tm.PreActResNet18(10).head}
+print(json.dumps({k: [h.weight.detach().abs().max().item(),
+                      h.bias.detach().abs().max().item(), h.in_features]
+                  for k, h in heads.items()}))
+'''
+
+
+@needs_torch
+def test_torch_heads_initialised_as_ours():
+  """The PyTorch ports' heads as kmnist_jax.resnets.head: the bias zero in
+  hysts' models, PyTorch's default in PreActResNet-18."""
+  out = json.loads(subprocess.run(
+      [TORCH_PYTHON, '-c', _TORCH_HEADS, str(REPO / 'experiments')],
+      check=True, capture_output=True, text=True).stdout)
+  assert out['resnet_preact20'][1] == 0.0 and out['shake'][1] == 0.0
+  w, b, cin = out['preact_resnet18']
+  assert cin == 512 and 0 < b <= 1 / np.sqrt(512) and w <= 1 / np.sqrt(512)

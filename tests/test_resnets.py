@@ -101,3 +101,26 @@ def test_small_shake_shake_shapes():
   out = model(x, train=True, dropout_key=jax.random.PRNGKey(0),
               mixup=(0.5, jnp.array([1, 0]), jnp.array(2)))
   assert out.shape == (2, 49)
+
+
+@pytest.mark.parametrize('make, cin, zero_bias', [
+    (lambda: resnets.ResNetPreAct(10, depth=8, base=16, rngs=nnx.Rngs(0)),
+     64, True),
+    (lambda: resnets.ShakeShake(10, depth=8, base=32, rngs=nnx.Rngs(0)),
+     128, True),
+    (lambda: models.create_model('preact_resnet18', 10, seed=0), 512, False),
+])
+def test_heads_initialised_as_the_sources(make, cin, zero_bias):
+  """PyTorch's default Linear weight, uniform in +-1/sqrt(fan-in) (std
+  bound/sqrt(3)); the bias zero (hysts' initialize_weights) or uniform in
+  the same bound (manifold-mixup code: PyTorch's default)."""
+  head = make().head
+  bound = 1 / np.sqrt(cin)
+  w, b = np.asarray(head.kernel[...]), np.asarray(head.bias[...])
+  assert w.shape == (cin, 10)
+  assert np.abs(w).max() <= bound
+  assert w.std() == pytest.approx(bound / np.sqrt(3), rel=0.1)
+  if zero_bias:
+    np.testing.assert_array_equal(b, 0.0)
+  else:
+    assert np.abs(b).max() <= bound and b.std() > bound / 10
