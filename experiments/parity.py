@@ -18,6 +18,10 @@ plain dict `torch_recipe` derives from the same config. Seeds and sides
 alternate: JAX seed 0, PyTorch seed 0, JAX seed 1, ... (`--first_seed` F
 starts at seed F, so more seeds can be added to a row later).
 
+`--merge A_runs.json,B_runs.json --out X` trains nothing: it writes X.md,
+.csv, _runs.json and the plots from the runs of earlier invocations (say
+seed 0, then seeds 1-2 with `--first_seed 1`), as one run would have.
+
 `--eval_every_epoch`: both sides evaluate after every epoch (the final
 accuracy is the same evaluation); the .md then lists each run's accuracy per
 epoch and the first epoch at which it leaves chance (at least twice the
@@ -392,7 +396,7 @@ def markdown(rows: list[dict], meta: dict, runs: list[dict] | None = None
       'of experiments/torch_models.py), with the schedule compressed to the '
       'epochs shown: cosine and onecycle over those epochs\' steps, '
       'multistep milestones scaled by epochs / recipe epochs. Seeds '
-      f'{seed_text(meta)}, the sides alternating run by run. Accuracy: '
+      f'{seed_text(meta, runs)}, the sides alternating run by run. Accuracy: '
       'mean ± sample std over seeds of the final eval accuracy (with the '
       'recipe\'s test-time augmentation on both sides when it has one). '
       'Difference: JAX mean − PyTorch mean in points, ± its standard error. '
@@ -410,13 +414,71 @@ def markdown(rows: list[dict], meta: dict, runs: list[dict] | None = None
   return '\n'.join(out) + '\n'
 
 
-def seed_text(meta: dict) -> str:
-  first = meta.get('first_seed', 0)
-  return f'{first}..{first + meta["seeds"] - 1}'
+def seed_text(meta: dict, runs: list[dict] | None = None) -> str:
+  """`first..last` for one run's seeds, the list for merged runs."""
+  seeds = sorted({r['seed'] for r in runs or []})
+  if seeds and seeds != list(range(seeds[0], seeds[-1] + 1)):
+    return ', '.join(map(str, seeds))
+  first = seeds[0] if seeds else meta.get('first_seed', 0)
+  return f'{first}..{first + (len(seeds) or meta["seeds"]) - 1}'
+
+
+def merge(paths: list[str], out: str) -> list[str]:
+  """--out from the `_runs.json` of earlier parity runs of the same rows
+  (more seeds added later with --first_seed), as one run would write it."""
+  metas, runs = [], []
+  for path in paths:
+    try:
+      with open(path) as f:
+        d = json.load(f)
+      metas.append(d['meta'])
+      runs += d['runs']
+      for key in ('command', 'date', 'sizes', 'steps_curve', 'machine'):
+        d['meta'][key]  # pylint: disable=pointless-statement
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise UserError(f'--merge {path}: expected the _runs.json of '
+                      f'experiments/parity.py ({type(e).__name__}: {e})')
+  seen = set()
+  for r in runs:
+    key = (r['config'], r['side'], r['seed'])
+    if key in seen:
+      raise UserError(f'--merge: {key[0]} seed {key[2]} ({key[1]}) is in '
+                      'more than one file')
+    seen.add(key)
+  for field in ('sizes', 'steps_curve'):
+    if len({json.dumps(m[field]) for m in metas}) > 1:
+      raise UserError(f'--merge: the files differ in {field}')
+  names = list(dict.fromkeys(r['config'] for r in runs))
+  for name in names:
+    if len({r['epochs'] for r in runs if r['config'] == name}) > 1:
+      raise UserError(f'--merge: {name} ran for different --epochs')
+  meta = dict(metas[0], command=' ; '.join(m['command'] for m in metas),
+              date=' and '.join(m['date'] for m in metas),
+              seeds=len({r['seed'] for r in runs}),
+              notes=list(dict.fromkeys(n for m in metas for n in m['notes'])))
+  meta['machine'] = dict(metas[0]['machine'], load_average_end=metas[-1][
+      'machine'].get('load_average_end'))
+  meta['recipes'] = {k: v for m in metas for k, v in m.get('recipes',
+                                                           {}).items()}
+  meta['notes'].append('Merged from ' + ', '.join(
+      f'`{os.path.basename(p)}`' for p in paths) + ' by `python '
+                       'experiments/parity.py --merge ...`; the load averages '
+                       'are those of the first file\'s start and the last '
+                       'one\'s end.')
+  runs.sort(key=lambda r: (names.index(r['config']), r['seed'],
+                           r['side'] != 'jax'))
+  rows = [summarize(name, [r for r in runs if r['config'] == name],
+                    reproduce.load_config(name, '', 0, {}).num_epochs,
+                    meta['recipes'].get(name, {}).get('num_classes', 10))
+          for name in names]
+  return write_outputs(out, rows, runs, meta)
 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--merge', default='',
+                 help='comma-separated _runs.json files of earlier runs: '
+                 'write --out from them, train nothing')
   p.add_argument('--configs', default='resnet_preact20_cutout',
                  help='comma-separated names of configs/')
   p.add_argument('--epochs', type=int, default=10)
@@ -454,6 +516,14 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  if args.merge:
+    try:
+      written = merge([p for p in args.merge.split(',') if p], args.out)
+    except UserError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    print('wrote ' + ', '.join(written))
+    return 0
   sizes = (args.train_examples, args.eval_examples)
   notes: list[str] = []
   try:

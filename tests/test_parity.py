@@ -311,3 +311,49 @@ def test_torch_heads_initialised_as_ours():
   assert out['resnet_preact20'][1] == 0.0 and out['shake'][1] == 0.0
   w, b, cin = out['preact_resnet18']
   assert cin == 512 and 0 < b <= 1 / np.sqrt(512) and w <= 1 / np.sqrt(512)
+
+
+def _meta(command, **kw):
+  return dict(command=command, date='2026-01-01 00:00', seeds=1, epochs=2,
+              steps_curve=5, sizes=(8000, 2000), notes=['a note'],
+              machine=dict(cpu='CPU', cores=2, python='3.12', jax='0',
+                           flax='0', load_average_start=(1.0, 1.0, 1.0),
+                           load_average_end=(2.0, 2.0, 2.0)),
+              recipes={'keras_cnn': {'num_classes': 10}}, **kw)
+
+
+def test_merge_adds_seeds_to_a_row(tmp_path, capsys):
+  flat = [[2.0] * 5]
+  a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
+  runs_a = (_runs('jax', [0.90], flat, [1.0, 1.0])
+            + _runs('torch', [0.80], flat, [1.0, 1.0]))
+  runs_b = [dict(r, seed=1, accuracy=r['accuracy'] + 0.02) for r in runs_a]
+  parity.write_outputs(a, [parity.summarize('keras_cnn', runs_a, 12)],
+                       runs_a, _meta('python experiments/parity.py A'))
+  parity.write_outputs(b, [parity.summarize('keras_cnn', runs_b, 12)],
+                       runs_b, _meta('python experiments/parity.py B',
+                                     first_seed=1))
+  out = str(tmp_path / 'm')
+  assert parity.main(['--merge', f'{a}_runs.json,{b}_runs.json', '--out',
+                      out]) == 0
+  md = open(out + '.md').read()
+  assert ('| keras_cnn | 2 (12) | 2 | 91.00 ± 1.41% | 81.00 ± 1.41% | '
+          '+10.00 ± 1.41 |') in md
+  assert 'Seeds 0..1,' in md
+  assert '`python experiments/parity.py A ; python experiments/parity.py B`' in md
+  assert md.count('- a note') == 1 and 'Merged from `a_runs.json`' in md
+  merged = json.load(open(out + '_runs.json'))['runs']
+  assert [(r['seed'], r['side']) for r in merged] == [
+      (0, 'jax'), (0, 'torch'), (1, 'jax'), (1, 'torch')]
+  # The same seed twice, or a file that is not a parity run: one line, 2.
+  capsys.readouterr()
+  assert parity.main(['--merge', f'{a}_runs.json,{a}_runs.json', '--out',
+                      out]) == 2
+  assert 'keras_cnn seed 0 (jax) is in more than one file' in (
+      capsys.readouterr().err)
+  (tmp_path / 'bad.json').write_text('{"runs": []}')
+  assert parity.main(['--merge', str(tmp_path / 'bad.json'), '--out',
+                      out]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('error: --merge ') and 'bad.json' in err
+  assert err.count('\n') == 1
