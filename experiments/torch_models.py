@@ -249,9 +249,61 @@ class ShakeShake(nn.Module):
     return self.head(F.relu(x).mean((2, 3)))
 
 
+class _DenseBlock(nn.Module):
+  """BN-ReLU-conv (bottleneck: 1x1 to 4k, BN-ReLU-3x3 to k), its k channels
+  appended to the input (hysts' / janzd's models/densenet.py)."""
+
+  def __init__(self, cin, growth, bottleneck):
+    super().__init__()
+    self.bn1 = nn.BatchNorm2d(cin, **_BN)
+    mid = 4 * growth if bottleneck else growth
+    self.conv1 = _conv(cin, mid, 1 if bottleneck else 3, 1)
+    self.bn2 = nn.BatchNorm2d(mid, **_BN) if bottleneck else None
+    self.conv2 = _conv(mid, growth, 3, 1) if bottleneck else None
+
+  def forward(self, x):
+    y = self.conv1(F.relu(self.bn1(x)))
+    if self.conv2 is not None:
+      y = self.conv2(F.relu(self.bn2(y)))
+    return torch.cat([x, y], 1)
+
+
+class DenseNet(nn.Module):
+  """janzd's (hysts') DenseNet for 28x28 inputs: three stages of n blocks,
+  BN-ReLU-conv1x1 + 2x2 average-pool transitions compressing the channels,
+  final BN-ReLU, pooling, head (kmnist_jax.densenet.DenseNet)."""
+
+  def __init__(self, num_classes=10, depth=100, growth=12, bottleneck=True,
+               compression=0.5):
+    super().__init__()
+    n = (depth - 4) // (6 if bottleneck else 3)
+    c = 2 * growth
+    layers = [_conv(1, c, 3, 1)]
+    for index in range(3):
+      for _ in range(n):
+        layers.append(_DenseBlock(c, growth, bottleneck))
+        c += growth
+      if index < 2:
+        cout = int(c * compression)
+        layers += [nn.BatchNorm2d(c, **_BN), nn.ReLU(), _conv(c, cout, 1, 1),
+                   nn.AvgPool2d(2, 2)]
+        c = cout
+    self.features = nn.Sequential(*layers)
+    self.bn = nn.BatchNorm2d(c, **_BN)
+    self.head = nn.Linear(c, num_classes)
+    nn.init.zeros_(self.head.bias)  # hysts' initialize_weights.
+
+  def forward(self, x):
+    x = F.relu(self.bn(self.features(x)))
+    return self.head(x.mean((2, 3)))
+
+
 MODELS = {'seed_cnn': SeedCNN, 'keras_cnn': KerasCNN,
           'preact_resnet18': PreActResNet18, 'resnet_preact20': ResNetPreAct,
-          'shake_shake26_2x96d': ShakeShake}
+          'shake_shake26_2x96d': ShakeShake,
+          'densenet_bc100_k12': DenseNet,
+          'densenet100_k12': lambda num_classes=10: DenseNet(
+              num_classes, bottleneck=False, compression=1.0)}
 
 
 def make_optimizer(name, params):

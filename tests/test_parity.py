@@ -86,14 +86,23 @@ def test_recipe_of_the_cosine_cutout_and_onecycle_configs():
 
 
 @pytest.mark.parametrize('name, match', [
-    ('k49_densenet100', r"^--configs k49_densenet100: model "
-     r"'densenet_bc100_k12' has no PyTorch port \(.*\); dataset 'k49': "
-     'the offline proxy is KMNIST$'),
+    ('k49_densenet100', r"^--configs k49_densenet100: dataset 'k49': the "
+     r'offline proxy is KMNIST \(--k49_on_kmnist runs a K49 recipe on it\)$'),
     ('knn', "^--configs knn: model 'knn' has no PyTorch port"),
     ('no_such_config', "^config 'no_such_config': .* does not exist$")])
 def test_configs_without_a_pytorch_side_are_refused(name, match):
   with pytest.raises(UserError, match=match):
     parity.compressed_config(name, 2, 0)
+
+
+def test_k49_recipe_on_the_kmnist_proxy():
+  c = parity.compressed_config('k49_densenet100', 2, 0, k49_on_kmnist=True)
+  r = parity.torch_recipe(c)
+  assert (c.dataset, r['num_classes'], r['model'], r['batch_size'],
+          r['lr_schedule'], r['augment_translate']) == (
+              'kmnist', 10, 'densenet_bc100_k12', 1536, 'cosine', 4)
+  assert parity.compressed_config('keras_cnn', 2, 0,
+                                  k49_on_kmnist=True).dataset == 'kmnist'
 
 
 @pytest.mark.parametrize('name', ['preact_resnet18', 'resnet_preact20_cutout',
@@ -357,3 +366,40 @@ def test_merge_adds_seeds_to_a_row(tmp_path, capsys):
   err = capsys.readouterr().err
   assert err.startswith('error: --merge ') and 'bad.json' in err
   assert err.count('\n') == 1
+
+
+_TORCH_DENSENET = r'''
+import json, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+import torch_models as tm
+out = {}
+for name in ('densenet_bc100_k12', 'densenet100_k12'):
+  model = tm.MODELS[name](num_classes=49)
+  model.eval()
+  with torch.no_grad():
+    y = model(torch.zeros(2, 1, 28, 28))
+  # Our layouts: conv (O, I, H, W) -> (H, W, I, O), linear (out, in) -> (in, out).
+  shapes = sorted([p.shape[2], p.shape[3], p.shape[1], p.shape[0]]
+                  if p.dim() == 4 else list(p.shape)[::-1]
+                  for p in model.parameters())
+  out[name] = [shapes, list(y.shape), model.head.bias.abs().max().item()]
+print(json.dumps(out))
+'''
+
+
+@needs_torch
+def test_torch_densenets_have_our_layers():
+  """The PyTorch DenseNets have our parameters: the same shapes, as many."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import models  # pylint: disable=g-import-not-at-top
+  out = json.loads(subprocess.run(
+      [TORCH_PYTHON, '-c', _TORCH_DENSENET, str(REPO / 'experiments')],
+      check=True, capture_output=True, text=True).stdout)
+  for name, (shapes, shape, bias) in out.items():
+    abstract = nnx.eval_shape(lambda n=name: models.create_model(n, 49))
+    ours = sorted(list(x.shape) for x in jax.tree.leaves(
+        nnx.state(abstract, nnx.Param)))
+    assert len(shapes) == len(ours) > 290 and shapes == ours, name
+    assert shape == [2, 49] and bias == 0.0
