@@ -22,7 +22,7 @@ Like the JAX side, the worker keeps freed memory in glibc's malloc
 (`kmnist_jax.cpu.malloc.keep_freed_memory`; that module needs only the
 standard library) unless KMNIST_JAX_MALLOC=0.
 
-The models match `kmnist_jax.models` / `kmnist_jax.resnets` layer by layer
+The models match `kmnist_jax.models` / `resnets` / `densenet` layer by layer
 (same shapes, initializers, dropout rates and BatchNorm settings: the
 ResNets' heads PyTorch's default weight, their bias zero in hysts' models
 and PyTorch's default in the manifold-mixup code's PreActResNet-18); the
