@@ -440,10 +440,12 @@ def merge(paths: list[str], out: str) -> list[str]:
     try:
       with open(path) as f:
         d = json.load(f)
+      missing = [k for k in ('command', 'date', 'sizes', 'steps_curve',
+                             'machine', 'notes') if k not in d['meta']]
+      if missing:
+        raise KeyError(', '.join(missing))
       metas.append(d['meta'])
       runs += d['runs']
-      for key in ('command', 'date', 'sizes', 'steps_curve', 'machine'):
-        d['meta'][key]  # pylint: disable=pointless-statement
     except (OSError, ValueError, KeyError, TypeError) as e:
       raise UserError(f'--merge {path}: expected the _runs.json of '
                       f'experiments/parity.py ({type(e).__name__}: {e})')

@@ -102,6 +102,14 @@ def _conv(cin, cout, k, stride):
   return conv
 
 
+def _hysts_head(cin, num_classes):
+  """hysts' / janzd's `initialize_weights`: PyTorch's default Linear
+  weight, a zero bias (kmnist_jax.resnets.head)."""
+  head = nn.Linear(cin, num_classes)
+  nn.init.zeros_(head.bias)
+  return head
+
+
 class PreActBlock(nn.Module):
   """`preact_shortcut`: the shortcut starts from the pre-activated input,
   else from the raw input (see kmnist_jax.resnets.PreActBlock)."""
@@ -162,8 +170,7 @@ class ResNetPreAct(nn.Module):
         cin = cout
     self.blocks = nn.Sequential(*blocks)
     self.bn = nn.BatchNorm2d(cin, **_BN)
-    self.head = nn.Linear(cin, num_classes)
-    nn.init.zeros_(self.head.bias)  # hysts' initialize_weights.
+    self.head = _hysts_head(cin, num_classes)
 
   def forward(self, x):
     x = F.relu(self.bn(self.blocks(self.stem(x))))
@@ -241,8 +248,7 @@ class ShakeShake(nn.Module):
         blocks.append(_ShakeBlock(cin, cout, stride if i == 0 else 1))
         cin = cout
     self.blocks = nn.Sequential(*blocks)
-    self.head = nn.Linear(cin, num_classes)
-    nn.init.zeros_(self.head.bias)  # hysts' initialize_weights.
+    self.head = _hysts_head(cin, num_classes)
 
   def forward(self, x):
     x = self.blocks(self.stem_bn(self.stem(x)))
@@ -290,8 +296,7 @@ class DenseNet(nn.Module):
         c = cout
     self.features = nn.Sequential(*layers)
     self.bn = nn.BatchNorm2d(c, **_BN)
-    self.head = nn.Linear(c, num_classes)
-    nn.init.zeros_(self.head.bias)  # hysts' initialize_weights.
+    self.head = _hysts_head(c, num_classes)
 
   def forward(self, x):
     x = F.relu(self.bn(self.features(x)))
