@@ -245,18 +245,23 @@ def test_torch_augmentations_do_what_ours_do(tmp_path):
     np.testing.assert_array_equal(image[~hole], src[~hole].astype(np.float32))
 
 
-def test_end_to_end_tiny(tmp_path):
-  """keras_cnn for 1 epoch of 3 steps, 2 seeds, on learnable synthetic
-  files; the PyTorch side too when its venv exists."""
+def _tiny_run(tmp_path, *args):
+  """parity.main on keras_cnn over learnable synthetic files, the PyTorch
+  side too when its venv exists: (out prefix, torch python or '', runs)."""
   data = make_learnable_dir(tmp_path / 'data', n_train=10, n_test=8128)
   out = tmp_path / 'res' / 'parity'
   torch_python = TORCH_PYTHON if os.path.exists(TORCH_PYTHON) else ''
-  assert parity.main([
-      '--configs', 'keras_cnn', '--epochs', '1', '--seeds', '2',
-      '--steps_curve', '3', '--train_examples', '384', '--eval_examples',
-      '128', '--data_dir', str(data), '--out', str(out), '--torch_python',
-      torch_python]) == 0
-  runs = json.load(open(f'{out}_runs.json'))['runs']
+  assert parity.main(['--configs', 'keras_cnn', *args, '--eval_examples',
+                      '128', '--data_dir', str(data), '--out', str(out),
+                      '--torch_python', torch_python]) == 0
+  return out, torch_python, json.load(open(f'{out}_runs.json'))['runs']
+
+
+def test_end_to_end_tiny(tmp_path):
+  """keras_cnn for 1 epoch of 3 steps, 2 seeds."""
+  out, torch_python, runs = _tiny_run(
+      tmp_path, '--epochs', '1', '--seeds', '2', '--steps_curve', '3',
+      '--train_examples', '384')
   sides = ['jax', 'torch'] if torch_python else ['jax']
   assert [(r['side'], r['seed']) for r in runs] == [
       (side, seed) for seed in (0, 1) for side in sides]
@@ -276,15 +281,9 @@ def test_end_to_end_tiny(tmp_path):
 def test_first_seed_and_eval_every_epoch(tmp_path):
   """Seeds start at --first_seed; every epoch's accuracy is kept and the last
   one is the run's accuracy, on both sides."""
-  data = make_learnable_dir(tmp_path / 'data', n_train=10, n_test=8128)
-  out = tmp_path / 'res' / 'parity'
-  torch_python = TORCH_PYTHON if os.path.exists(TORCH_PYTHON) else ''
-  assert parity.main([
-      '--configs', 'keras_cnn', '--epochs', '2', '--seeds', '1',
-      '--first_seed', '5', '--eval_every_epoch', '--steps_curve', '0',
-      '--train_examples', '256', '--eval_examples', '128', '--data_dir',
-      str(data), '--out', str(out), '--torch_python', torch_python]) == 0
-  runs = json.load(open(f'{out}_runs.json'))['runs']
+  out, torch_python, runs = _tiny_run(
+      tmp_path, '--epochs', '2', '--seeds', '1', '--first_seed', '5',
+      '--eval_every_epoch', '--steps_curve', '0', '--train_examples', '256')
   assert [r['seed'] for r in runs] == [5] * (2 if torch_python else 1)
   for r in runs:
     assert [h['epoch'] for h in r['history']] == [1, 2], r['side']
