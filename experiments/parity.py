@@ -26,6 +26,9 @@ seed 0, then seeds 1-2 with `--first_seed 1`), as one run would have.
 augmentation) runs on the KMNIST proxy with 10 classes, since no K49 data
 is here: a check that the two implementations learn alike, not a K49 result.
 
+`--sides jax` or `--sides torch` runs one side only, so the two sides of a
+long row can run in different sessions and be joined with `--merge`.
+
 `--eval_every_epoch`: both sides evaluate after every epoch (the final
 accuracy is the same evaluation); the .md then lists each run's accuracy per
 epoch and the first epoch at which it leaves chance (at least twice the
@@ -385,9 +388,9 @@ def markdown(rows: list[dict], meta: dict, runs: list[dict] | None = None
          f'{r["diff_points"]:+.2f}' + (
              '' if math.isnan(r['diff_se_points'])
              else f' ± {r["diff_se_points"]:.2f}')),
-        throughput.fmt(r['jax_s_per_epoch'], '.1f'),
-        throughput.fmt(None if math.isnan(r['torch_s_per_epoch'])
-                       else r['torch_s_per_epoch'], '.1f'),
+        *(throughput.fmt(None if math.isnan(r[f'{side}_s_per_epoch'])
+                         else r[f'{side}_s_per_epoch'], '.1f')
+          for side in ('jax', 'torch')),
         separation_text(r)] for r in rows])
   n, e = meta['sizes']
   out = [
@@ -463,10 +466,14 @@ def merge(paths: list[str], out: str) -> list[str]:
   for name in names:
     if len({r['epochs'] for r in runs if r['config'] == name}) > 1:
       raise UserError(f'--merge: {name} ran for different --epochs')
+  one_side = ('Only the JAX side ran.', 'Only the PyTorch side ran.')
+  both = {r['side'] for r in runs} == {'jax', 'torch'}
   meta = dict(metas[0], command=' ; '.join(m['command'] for m in metas),
               date=' and '.join(m['date'] for m in metas),
               seeds=len({r['seed'] for r in runs}),
-              notes=list(dict.fromkeys(n for m in metas for n in m['notes'])))
+              notes=list(dict.fromkeys(
+                  n for m in metas for n in m['notes']
+                  if not (both and n in one_side))))
   meta['machine'] = dict(metas[0]['machine'], load_average_end=metas[-1][
       'machine'].get('load_average_end'))
   meta['recipes'] = {k: v for m in metas for k, v in m.get('recipes',
@@ -502,6 +509,8 @@ def parse_args(argv=None):
   p.add_argument('--eval_every_epoch', action='store_true',
                  help='evaluate both sides after every epoch (epochs to '
                  'leave chance)')
+  p.add_argument('--sides', choices=('both', 'jax', 'torch'), default='both',
+                 help='run one side only (join the halves with --merge)')
   p.add_argument('--steps_curve', type=int, default=300)
   p.add_argument('--out', default=os.path.join(HERE, 'results', 'parity'))
   p.add_argument('--torch_python',
@@ -549,7 +558,12 @@ def main(argv=None) -> int:
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  worker = throughput.start_torch(args.torch_python, args.data_dir, notes)
+  worker = (throughput.start_torch(args.torch_python, args.data_dir, notes)
+            if args.sides != 'jax' else None)
+  if args.sides == 'torch' and not worker:
+    print(f'error: --sides torch needs --torch_python: {notes[-1]}',
+          file=sys.stderr)
+    return 2
   meta = dict(command=' '.join(shlex.quote(a) for a in (
       ['python', 'experiments/parity.py'] + list(
           sys.argv[1:] if argv is None else argv))),
@@ -568,9 +582,11 @@ def main(argv=None) -> int:
                                    args.steps_curve, sizes,
                                    args.jax_matmul_precision,
                                    args.eval_every_epoch, args.k49_on_kmnist)
-        with tempfile.TemporaryDirectory(prefix='parity_') as workdir:
-          jax_run = run_jax(config, workdir, args.eval_every_epoch)
-        sides = [('jax', jax_run)]
+        sides = []
+        if args.sides != 'torch':
+          with tempfile.TemporaryDirectory(prefix='parity_') as workdir:
+            sides.append(('jax', run_jax(config, workdir,
+                                         args.eval_every_epoch)))
         if worker:
           sides.append(('torch', run_torch(
               worker, torch_recipe(config, sizes), seed, args.steps_curve,
@@ -597,7 +613,9 @@ def main(argv=None) -> int:
                  'rerun when idle for timings.')
   if not worker:
     notes.append('Only the JAX side ran.')
-  if args.jax_matmul_precision != 'default':
+  elif args.sides == 'torch':
+    notes.append('Only the PyTorch side ran.')
+  if args.jax_matmul_precision != 'default' and args.sides != 'torch':
     notes.append(f'The JAX side ran with config.matmul_precision='
                  f'{args.jax_matmul_precision!r}: its convolutions on '
                  'bfloat16 operands with float32 sums; PyTorch in float32.')
@@ -605,7 +623,7 @@ def main(argv=None) -> int:
     notes.append('The K49 configs\' recipes ran on the KMNIST proxy data '
                  '(10 classes; no K49 data offline): a check that the two '
                  'implementations learn alike, not a K49 result.')
-  if args.steps_curve:
+  if args.steps_curve and args.sides != 'torch':
     notes.append(f'The JAX side reads the loss of each of its first '
                  f'{args.steps_curve} steps (config.log_loss_steps), so it '
                  'waits for those steps one by one; PyTorch on the CPU '

@@ -296,6 +296,44 @@ def test_first_seed_and_eval_every_epoch(tmp_path):
     parity.parse_args(['--first_seed', '-1'])
 
 
+
+def test_sides_run_apart_and_merge(tmp_path, capsys):
+  """--sides jax and --sides torch run one side each; --merge joins them
+  into the row one run of both sides writes."""
+  data = make_learnable_dir(tmp_path / 'data', n_train=10, n_test=8128)
+  common = ['--configs', 'keras_cnn', '--epochs', '1', '--seeds', '1',
+            '--steps_curve', '2', '--train_examples', '256',
+            '--eval_examples', '128', '--data_dir', str(data)]
+  j, t = str(tmp_path / 'j'), str(tmp_path / 't')
+  assert parity.main(common + ['--sides', 'jax', '--out', j,
+                               '--torch_python', TORCH_PYTHON]) == 0
+  runs = json.load(open(f'{j}_runs.json'))['runs']
+  assert [r['side'] for r in runs] == ['jax']
+  assert '- Only the JAX side ran.' in open(j + '.md').read()
+  if not os.path.exists(TORCH_PYTHON):
+    capsys.readouterr()
+    assert parity.main(common + ['--sides', 'torch', '--out', t,
+                                 '--torch_python', '']) == 2
+    assert capsys.readouterr().err.startswith(
+        'error: --sides torch needs --torch_python')
+    return
+  assert parity.main(common + ['--sides', 'torch', '--out', t,
+                               '--torch_python', TORCH_PYTHON]) == 0
+  torch_runs = json.load(open(f'{t}_runs.json'))['runs']
+  assert [r['side'] for r in torch_runs] == ['torch']
+  md = open(t + '.md').read()
+  assert '- Only the PyTorch side ran.' in md and 'reads the loss' not in md
+  assert '| keras_cnn | 1 (12) | 1 | not run |' in md
+  m = str(tmp_path / 'm')
+  assert parity.main(['--merge', f'{j}_runs.json,{t}_runs.json', '--out',
+                      m]) == 0
+  md = open(m + '.md').read()
+  diff = 100 * (runs[0]['accuracy'] - torch_runs[0]['accuracy'])
+  assert (f'| keras_cnn | 1 (12) | 1 | {100 * runs[0]["accuracy"]:.2f}% '
+          f'(n=1) | {100 * torch_runs[0]["accuracy"]:.2f}% (n=1) | '
+          f'{diff:+.2f} |') in md
+  assert 'Only the' not in md
+
 _TORCH_HEADS = r'''
 import json, sys
 sys.path.insert(0, sys.argv[1])
