@@ -240,9 +240,9 @@ class ShakeShake(nn.Module):
   def __init__(self, num_classes=10, depth=26, base=96):
     super().__init__()
     n = (depth - 2) // 6
-    self.stem = _conv(1, 16, 3, 1)
-    self.stem_bn = nn.BatchNorm2d(16, **_BN)
-    blocks, cin = [], 16
+    self.stem = _conv(1, base, 3, 1)
+    self.stem_bn = nn.BatchNorm2d(base, **_BN)
+    blocks, cin = [], base
     for cout, stride in ((base, 1), (2 * base, 2), (4 * base, 2)):
       for i in range(n):
         blocks.append(_ShakeBlock(cin, cout, stride if i == 0 else 1))
@@ -251,8 +251,8 @@ class ShakeShake(nn.Module):
     self.head = _hysts_head(cin, num_classes)
 
   def forward(self, x):
-    x = self.blocks(self.stem_bn(self.stem(x)))
-    return self.head(F.relu(x).mean((2, 3)))
+    x = self.blocks(F.relu(self.stem_bn(self.stem(x))))
+    return self.head(x.mean((2, 3)))  # No ReLU before the pool (hysts).
 
 
 class _DenseBlock(nn.Module):

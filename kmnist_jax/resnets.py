@@ -239,14 +239,19 @@ class _ShakeBlock(nnx.Module):
 
 
 class ShakeShake(nnx.Module):
-  """hysts' shake-shake for 28x28 inputs: depth 6n+2, widths base*(1,2,4)."""
+  """hysts' shake-shake for 28x28 inputs: depth 6n+2, widths base*(1,2,4).
+
+  As hysts' models/shake_shake.py (c3e98330): a conv-BN-ReLU stem of `base`
+  channels (not the 16 of Gastaldi's Lua code), so the first stage keeps
+  identity shortcuts, and the last block's sum goes to the pool unrectified.
+  """
 
   def __init__(self, num_classes: int, depth: int = 26, base: int = 96, *,
                rngs: nnx.Rngs, dtype=None):
     n = (depth - 2) // 6
-    self.stem = _conv(1, 16, 3, 1, rngs, dtype)
-    self.stem_bn = _bn(16, rngs, dtype)
-    blocks, cin = [], 16
+    self.stem = _conv(1, base, 3, 1, rngs, dtype)
+    self.stem_bn = _bn(base, rngs, dtype)
+    blocks, cin = [], base
     for cout, stride in ((base, 1), (2 * base, 2), (4 * base, 2)):
       stage = []
       for i in range(n):
@@ -260,8 +265,8 @@ class ShakeShake(nnx.Module):
   def __call__(self, x, *, train: bool = False, dropout_key=None, mixup=None):
     if train and dropout_key is None:
       raise ValueError('shake-shake needs a dropout_key when train=True')
-    x = self.stem_bn(self.stem(_mix(x, mixup, 0)),
-                     use_running_average=not train)
+    x = nnx.relu(self.stem_bn(self.stem(_mix(x, mixup, 0)),
+                              use_running_average=not train))
     i = 0
     for k, stage in enumerate(self.stages):
       for block in stage:
@@ -269,7 +274,7 @@ class ShakeShake(nnx.Module):
         x = block(x, train, key)
         i += 1
       x = _mix(x, mixup, k + 1)
-    return self.head(_head_pool(nnx.relu(x)))
+    return self.head(_head_pool(x))  # No ReLU before the pool (hysts).
 
 
 def shake_shake26_2x96d(num_classes: int, *, rngs: nnx.Rngs, dtype=None):
