@@ -10,7 +10,8 @@ for best result"; "J" below), a fork of hysts':
   --shake_image True --epochs 1800 --scheduler cosine --base_lr 0.2
   --batch_size 2048 --use_cutout --cutout_size 14` (seed 7): network, 1800
   epochs, cosine from 0.2 to 0 per step (J argparser/train.py `--lr_min`
-  default 0), batch 2048, Cutout 14;
+  default 0), batch 2048, Cutout 14; J models/shake_shake.py is hysts'
+  file unchanged (configs/shake_shake26.py says how ours follows it);
 * SGD, momentum 0.9, Nesterov, weight decay 1e-4 (coupled)
   (J configs/shake_shake.json);
 * random crop of the image zero-padded by 4 pixels (J argparser.py turns

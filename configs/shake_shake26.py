@@ -6,7 +6,10 @@ its KMNIST results; "H" below):
 
 * network: shake-shake, depth 26, 96 base channels, shake forward,
   backward and per image (H configs/shake_shake.json; "2x96d (S-S-I)" in
-  the row name of H README.md "Results on Kuzushiji-MNIST");
+  the row name of H README.md "Results on Kuzushiji-MNIST"); its layers as
+  H models/shake_shake.py: a 3x3 conv-BN-ReLU stem of 96 channels (not the
+  16 of Gastaldi's Lua code), the last block's sum pooled without a ReLU,
+  the head's bias zeroed, the convolutions He-normal (fan-out);
 * SGD, momentum 0.9, Nesterov, weight decay 1e-4 (coupled), batch 128
   (H configs/shake_shake.json);
 * learning rate 0.2 with cosine annealing to 0 per step (H README.md, KMNIST
