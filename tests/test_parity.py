@@ -245,16 +245,21 @@ def test_torch_augmentations_do_what_ours_do(tmp_path):
     np.testing.assert_array_equal(image[~hole], src[~hole].astype(np.float32))
 
 
-def _tiny_run(tmp_path, *args):
-  """parity.main on keras_cnn over learnable synthetic files, the PyTorch
-  side too when its venv exists: (out prefix, torch python or '', runs)."""
-  data = make_learnable_dir(tmp_path / 'data', n_train=10, n_test=8128)
-  out = tmp_path / 'res' / 'parity'
-  torch_python = TORCH_PYTHON if os.path.exists(TORCH_PYTHON) else ''
+def _tiny_run(tmp_path, *args, name='parity', torch_python=None, rc=0):
+  """parity.main on keras_cnn over learnable synthetic files (made once per
+  tmp_path), the PyTorch side too when its venv exists; asserts exit `rc`:
+  (out prefix, torch python or '', runs, None unless rc is 0)."""
+  data = tmp_path / 'data'
+  if not data.exists():
+    make_learnable_dir(data, n_train=10, n_test=8128)
+  out = tmp_path / 'res' / name
+  if torch_python is None:
+    torch_python = TORCH_PYTHON if os.path.exists(TORCH_PYTHON) else ''
   assert parity.main(['--configs', 'keras_cnn', *args, '--eval_examples',
                       '128', '--data_dir', str(data), '--out', str(out),
-                      '--torch_python', torch_python]) == 0
-  return out, torch_python, json.load(open(f'{out}_runs.json'))['runs']
+                      '--torch_python', torch_python]) == rc
+  return out, torch_python, (json.load(open(f'{out}_runs.json'))['runs']
+                             if rc == 0 else None)
 
 
 def test_end_to_end_tiny(tmp_path):
@@ -300,28 +305,23 @@ def test_first_seed_and_eval_every_epoch(tmp_path):
 def test_sides_run_apart_and_merge(tmp_path, capsys):
   """--sides jax and --sides torch run one side each; --merge joins them
   into the row one run of both sides writes."""
-  data = make_learnable_dir(tmp_path / 'data', n_train=10, n_test=8128)
-  common = ['--configs', 'keras_cnn', '--epochs', '1', '--seeds', '1',
-            '--steps_curve', '2', '--train_examples', '256',
-            '--eval_examples', '128', '--data_dir', str(data)]
-  j, t = str(tmp_path / 'j'), str(tmp_path / 't')
-  assert parity.main(common + ['--sides', 'jax', '--out', j,
-                               '--torch_python', TORCH_PYTHON]) == 0
-  runs = json.load(open(f'{j}_runs.json'))['runs']
+  common = ['--epochs', '1', '--seeds', '1', '--steps_curve', '2',
+            '--train_examples', '256']
+  j, _, runs = _tiny_run(tmp_path, *common, '--sides', 'jax', name='j',
+                         torch_python=TORCH_PYTHON)
   assert [r['side'] for r in runs] == ['jax']
-  assert '- Only the JAX side ran.' in open(j + '.md').read()
+  assert '- Only the JAX side ran.' in open(f'{j}.md').read()
   if not os.path.exists(TORCH_PYTHON):
     capsys.readouterr()
-    assert parity.main(common + ['--sides', 'torch', '--out', t,
-                                 '--torch_python', '']) == 2
+    _tiny_run(tmp_path, *common, '--sides', 'torch', name='t',
+              torch_python='', rc=2)
     assert capsys.readouterr().err.startswith(
         'error: --sides torch needs --torch_python')
     return
-  assert parity.main(common + ['--sides', 'torch', '--out', t,
-                               '--torch_python', TORCH_PYTHON]) == 0
-  torch_runs = json.load(open(f'{t}_runs.json'))['runs']
+  t, _, torch_runs = _tiny_run(tmp_path, *common, '--sides', 'torch',
+                               name='t')
   assert [r['side'] for r in torch_runs] == ['torch']
-  md = open(t + '.md').read()
+  md = open(f'{t}.md').read()
   assert '- Only the PyTorch side ran.' in md and 'reads the loss' not in md
   assert '| keras_cnn | 1 (12) | 1 | not run |' in md
   m = str(tmp_path / 'm')
@@ -333,6 +333,7 @@ def test_sides_run_apart_and_merge(tmp_path, capsys):
           f'(n=1) | {100 * torch_runs[0]["accuracy"]:.2f}% (n=1) | '
           f'{diff:+.2f} |') in md
   assert 'Only the' not in md
+
 
 _TORCH_HEADS = r'''
 import json, sys
