@@ -29,6 +29,11 @@ is here: a check that the two implementations learn alike, not a K49 result.
 `--sides jax` or `--sides torch` runs one side only, so the two sides of a
 long row can run in different sessions and be joined with `--merge`.
 
+`--batch_size B`: every run of both sides trains at batch B instead of the
+recipe's (its learning rate unchanged): for a cheap loss-curve check of a
+recipe whose own batch makes 300 steps too long on a CPU (DenseNet's 1536).
+The .md says so; runs at different batches are not merged.
+
 `--eval_every_epoch`: both sides evaluate after every epoch (the final
 accuracy is the same evaluation); the .md then lists each run's accuracy per
 epoch and the first epoch at which it leaves chance (at least twice the
@@ -105,11 +110,13 @@ def compressed_config(name: str, epochs: int, seed: int, data_dir: str = '',
                       sizes: tuple[int, int] = PROXY_SIZES,
                       matmul_precision: str = 'default',
                       eval_every_epoch: bool = False,
-                      k49_on_kmnist: bool = False):
+                      k49_on_kmnist: bool = False, batch_size: int = 0):
   """Config `name` (`:proxy`) with its schedule compressed to `epochs`, its
   JAX side at `matmul_precision`; a K49 recipe on the KMNIST proxy with
-  `k49_on_kmnist`."""
+  `k49_on_kmnist`; `batch_size` in place of the recipe's when not 0."""
   c = reproduce.load_config(name, 'proxy', seed, {}, data_dir)
+  if batch_size:
+    c.batch_size = batch_size  # Both sides: torch_recipe reads it from c.
   if k49_on_kmnist and c.dataset == 'k49':
     c.dataset = 'kmnist'  # The recipe; KMNIST's proxy data and 10 classes.
   check_portable(name, c)
@@ -459,8 +466,8 @@ def merge(paths: list[str], out: str) -> list[str]:
       raise UserError(f'--merge: {key[0]} seed {key[2]} ({key[1]}) is in '
                       'more than one file')
     seen.add(key)
-  for field in ('sizes', 'steps_curve'):
-    if len({json.dumps(m[field]) for m in metas}) > 1:
+  for field in ('sizes', 'steps_curve', 'batch_size'):
+    if len({json.dumps(m.get(field, 0)) for m in metas}) > 1:
       raise UserError(f'--merge: the files differ in {field}')
   names = list(dict.fromkeys(r['config'] for r in runs))
   for name in names:
@@ -512,6 +519,9 @@ def parse_args(argv=None):
   p.add_argument('--sides', choices=('both', 'jax', 'torch'), default='both',
                  help='run one side only (join the halves with --merge)')
   p.add_argument('--steps_curve', type=int, default=300)
+  p.add_argument('--batch_size', type=int, default=0,
+                 help="train both sides at this batch, not the recipe's "
+                 '(0: the recipe\'s)')
   p.add_argument('--out', default=os.path.join(HERE, 'results', 'parity'))
   p.add_argument('--torch_python',
                  default=os.environ.get('KMNIST_JAX_TORCH_PYTHON'))
@@ -528,9 +538,9 @@ def parse_args(argv=None):
   args = p.parse_args(argv)
   args.configs = [c for c in args.configs.split(',') if c]
   if (args.epochs < 1 or args.seeds < 1 or args.steps_curve < 0
-      or args.first_seed < 0):
-    p.error('--epochs and --seeds must be >= 1, --steps_curve and '
-            '--first_seed >= 0')
+      or args.first_seed < 0 or args.batch_size < 0):
+    p.error('--epochs and --seeds must be >= 1, --steps_curve, '
+            '--first_seed and --batch_size >= 0')
   if not (0 < args.train_examples <= 8000 and 0 < args.eval_examples <= 2000):
     p.error('--train_examples must be in [1, 8000], --eval_examples in '
             '[1, 2000]')
@@ -553,7 +563,8 @@ def main(argv=None) -> int:
     plan = {name: compressed_config(name, args.epochs, args.first_seed,
                                     args.data_dir, args.steps_curve, sizes,
                                     args.jax_matmul_precision,
-                                    args.eval_every_epoch, args.k49_on_kmnist)
+                                    args.eval_every_epoch, args.k49_on_kmnist,
+                                    args.batch_size)
             for name in args.configs}  # Every config checked before any run.
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
@@ -570,18 +581,25 @@ def main(argv=None) -> int:
               date=time.strftime('%Y-%m-%d %H:%M'), seeds=args.seeds,
               first_seed=args.first_seed,
               epochs=args.epochs, steps_curve=args.steps_curve,
-              sizes=sizes, notes=notes)
+              batch_size=args.batch_size, sizes=sizes, notes=notes)
   runs, rows = [], []
   try:
     meta['machine'] = throughput.machine_info(worker)
     for name in args.configs:
       recipe_epochs = reproduce.load_config(name, '', 0, {}).num_epochs
       meta.setdefault('recipes', {})[name] = torch_recipe(plan[name], sizes)
+      if args.batch_size:
+        recipe_batch = reproduce.load_config(name, 'proxy', 0, {}).batch_size
+        notes.append(f'{name}: every run trained at batch {args.batch_size} '
+                     f'(--batch_size), not the recipe\'s {recipe_batch}, at '
+                     'the recipe\'s learning rate: a check that the two '
+                     'sides learn alike, not the recipe.')
       for seed in range(args.first_seed, args.first_seed + args.seeds):
         config = compressed_config(name, args.epochs, seed, args.data_dir,
                                    args.steps_curve, sizes,
                                    args.jax_matmul_precision,
-                                   args.eval_every_epoch, args.k49_on_kmnist)
+                                   args.eval_every_epoch, args.k49_on_kmnist,
+                                   args.batch_size)
         sides = []
         if args.sides != 'torch':
           with tempfile.TemporaryDirectory(prefix='parity_') as workdir:

@@ -105,6 +105,21 @@ def test_k49_recipe_on_the_kmnist_proxy():
                                   k49_on_kmnist=True).dataset == 'kmnist'
 
 
+def test_batch_size_override_reaches_both_sides():
+  """--batch_size replaces the recipe's batch on both sides, nothing else."""
+  plain = parity.compressed_config('k49_densenet100', 3, 0, k49_on_kmnist=True)
+  small = parity.compressed_config('k49_densenet100', 3, 0, k49_on_kmnist=True,
+                                   batch_size=64)
+  assert (plain.batch_size, small.batch_size) == (1536, 64)
+  r, r64 = parity.torch_recipe(plain), parity.torch_recipe(small)
+  assert r64['batch_size'] == 64
+  assert {k: v for k, v in r64.items() if k != 'batch_size'} == {
+      k: v for k, v in r.items() if k != 'batch_size'}
+  assert parity.parse_args(['--batch_size', '64']).batch_size == 64
+  with pytest.raises(SystemExit):
+    parity.parse_args(['--batch_size', '-1'])
+
+
 @pytest.mark.parametrize('name', ['preact_resnet18', 'resnet_preact20_cutout',
                                   'best', 'keras_cnn'])
 def test_plain_python_schedule_equals_optax(name):
@@ -285,15 +300,19 @@ def test_end_to_end_tiny(tmp_path):
 
 def test_first_seed_and_eval_every_epoch(tmp_path):
   """Seeds start at --first_seed; every epoch's accuracy is kept and the last
-  one is the run's accuracy, on both sides."""
+  one is the run's accuracy, on both sides; --batch_size reaches both."""
   out, torch_python, runs = _tiny_run(
       tmp_path, '--epochs', '2', '--seeds', '1', '--first_seed', '5',
-      '--eval_every_epoch', '--steps_curve', '0', '--train_examples', '256')
+      '--eval_every_epoch', '--steps_curve', '0', '--train_examples', '256',
+      '--batch_size', '64')
   assert [r['seed'] for r in runs] == [5] * (2 if torch_python else 1)
   for r in runs:
     assert [h['epoch'] for h in r['history']] == [1, 2], r['side']
     assert r['history'][-1]['accuracy'] == r['accuracy']
+    assert r['steps_per_epoch'] == 4, r['side']  # 256 / 64, not / 128.
   md = open(f'{out}.md').read()
+  assert ("every run trained at batch 64 (--batch_size), not the recipe's "
+          '128') in md
   assert 'Seeds 5..5,' in md
   assert f'- JAX seed 5: {100 * runs[0]["history"][0]["accuracy"]:.2f}, ' in md
   assert 'twice chance' in md
@@ -406,6 +425,16 @@ def test_merge_adds_seeds_to_a_row(tmp_path, capsys):
   err = capsys.readouterr().err
   assert err.startswith('error: --merge ') and 'bad.json' in err
   assert err.count('\n') == 1
+  # Runs at another --batch_size than the recipe's are not merged with its.
+  runs_c = [dict(r, seed=2) for r in runs_a]
+  c = str(tmp_path / 'c')
+  parity.write_outputs(c, [parity.summarize('keras_cnn', runs_c, 12)],
+                       runs_c, _meta('python experiments/parity.py C',
+                                     batch_size=64))
+  assert parity.main(['--merge', f'{a}_runs.json,{c}_runs.json', '--out',
+                      out]) == 2
+  assert capsys.readouterr().err == (
+      'error: --merge: the files differ in batch_size\n')
 
 
 _TORCH_SHAPES = r'''
