@@ -586,14 +586,15 @@ def main(argv=None) -> int:
   try:
     meta['machine'] = throughput.machine_info(worker)
     for name in args.configs:
-      recipe_epochs = reproduce.load_config(name, '', 0, {}).num_epochs
+      recipe = reproduce.load_config(name, '', 0, {})
+      recipe_epochs = recipe.num_epochs
       meta.setdefault('recipes', {})[name] = torch_recipe(plan[name], sizes)
       if args.batch_size:
-        recipe_batch = reproduce.load_config(name, 'proxy', 0, {}).batch_size
         notes.append(f'{name}: every run trained at batch {args.batch_size} '
-                     f'(--batch_size), not the recipe\'s {recipe_batch}, at '
-                     'the recipe\'s learning rate: a check that the two '
-                     'sides learn alike, not the recipe.')
+                     f'(--batch_size), not the recipe\'s '
+                     f'{recipe.batch_size}, at the recipe\'s learning rate: '
+                     'a check that the two sides learn alike, not the '
+                     'recipe.')
       for seed in range(args.first_seed, args.first_seed + args.seeds):
         config = compressed_config(name, args.epochs, seed, args.data_dir,
                                    args.steps_curve, sizes,
