@@ -57,6 +57,6 @@ def get_config(arg=None):
   c.lr_schedule = 'cosine'
   c.augment_translate = 4
   c.cutout_size = 14
-  c.input_mean, c.input_std = 0.1904, 0.3475  # KMNIST's, as J uses.
+  configlib.use_dataset_stats(c)  # K49's: KMNIST's 0.1904, 0.3475, as J uses.
   c.eval_batch_size = 500
   return configlib.apply_variant(c, arg)

@@ -4,10 +4,13 @@ Each `configs/<exp>.py` builds on `base_config()` and ends with
 `return apply_variant(config, arg)`, so every experiment accepts:
 
 * `:proxy`: the offline proxy. Trains on `test[:8000]` and evaluates on
-  `test[8000:]` of the real test set, with no test split and no other change.
-  Its figures are never KMNIST benchmark results.
+  `test[8000:]` of the real test set (the dataset's `proxy_splits`), with no
+  test split and no other change. Its figures are never benchmark results.
 * `:smoke`: the proxy shrunk to two train steps of 32 images and one eval
   batch of 64, for tests.
+* `:<dataset>` (`:mnist`, `:fashion_mnist`, `:kmnist`, `:k49`): the same
+  recipe on another registered dataset, its normalisation constants
+  included (`set_dataset`). Combine with a variant: `:mnist,proxy`.
 """
 
 from __future__ import annotations
@@ -16,10 +19,14 @@ import os
 
 import ml_collections
 
+from kmnist_jax import data as data_lib
 from kmnist_jax.errors import UserError
 
-PROXY_TRAIN = 'test[:8000]'
-PROXY_EVAL = 'test[8000:]'
+# KMNIST's `:proxy` splits (every registered dataset has the same today).
+PROXY_TRAIN, PROXY_EVAL = data_lib.DATASETS['kmnist'].proxy_splits
+VARIANTS = ('proxy', 'smoke')
+# The fields that follow the dataset's recipe constants (`use_dataset_stats`).
+_STAT_FIELDS = {'input_mean': 'mean', 'input_std': 'std', 'cutout_fill': 'mean'}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -93,7 +100,46 @@ def base_config() -> ml_collections.ConfigDict:
 
 def is_proxy(config: ml_collections.ConfigDict) -> bool:
   """Whether `config` trains on the offline proxy's split (`:proxy`)."""
-  return config.train_split == PROXY_TRAIN
+  info = data_lib.DATASETS.get(config.dataset)
+  return info is not None and config.train_split == info.proxy_splits[0]
+
+
+def use_dataset_stats(config: ml_collections.ConfigDict,
+                      fields=('input_mean', 'input_std')) -> None:
+  """Sets `fields` (of input_mean, input_std, cutout_fill: the mean, std and
+  mean) to the constants the published recipes use on `config.dataset`;
+  `set_dataset` keeps them so on another dataset."""
+  info = data_lib.get_info(config.dataset)
+  for field in fields:
+    config[field] = getattr(info, _STAT_FIELDS[field])
+
+
+def set_dataset(config: ml_collections.ConfigDict, name: str) -> None:
+  """Moves `config` to dataset `name`: the fields holding the old dataset's
+  recipe constants (`use_dataset_stats`) get the new dataset's."""
+  old, new = data_lib.get_info(config.dataset), data_lib.get_info(name)
+  for field, stat in _STAT_FIELDS.items():
+    if field in config and config[field] == getattr(old, stat):
+      config[field] = getattr(new, stat)
+  config.dataset = new.name
+
+
+def check_dataset_stats(config: ml_collections.ConfigDict) -> None:
+  """Refuses a config whose normalisation is another dataset's recipe
+  constants, as `--config.dataset=mnist` on configs/resnet_preact20_cutout.py
+  leaves it; `configs/<exp>.py:mnist` moves them with the dataset."""
+  info = data_lib.get_info(config.dataset)
+  stats = (config.get('input_mean', 0.0), config.get('input_std', 1.0))
+  if stats == (info.mean, info.std) or stats == (0.0, 1.0):
+    return
+  for other in data_lib.DATASETS.values():
+    if stats == (other.mean, other.std):
+      raise UserError(
+          f'config.input_mean, config.input_std = {stats[0]}, {stats[1]} are '
+          f'{other.title}\'s recipe constants, but config.dataset is '
+          f'{config.dataset!r} ({info.mean}, {info.std}); select the dataset '
+          f'with the config file\'s argument, e.g. configs/<exp>.py:'
+          f'{config.dataset}, or set both fields')
 
 
 def load_config_file(path: str, arg: str = '') -> ml_collections.ConfigDict:
@@ -110,36 +156,53 @@ def load_config_file(path: str, arg: str = '') -> ml_collections.ConfigDict:
 
 def sibling_config(this_file: str, name: str, dataset: str,
                    arg: str | None) -> ml_collections.ConfigDict:
-  """The config `name` next to `this_file`, on `dataset`, with variant arg
-  (as that config applies it).
+  """The config `name` next to `this_file`, on `dataset` unless `arg` names
+  another, with variant arg (as that config applies it).
 
   The K49 configs are their KMNIST recipe on the other dataset.
   """
   c = load_config_file(os.path.join(os.path.dirname(this_file), name), arg)
-  c.dataset = dataset
+  if not set(_tokens(arg)) & set(data_lib.DATASETS):
+    set_dataset(c, dataset)
   return c
+
+
+def _tokens(arg: str | None) -> list[str]:
+  return [t.strip() for t in (arg or '').split(',') if t.strip()]
 
 
 def apply_variant(config: ml_collections.ConfigDict,
                   arg: str | None) -> ml_collections.ConfigDict:
-  """Applies the variant named by the `:arg` of `--config=file.py:arg`."""
-  arg = (arg or '').strip()
-  if arg in ('', 'full'):
+  """Applies the `:arg` of `--config=file.py:arg`: comma-separated, at most
+  one dataset name (`set_dataset`) and one of `VARIANTS`."""
+  tokens = _tokens(arg)
+  datasets = [t for t in tokens if t in data_lib.DATASETS]
+  variants = [t for t in tokens if t in VARIANTS]
+  unknown = [t for t in tokens if t not in datasets + variants + ['full']]
+  if unknown or len(datasets) > 1 or len(variants) > 1:
+    raise ValueError(
+        f'unknown config variant {arg!r}; valid: {", ".join(VARIANTS)}, a '
+        f'dataset ({", ".join(data_lib.DATASETS)}) or one of each, '
+        'comma-separated (e.g. mnist,proxy); none for the full experiment')
+  if datasets:
+    set_dataset(config, datasets[0])
+  if not variants:
     return config
-  if arg == 'proxy':
-    config.train_split, config.eval_split = PROXY_TRAIN, PROXY_EVAL
+  proxy_train, proxy_eval = data_lib.get_info(config.dataset).proxy_splits
+  if variants[0] == 'proxy':
+    config.train_split, config.eval_split = proxy_train, proxy_eval
     config.test_split = ''
     return config
-  if arg == 'smoke':
-    # Two train steps of 32 and one eval batch: what the tests need to see
-    # every config compile, train, evaluate and checkpoint.
-    config.train_split, config.eval_split = 'test[:64]', 'test[8000:8064]'
-    config.test_split = ''
-    config.num_epochs = 1
-    config.batch_size = min(config.batch_size, 32)
-    config.eval_batch_size = 64
-    config.log_every_steps = 1
-    config.write_plots = False
-    return config
-  raise ValueError(f'unknown config variant {arg!r}; valid: proxy, smoke '
-                   '(or none for the full experiment)')
+  # smoke: two train steps of 32 and one eval batch, inside the proxy's
+  # splits: what the tests need to see every config compile, train,
+  # evaluate and checkpoint.
+  start = data_lib.parse_split(proxy_eval).start.value
+  config.train_split, config.eval_split = 'test[:64]', (
+      f'test[{start}:{start + 64}]')
+  config.test_split = ''
+  config.num_epochs = 1
+  config.batch_size = min(config.batch_size, 32)
+  config.eval_batch_size = 64
+  config.log_every_steps = 1
+  config.write_plots = False
+  return config

@@ -1,18 +1,23 @@
-"""KMNIST and Kuzushiji-49: dataset registry, verified downloads, loading.
+"""KMNIST, Kuzushiji-49, MNIST and Fashion-MNIST: registry, downloads, loading.
 
 Typical use::
 
   images, labels = data.load('kmnist', 'train[:90%]')  # uint8, int32
 
-Files live in `data_dir` if given, else in env `KMNIST_JAX_DATA_DIR`, else in
-`~/.cache/kmnist_jax/<dataset>`. Missing files are downloaded by
-`kmnist_jax.download` (env `KMNIST_JAX_MIRROR` first, then the official URLs,
-then public copies) and kept only with their pinned size and checksums.
+Files live in a data root with one folder per dataset, as torchvision and
+TFDS lay them out (`<root>/kmnist`, `<root>/mnist`, ...). The root is
+`data_dir` if given, else env `KMNIST_JAX_DATA_DIR`, else `~/.cache/kmnist_jax`.
+A `data_dir` (or env folder) without such sub-folders is one dataset's flat
+folder, as before. Missing files are downloaded by `kmnist_jax.download`
+(env `KMNIST_JAX_MIRROR` first, then the official URLs, then public copies)
+and kept only with their pinned size and checksums. A file that is another
+registered dataset's (same name, other bytes) is refused, naming both.
 """
 
 import csv
 import dataclasses
 import gzip
+import hashlib
 import io
 import math
 import os
@@ -38,7 +43,7 @@ from kmnist_jax.splits import parse_split, resolve_split
 __all__ = [
     'DATASETS', 'DataWarning', 'DatasetInfo', 'DownloadError', 'RemoteFile',
     'SplitFiles', 'SPLITS', 'Bound', 'SplitSpec', 'class_map', 'download',
-    'file_checksums', 'get_info', 'load', 'md5sum', 'parse_split',
+    'file_checksums', 'get_info', 'label', 'load', 'md5sum', 'parse_split',
     'release_id', 'resolve_data_dir', 'resolve_split', 'source_url',
 ]
 
@@ -65,30 +70,59 @@ class DatasetInfo:
     num_classes: labels lie in [0, num_classes).
     metric: official metric, 'accuracy' or 'balanced_accuracy' (mean of the
       per-class recalls, so all classes weigh the same).
-    files: per split ('train', 'test') the numpy-format (.npz, key 'arr_0')
-      images and labels; these are what gets downloaded.
-    classmap: CSV with columns index,codepoint,char.
+    files: per split ('train', 'test') the files that get downloaded: the
+      numpy-format (.npz, key 'arr_0') images and labels, or idx .gz files.
+    classmap: CSV with columns index,codepoint,char; None: `class_names`.
     num_examples: official example counts per split (informational).
     idx_files: per split the MNIST idx-format (.gz) alternatives, read when
       the .npz is absent; the un-gzipped name (without '.gz') works too.
     outdated_md5s: md5 -> description of known outdated releases.
     fallback_chars: class characters in index order, used by `class_map`
       when the CSV is not present; '' if none are built in.
+    class_names: the class labels where there is no class-map CSV.
+    title: the dataset's name in tables and plots.
+    mean, std: the pixel mean and std (of pixel / 255) that the published
+      recipes normalise by on this dataset (`configlib.use_dataset_stats`).
+    proxy_splits: the `:proxy` variant's (train, eval) splits: the offline
+      proxy, for machines without the training images.
   """
   name: str
   num_classes: int
   metric: Literal['accuracy', 'balanced_accuracy']
   files: Mapping[str, SplitFiles]
-  classmap: RemoteFile
+  classmap: RemoteFile | None
   num_examples: Mapping[str, int]
   idx_files: Mapping[str, SplitFiles] | None = None
   outdated_md5s: Mapping[str, str] = dataclasses.field(default_factory=dict)
   fallback_chars: str = ''
+  class_names: tuple[str, ...] = ()
+  title: str = ''
+  mean: float = 0.0
+  std: float = 1.0
+  proxy_splits: tuple[str, str] = ('test[:8000]', 'test[8000:]')
 
 
 _KMNIST = 'http://codh.rois.ac.jp/kmnist/dataset/kmnist/'
 _K49 = 'http://codh.rois.ac.jp/kmnist/dataset/k49/'
+_MNIST = 'https://ossci-datasets.s3.amazonaws.com/mnist/'
+_FASHION = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
 _pinned = _download.pinned
+
+
+def _idx_release(base: str, dataset: str) -> dict[str, SplitFiles]:
+  """The four idx .gz files of an MNIST-format release."""
+  def f(name):
+    return _pinned(base, name, dataset)
+  return {'train': SplitFiles(f('train-images-idx3-ubyte.gz'),
+                              f('train-labels-idx1-ubyte.gz')),
+          'test': SplitFiles(f('t10k-images-idx3-ubyte.gz'),
+                             f('t10k-labels-idx1-ubyte.gz'))}
+
+# The recipes' normalisation constants: hysts/pytorch_image_classification
+# dataloader.py (KMNIST 0.1904/0.3475, MNIST 0.1307/0.3081, FashionMNIST
+# 0.2860/0.3530: the training sets' pixel mean and std, rounded); janzd's
+# K49 runs normalise K49 by KMNIST's.
+_KMNIST_STATS = dict(mean=0.1904, std=0.3475)
 
 DATASETS: dict[str, DatasetInfo] = {
     'kmnist': DatasetInfo(
@@ -116,6 +150,8 @@ DATASETS: dict[str, DatasetInfo] = {
                 'the outdated pre-2019-02-05 release of kmnist-test-imgs.npz',
         },
         fallback_chars='おきすつなはまやれを',
+        title='KMNIST',
+        **_KMNIST_STATS,
     ),
     'k49': DatasetInfo(
         name='k49',
@@ -133,8 +169,40 @@ DATASETS: dict[str, DatasetInfo] = {
         # format they give its pinned size, md5 and sha256 exactly.
         fallback_chars=('あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほ'
                         'まみむめもやゆよらりるれろわゐゑをんゝ'),
+        title='K49',
+        **_KMNIST_STATS,
+    ),
+    'mnist': DatasetInfo(
+        name='mnist',
+        num_classes=10,
+        metric='accuracy',
+        files=_idx_release(_MNIST, 'mnist'),
+        classmap=None,
+        num_examples={'train': 60_000, 'test': 10_000},
+        class_names=tuple('0123456789'),
+        title='MNIST',
+        mean=0.1307, std=0.3081,
+    ),
+    'fashion_mnist': DatasetInfo(
+        name='fashion_mnist',
+        num_classes=10,
+        metric='accuracy',
+        files=_idx_release(_FASHION, 'fashion_mnist'),
+        classmap=None,
+        num_examples={'train': 60_000, 'test': 10_000},
+        # zalandoresearch/fashion-mnist README, "Labels".
+        class_names=('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
+                     'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'),
+        title='Fashion-MNIST',
+        mean=0.2860, std=0.3530,
     ),
 }
+
+
+def label(name: 'str | DatasetInfo') -> str:
+  """The dataset's name in tables and plots, e.g. 'Fashion-MNIST'."""
+  info = get_info(name)
+  return info.title or info.name
 
 
 def get_info(name: 'str | DatasetInfo') -> DatasetInfo:
@@ -149,14 +217,22 @@ def get_info(name: 'str | DatasetInfo') -> DatasetInfo:
 
 def resolve_data_dir(name: 'str | DatasetInfo',
                      data_dir: PathLike | None = '') -> pathlib.Path:
-  """`data_dir` if non-empty, else env KMNIST_JAX_DATA_DIR, else the cache."""
+  """The folder of dataset `name`'s files.
+
+  `data_dir` if non-empty, else env KMNIST_JAX_DATA_DIR, else the cache
+  root `~/.cache/kmnist_jax`. A folder with a sub-folder named after any
+  registered dataset is a data root: the dataset's files are in
+  `<root>/<name>`. Any other folder is one dataset's flat folder (the
+  layout before data roots), used as it is.
+  """
   info = get_info(name)
-  if data_dir:
-    return pathlib.Path(data_dir).expanduser()
-  env = os.environ.get(ENV_DATA_DIR, '')
-  if env:
-    return pathlib.Path(env).expanduser()
-  return pathlib.Path.home() / '.cache' / 'kmnist_jax' / info.name
+  given = data_dir or os.environ.get(ENV_DATA_DIR, '')
+  if not given:
+    return pathlib.Path.home() / '.cache' / 'kmnist_jax' / info.name
+  folder = pathlib.Path(given).expanduser()
+  if any((folder / d).is_dir() for d in {info.name, *DATASETS}):
+    return folder / info.name
+  return folder
 
 
 # ----------------------------------------------------------------- downloads
@@ -184,12 +260,19 @@ def download(info: 'str | DatasetInfo', file: 'RemoteFile | str',
 
 def _candidates(info: DatasetInfo, split: str,
                 role: str) -> list[tuple[str, RemoteFile | None]]:
-  """File names that can provide `role` of `split`, preferred first."""
-  npz = getattr(info.files[split], role)
-  names = [(npz.name, npz)]
-  if info.idx_files and split in info.idx_files:
-    gz = getattr(info.idx_files[split], role)
-    names += [(gz.name, gz), (gz.name.removesuffix('.gz'), None)]
+  """File names that can provide `role` of `split`, preferred first.
+
+  An idx .gz may also be present un-gzipped; where the release pins its
+  uncompressed bytes, that file is checked against them too.
+  """
+  names = []
+  for group in (info.files, info.idx_files or {}):
+    if split in group:
+      file = getattr(group[split], role)
+      names.append((file.name, file))
+      if file.name.endswith('.gz'):
+        names.append((file.name.removesuffix('.gz'),
+                      file if file.raw_sha256 else None))
   return names
 
 
@@ -227,12 +310,51 @@ def _check_release(info: DatasetInfo, path: pathlib.Path,
         f'{path} is {info.outdated_md5s[actual]} (md5 {actual}); the dataset '
         'authors ask users to download again: delete the file and load again '
         f'to fetch the current release (md5 {remote.md5})',
-        DataWarning, stacklevel=3)
+        DataWarning, stacklevel=4)
   else:
     warnings.warn(
         f'{path} has md5 {actual}, expected {remote.md5} for the official '
         f'{remote.name}; results may not match published numbers',
-        DataWarning, stacklevel=3)
+        DataWarning, stacklevel=4)
+
+
+def _registered_owner(md5: str, raw_sha256: str | None
+                      ) -> tuple[str, str] | None:
+  """(dataset, file name) of the registered file with these checksums."""
+  for info in DATASETS.values():
+    for group in (info.files, info.idx_files or {}):
+      for split in group.values():
+        for f in (split.images, split.labels):
+          if md5 == f.md5 or (raw_sha256 and raw_sha256 == f.raw_sha256):
+            return info.name, f.name
+  return None
+
+
+def _verify(info: DatasetInfo, path: pathlib.Path, remote: RemoteFile | None,
+            raw: bytes | None = None) -> None:
+  """Refuses another dataset's file, and a file of a release that pins its
+  uncompressed bytes unless it has the official .gz md5 or those bytes;
+  warns where an unpinned release differs (`_check_release`)."""
+  md5 = md5sum(path)
+  raw_sha256 = hashlib.sha256(raw).hexdigest() if raw is not None else None
+  owner = _registered_owner(md5, raw_sha256)
+  if owner is not None and owner[0] != info.name:
+    raise UserError(
+        f'{path} is {label(owner[0])}\'s {owner[1]} (by its checksum), but '
+        f'dataset {info.name!r} ({label(info)}) was asked for: the two share '
+        'file names, so keep each in its own folder of a data root '
+        f'(<root>/{owner[0]}, <root>/{info.name})')
+  if remote is None or not remote.raw_sha256:
+    _check_release(info, path, remote)
+    return
+  if md5 == remote.md5 or raw_sha256 == remote.raw_sha256:
+    return
+  got = f'md5 {md5}' + (f', uncompressed sha256 {raw_sha256}'
+                        if raw_sha256 else '')
+  raise UserError(
+      f'{path} is not the official {info.name} {remote.name} ({got}); '
+      f'expected .gz md5 {remote.md5} or uncompressed sha256 '
+      f'{remote.raw_sha256} (delete it to download again)')
 
 
 def _require_nonempty(path: pathlib.Path, kind: str) -> None:
@@ -269,18 +391,24 @@ def _read_npz(path: pathlib.Path) -> np.ndarray:
           'truncated or corrupt (delete it to download again)') from None
 
 
-def _read_idx(path: pathlib.Path) -> np.ndarray:
-  kind = 'an MNIST idx file of unsigned bytes (magic 0x0801 or 0x0803)'
-  _require_nonempty(path, kind)
+def _read_idx_bytes(path: pathlib.Path) -> bytes:
+  """The uncompressed bytes of an idx file, gzipped ('.gz') or not."""
+  _require_nonempty(path, _IDX_KIND)
   try:
     if path.name.endswith('.gz'):
       with gzip.open(path, 'rb') as f:
-        raw = f.read()
-    else:
-      raw = path.read_bytes()
+        return f.read()
+    return path.read_bytes()
   except (OSError, EOFError, zlib.error) as e:
-    raise UserError(f'{path} cannot be read ({one_line(e)}); expected {kind}'
-                    ) from None
+    raise UserError(f'{path} cannot be read ({one_line(e)}); expected '
+                    f'{_IDX_KIND} (delete it to download again)') from None
+
+
+_IDX_KIND = 'an MNIST idx file of unsigned bytes (magic 0x0801 or 0x0803)'
+
+
+def _parse_idx(path: pathlib.Path, raw: bytes) -> np.ndarray:
+  kind = _IDX_KIND
   if len(raw) < 4 or raw[:3] != b'\x00\x00\x08' or raw[3] not in (1, 3):
     raise UserError(
         f'{path} has a bad header {raw[:4].hex()!r}; expected {kind}')
@@ -297,8 +425,15 @@ def _read_idx(path: pathlib.Path) -> np.ndarray:
   return np.frombuffer(raw, np.uint8, offset=header).reshape(dims).copy()
 
 
-def _read_array(path: pathlib.Path) -> np.ndarray:
-  return _read_npz(path) if path.suffix == '.npz' else _read_idx(path)
+def _read_verified(info: DatasetInfo, path: pathlib.Path,
+                   remote: RemoteFile | None) -> np.ndarray:
+  """The array in `path` (.npz or idx), once `_verify` accepts the file."""
+  if path.suffix == '.npz':
+    _verify(info, path, remote)
+    return _read_npz(path)
+  raw = _read_idx_bytes(path)
+  _verify(info, path, remote, raw)
+  return _parse_idx(path, raw)
 
 
 def _validate(images: np.ndarray, labels: np.ndarray, image_path: pathlib.Path,
@@ -348,9 +483,8 @@ def load(name: 'str | DatasetInfo', split: str,
   found = _split_files(info, spec.base, directory)
   (image_path, image_remote), (label_path, label_remote) = (
       found['images'], found['labels'])
-  _check_release(info, image_path, image_remote)
-  _check_release(info, label_path, label_remote)
-  images, labels = _read_array(image_path), _read_array(label_path)
+  images = _read_verified(info, image_path, image_remote)
+  labels = _read_verified(info, label_path, label_remote)
   _validate(images, labels, image_path, label_path, info.num_classes)
   rows = resolve_split(split, len(labels))
   if rows.stop - rows.start < len(labels):
@@ -369,11 +503,15 @@ def file_checksums(name: 'str | DatasetInfo', split: str,
 
 def release_id(name: 'str | DatasetInfo',
                data_dir: PathLike | None = None) -> str:
-  """Short id of the data release: first 8 hex digits of the test images md5."""
+  """Short id of the data release: the first 8 hex digits of the md5 of the
+  test images (of their uncompressed bytes for an idx file, so that a
+  recompressed copy has the release's id)."""
   info = get_info(name)
   directory = resolve_data_dir(info, data_dir)
   path, _ = _split_files(info, 'test', directory)['images']
-  return md5sum(path)[:8]
+  if path.suffix == '.npz':
+    return md5sum(path)[:8]
+  return hashlib.md5(_read_idx_bytes(path)).hexdigest()[:8]
 
 
 # ----------------------------------------------------------------- class map
@@ -424,9 +562,13 @@ def class_map(name: 'str | DatasetInfo',
 
   A CSV present in the data folder is read and validated. Without one, the
   built-in table is used where the dataset has one (KMNIST), else the CSV is
-  downloaded.
+  downloaded. A dataset without a class-map CSV (MNIST, Fashion-MNIST) has
+  its `class_names`; a name longer than one character has codepoint -1.
   """
   info = get_info(name)
+  if info.classmap is None:
+    return [(i, ord(n) if len(n) == 1 else -1, n)
+            for i, n in enumerate(info.class_names)]
   directory = resolve_data_dir(info, data_dir)
   path = directory / info.classmap.name
   if not path.exists():

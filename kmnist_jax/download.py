@@ -10,6 +10,7 @@ transfers are retried, `RETRIES` times, after a growing pause.
 """
 
 import dataclasses
+import gzip
 import hashlib
 import http.client
 import os
@@ -18,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 
 from absl import logging
 
@@ -48,6 +50,12 @@ PUBLIC_COPIES: dict[str, tuple[str, ...]] = {
     # folder over HTTPS.
     'http://codh.rois.ac.jp/kmnist/dataset/kmnist/':
         ('https://codh.rois.ac.jp/kmnist/dataset/kmnist/',),
+    # MNIST: torchvision's `MNIST.mirrors` in its order (the PyTorch S3 copy,
+    # then LeCun's page), then TFDS's (tensorflow_datasets image_classification
+    # mnist.py `_MNIST_URL`, the CVDF bucket).
+    'https://ossci-datasets.s3.amazonaws.com/mnist/':
+        ('http://yann.lecun.com/exdb/mnist/',
+         'https://storage.googleapis.com/cvdf-datasets/mnist/'),
 }
 
 # Pinned (size, md5, sha256) of every official file. Sizes and md5s: the
@@ -107,6 +115,65 @@ PINNED: dict[str, tuple[int, str, str | None]] = {
         '95f5a2cfbfba1721f566059cf77c22808898b63044a5f9a08de9d8a2950eed84'),
 }
 
+# MNIST and Fashion-MNIST share their four file names (and with KMNIST's idx
+# release), so they are pinned per dataset: (size, md5, sha256) of the
+# official .gz, then (size, sha256) of its uncompressed bytes. .gz sizes and
+# sha256s: TFDS url_checksums (mnist.txt, fashion_mnist.txt), equal to
+# torchvision's prototype `_CHECKSUMS`; .gz md5s: torchvision's `resources`;
+# uncompressed: computed from the official bytes (their md5s are the ones
+# that circulate for the releases). A recompressed copy passes by the latter.
+# The first source of a folder that is not the dataset's own site.
+FIRST_SOURCE_LABELS = {
+    'https://ossci-datasets.s3.amazonaws.com/mnist/': 'torchvision copy',
+}
+
+PINNED_IDX: dict[str, dict[str, tuple[int, str, str, int, str]]] = {
+    'mnist': {
+        'train-images-idx3-ubyte.gz': (
+            9_912_422, 'f68b3c2dcbeaaa9fbdd348bbdeb94873',
+            '440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609',
+            47_040_016,
+            'ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db'),
+        'train-labels-idx1-ubyte.gz': (
+            28_881, 'd53e105ee54ea40749a09fcbcd1e9432',
+            '3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c',
+            60_008,
+            '65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5'),
+        't10k-images-idx3-ubyte.gz': (
+            1_648_877, '9fb629c4189551a2d022fa330f9573f3',
+            '8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6',
+            7_840_016,
+            '0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7'),
+        't10k-labels-idx1-ubyte.gz': (
+            4_542, 'ec29112dd5afa0611ce80d1b7f02629c',
+            'f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6',
+            10_008,
+            'ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2'),
+    },
+    'fashion_mnist': {
+        'train-images-idx3-ubyte.gz': (
+            26_421_880, '8d4fb7e6c68d591d4c3dfef9ec88bf0d',
+            '3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84',
+            47_040_016,
+            'c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888'),
+        'train-labels-idx1-ubyte.gz': (
+            29_515, '25c81989df183df01b3e8a0aad5dffbe',
+            'a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845',
+            60_008,
+            'bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9'),
+        't10k-images-idx3-ubyte.gz': (
+            4_422_102, 'bef4ecab320f06d8554ea6380940ec79',
+            '346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073',
+            7_840_016,
+            '5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b'),
+        't10k-labels-idx1-ubyte.gz': (
+            5_148, 'bb300cfdad3c16e7a12a480ee83cd310',
+            '67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5',
+            10_008,
+            '0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34'),
+    },
+}
+
 PathLike = str | os.PathLike[str]
 
 
@@ -126,10 +193,17 @@ class RemoteFile:
   size: int | None = None
   md5: str | None = None
   sha256: str | None = None
+  # An idx .gz whose uncompressed bytes are pinned: a recompressed copy with
+  # these bytes is the same release.
+  raw_size: int | None = None
+  raw_sha256: str | None = None
 
 
-def pinned(base: str, name: str) -> RemoteFile:
-  """The official file `base + name` with its pinned size and checksums."""
+def pinned(base: str, name: str, dataset: str = '') -> RemoteFile:
+  """The official file `base + name` with its pinned size and checksums
+  (from `PINNED_IDX[dataset]` where the dataset has its own table)."""
+  if dataset in PINNED_IDX:
+    return RemoteFile(name, base + name, *PINNED_IDX[dataset][name])
   return RemoteFile(name, base + name, *PINNED[name])
 
 
@@ -167,8 +241,8 @@ def sources(file: RemoteFile) -> list[tuple[str, str]]:
     found.append((f'${ENV_MIRROR}', mirror.rstrip('/') + '/' + file.name))
     if os.environ.get(ENV_MIRROR_ONLY, '') not in ('', '0'):
       return found
-  found.append(('official', file.url))
   folder = file.url[:len(file.url) - len(file.name)]
+  found.append((FIRST_SOURCE_LABELS.get(folder, 'official'), file.url))
   found += [('public copy', base + file.name)
             for base in PUBLIC_COPIES.get(folder, ())]
   return found
@@ -230,21 +304,34 @@ def _open(url: str, timeout: float) -> http.client.HTTPResponse:
     raise _Transient(one_line(e)) from None
 
 
+def _max_bytes(file: RemoteFile) -> int | None:
+  """The most bytes a source may send for `file`: its pinned size, or for a
+  release pinned by its uncompressed bytes, those (plus gzip's overhead) as
+  a recompressed copy may be larger than the official .gz."""
+  if file.raw_sha256 and file.raw_size:
+    return max(file.size or 0, file.raw_size + (1 << 16))
+  return file.size
+
+
 def _stream(file: RemoteFile, url: str, tmp: str, timeout: float) -> None:
-  """Writes `url` to `tmp`; raises unless it has the pinned size and hashes."""
+  """Writes `url` to `tmp`; raises unless it has the pinned size and hashes
+  (or, where pinned, the uncompressed bytes: `_same_content`)."""
   md5, sha256, received = hashlib.md5(), hashlib.sha256(), 0
+  limit = _max_bytes(file)
   with open(tmp, 'wb') as out, _open(url, timeout) as resp:
     length = resp.headers.get('Content-Length')
     announced = int(length) if length and length.isdigit() else None
-    if None not in (announced, file.size) and announced != file.size:
+    if None not in (announced, limit) and (
+        announced > limit if file.raw_sha256 else announced != file.size):
       raise _Rejected(f'announced {announced} bytes; expected {file.size}')
-    expected = file.size if file.size is not None else announced
+    expected = announced if file.raw_sha256 or file.size is None else (
+        file.size)
     progress = _Progress(file.name, expected)
     try:
       while chunk := resp.read1(_CHUNK):
         received += len(chunk)
-        if file.size is not None and received > file.size:
-          raise _Rejected(f'sent more than the expected {file.size} bytes; '
+        if limit is not None and received > limit:
+          raise _Rejected(f'sent more than the expected {limit} bytes; '
                           'stopped reading')
         out.write(chunk)
         md5.update(chunk)
@@ -257,9 +344,26 @@ def _stream(file: RemoteFile, url: str, tmp: str, timeout: float) -> None:
     raise _Transient(f'transfer truncated: got {received} of {expected} bytes')
   for algorithm, want, got in (('md5', file.md5, md5.hexdigest()),
                                ('sha256', file.sha256, sha256.hexdigest())):
-    if want and got != want:
+    if want and got != want and not _same_content(file, tmp):
       raise _Rejected(f'checksum mismatch for {file.name}: expected '
                       f'{algorithm} {want}, got {got} ({received} bytes)')
+
+
+def _same_content(file: RemoteFile, path: str) -> bool:
+  """Whether the .gz at `path` uncompresses to `file`'s pinned bytes."""
+  if not file.raw_sha256:
+    return False
+  digest, size = hashlib.sha256(), 0
+  try:
+    with gzip.open(path, 'rb') as f:
+      while chunk := f.read(1 << 20):
+        size += len(chunk)
+        if size > file.raw_size:
+          return False
+        digest.update(chunk)
+  except (OSError, EOFError, zlib.error):
+    return False
+  return digest.hexdigest() == file.raw_sha256
 
 
 def _fetch_once(file: RemoteFile, url: str, directory: pathlib.Path,
@@ -343,8 +447,8 @@ def download(info, file: 'RemoteFile | str', dest_dir: PathLike
 
 def _file_by_name(info, name: str) -> RemoteFile:
   groups = [info.files, info.idx_files or {}]
-  files = [info.classmap] + [f for g in groups for s in g.values()
-                             for f in (s.images, s.labels)]
+  files = [f for f in [info.classmap] if f] + [
+      f for g in groups for s in g.values() for f in (s.images, s.labels)]
   for f in files:
     if f.name == name:
       return f

@@ -60,8 +60,10 @@ def train_and_evaluate(config, workdir: str):
   """Trains `config` in `workdir`: gradient training (`train`), or the fit
   of a k-NN (`knn`) or SVM (`svm`) baseline when `config.model` names one."""
   # pylint: disable=g-import-not-at-top
+  from kmnist_jax import configlib
   from kmnist_jax import knn
   from kmnist_jax import svm
+  configlib.check_dataset_stats(config)
   if config.model in knn.METHODS:
     return knn.train_and_evaluate(config, workdir)
   if config.model in svm.METHODS:

@@ -99,8 +99,8 @@ SOURCE_VALUES = {
     'vgg': dict(
         model='horev_vgg', batch_size=128, optimizer='adamw',
         learning_rate=3e-3, lr_schedule='constant', beta1=0.9, beta2=0.99,
-        weight_decay=1e-2, input_mean=0.190362019974657,
-        input_std=0.3474631837640068, augment_translate=0, cutout_size=0,
+        weight_decay=1e-2, input_mean=0.1904,
+        input_std=0.3475, augment_translate=0, cutout_size=0,
         mixup_alpha=0.0),
     # Ours, unchanged by the recipes it builds on.
     'best': dict(weight_decay=5e-4, augment_translate=2, cutout_size=8,
@@ -191,3 +191,69 @@ def test_smoke_run(name, synthetic_dir, tmp_path, monkeypatch):
   else:
     assert int(state.step) == m['steps_per_epoch'] >= 1
     assert np.isfinite(m['train']['loss'])
+
+
+# ------------------------------------------------- MNIST and Fashion-MNIST
+
+SHARED_DATA = REPO.parent / 'shared' / 'data'
+NOT_K49 = [n for n in CONFIGS if not n.startswith('k49_')]
+
+
+def _shared_root(dataset):
+  if not (SHARED_DATA / dataset / 't10k-images-idx3-ubyte.gz').is_file():
+    pytest.skip(f'{dataset} files not available in {SHARED_DATA / dataset}')
+  return SHARED_DATA
+
+
+@pytest.mark.parametrize('dataset', ['mnist', 'fashion_mnist'])
+@pytest.mark.parametrize('name', NOT_K49)
+def test_smoke_run_on_other_datasets(name, dataset, tmp_path, monkeypatch):
+  """Every recipe runs on MNIST and Fashion-MNIST (`:<dataset>,smoke`), from
+  the real files in a data root, with that dataset's constants."""
+  root = _shared_root(dataset)
+  monkeypatch.setattr(compiler, 'COMPILER_OPTIONS',
+                      {'xla_backend_optimization_level': 0})
+  c = load(name, f'{dataset},smoke')
+  c.data_dir = str(root)
+  info = data.get_info(dataset)
+  assert c.dataset == dataset
+  assert (c.input_mean, c.input_std) in ((0.0, 1.0), (info.mean, info.std))
+  assert c.cutout_fill in (0.0, info.mean)
+  with warnings.catch_warnings():
+    warnings.simplefilter('error', data.DataWarning)  # the official bytes
+    state, m = main.train_and_evaluate(c, str(tmp_path / 'w'))
+  assert m['eval']['num_examples'] == 64
+  assert 0.0 <= m['eval']['accuracy'] <= 1.0
+  assert np.isfinite(m['eval']['loss'])
+  if state is not None:
+    assert int(state.step) == m['steps_per_epoch'] == 2
+
+
+def test_dataset_argument_moves_the_recipe_constants():
+  kmnist, mnist = load('resnet_preact20_cutout'), load(
+      'resnet_preact20_cutout', 'mnist,proxy')
+  assert (kmnist.input_mean, kmnist.input_std, kmnist.cutout_fill) == (
+      0.1904, 0.3475, 0.1904)
+  assert (mnist.dataset, mnist.input_mean, mnist.input_std,
+          mnist.cutout_fill) == ('mnist', 0.1307, 0.3081, 0.1307)
+  assert (mnist.train_split, mnist.eval_split) == ('test[:8000]',
+                                                    'test[8000:]')
+  fashion = load('shake_shake26', 'fashion_mnist')
+  assert (fashion.input_mean, fashion.input_std) == (0.2860, 0.3530)
+  # Explicit values that are no dataset's constants stay.
+  best = load('best', 'mnist')
+  assert (best.input_mean, best.input_std, best.cutout_fill) == (0., 1., 0.)
+  assert load('preact_resnet18_mixup', 'mnist').dataset == 'mnist'
+  assert load('k49_keras_cnn').dataset == 'k49'
+  for bad in ('mnist,k49', 'proxy,smoke', 'mnsit'):
+    with pytest.raises(ValueError, match='valid: proxy, smoke, a dataset'):
+      load('keras_cnn', bad)
+
+
+def test_another_datasets_constants_are_refused(tmp_path):
+  c = load('resnet_preact20_cutout', 'smoke')
+  c.dataset = 'mnist'  # As --config.dataset=mnist leaves it.
+  with pytest.raises(UserError, match=r"KMNIST's recipe constants.*"
+                     r"config.dataset is 'mnist'.*configs/<exp>.py:mnist"):
+    main.train_and_evaluate(c, str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()

@@ -131,8 +131,9 @@ def test_registry_entries():
 
 
 def test_unknown_dataset_lists_valid_names():
-  with pytest.raises(UserError, match=r"unknown dataset 'mnist'.*kmnist, k49"):
-    data.get_info('mnist')
+  with pytest.raises(UserError, match=r"unknown dataset 'mnsit'.*kmnist, k49, "
+                     "mnist, fashion_mnist"):
+    data.get_info('mnsit')
 
 
 def test_registered_checksums_match_real_files(real_data_dir):
@@ -167,10 +168,13 @@ def test_every_file_has_pinned_size_md5_and_sha256():
   no_sha256 = set()
   for info in data.DATASETS.values():
     groups = [info.files, info.idx_files or {}]
-    files = [info.classmap] + [f for g in groups for split in g.values()
-                               for f in (split.images, split.labels)]
+    files = [f for f in [info.classmap] if f] + [
+        f for g in groups for split in g.values()
+        for f in (split.images, split.labels)]
     for file in files:
       assert file.size and file.size > 0, file.name
+      if info.name in ('mnist', 'fashion_mnist'):  # and its uncompressed bytes
+        assert file.raw_size > file.size and len(file.raw_sha256) == 64
       assert len(file.md5 or '') == 32, file.name
       if file.sha256 is None:
         no_sha256.add(file.name)
