@@ -5,6 +5,12 @@ over 3 seeds and writes experiments/results/full.md and .csv:
 
   python experiments/reproduce.py --name full --seeds 3
 
+The MNIST column (and Fashion-MNIST's: `--datasets fashion_mnist`) runs the
+KMNIST rows' configs on that dataset (`configs/<exp>.py:mnist`), on the full
+60,000 / 10,000 split:
+
+  python experiments/reproduce.py --name mnist --datasets mnist --seeds 3
+
 The offline proxy (KMNIST test set only), with per-config epoch caps:
 
   python experiments/reproduce.py --name proxy --variant proxy --seeds 3 \
@@ -56,41 +62,58 @@ class Row:
   kmnist_published: str
   k49_published: str
   no_config_reason: str = ''
+  mnist_published: str = ''
+
+  def config(self, dataset: str) -> str:
+    """The row's config on `dataset`: the KMNIST recipe on the others."""
+    return self.k49_config if dataset == 'k49' else self.kmnist_config
+
+  def published(self, dataset: str) -> str:
+    return {'kmnist': self.kmnist_published, 'k49': self.k49_published,
+            'mnist': self.mnist_published}.get(dataset, '')
 
 
 _OLD = '*'  # Published on the pre-2019-02-05 data release.
+_HYSTS = '†'  # hysts' README, not the rois-codh table.
 ROWS = (
-    Row('4-Nearest Neighbour Baseline', 'knn', 'k49_knn', '92.10%', '83.65%'),
-    Row('PCA + 4-kNN', 'pca_knn', 'k49_pca_knn', '93.98%', '86.80%'),
+    Row('4-Nearest Neighbour Baseline', 'knn', 'k49_knn', '92.10%', '83.65%',
+        mnist_published='97.14%'),
+    Row('PCA + 4-kNN', 'pca_knn', 'k49_pca_knn', '93.98%', '86.80%',
+        mnist_published='97.76%'),
     Row('Tuned SVM (RBF kernel)', 'svm', 'k49_svm', '92.82%' + _OLD,
-        '85.61%' + _OLD),
+        '85.61%' + _OLD, mnist_published='98.57%'),
     Row('Keras Simple CNN Benchmark', 'keras_cnn', 'k49_keras_cnn', '94.63%',
-        '89.36%'),
+        '89.36%', mnist_published='99.06%'),
     Row('PreActResNet-18', 'preact_resnet18', 'k49_preact_resnet18',
-        '97.82%' + _OLD, '96.64%' + _OLD),
+        '97.82%' + _OLD, '96.64%' + _OLD, mnist_published='99.56%'),
     Row('PreActResNet-18 + Input Mixup', 'preact_resnet18_mixup',
-        'k49_preact_resnet18_mixup', '98.41%' + _OLD, '97.04%' + _OLD),
+        'k49_preact_resnet18_mixup', '98.41%' + _OLD, '97.04%' + _OLD,
+        mnist_published='99.54%'),
     Row('PreActResNet-18 + Manifold Mixup', 'preact_resnet18_manifold_mixup',
         'k49_preact_resnet18_manifold_mixup', '98.83%' + _OLD,
-        '97.33%' + _OLD),
+        '97.33%' + _OLD, mnist_published='99.54%'),
     Row('ResNet18 + VGG Ensemble', '', '', '98.90%' + _OLD, '',
         'no config: an ensemble of two workdirs, not run here; run '
         '`python -m kmnist_jax.main --config configs/vgg.py --workdir '
         'W_VGG`, the same with configs/preact_resnet18.py and --workdir '
         'W_RESNET (the registry has no torchvision ResNet-18 yet), then '
         '`python -m kmnist_jax.main --mode eval --workdir W_VGG --ensemble '
-        'W_RESNET`'),
+        'W_RESNET`', mnist_published='99.60%'),
     Row('DenseNet-100 (k=12)', '', 'k49_densenet100', '', '97.32%',
         'no config: published for K49 only'),
     Row('ResNet-preact-20, Cutout 14 (hysts)', 'resnet_preact20_cutout',
-        'k49_resnet_preact20_cutout', '99.18%' + _OLD, ''),
+        'k49_resnet_preact20_cutout', '99.18%' + _OLD, '',
+        mnist_published='99.74%' + _HYSTS),
     Row('Shake-Shake-26 2x96d (S-S-I), Cutout 14', 'shake_shake26',
-        'k49_shake_shake26', '99.34%' + _OLD, '98.29%'),
+        'k49_shake_shake26', '99.34%' + _OLD, '98.29%',
+        mnist_published='99.76%'),
     Row('Ours: best recipe (configs/best.py)', 'best', 'k49_best', '', ''),
 )
 FOOTNOTE = ('Published numbers: rois-codh/kmnist README table (hysts README '
             'for ResNet-preact-20); * = obtained on the pre-2019-02-05 data '
-            'release. KMNIST: top-1 accuracy; K49: balanced accuracy.')
+            'release; † = hysts/pytorch_image_classification README "Results '
+            'on MNIST" (993089a), median of 3 runs at 100 epochs. KMNIST, '
+            'MNIST, Fashion-MNIST: top-1 accuracy; K49: balanced accuracy.')
 
 
 def machine() -> str:
@@ -137,12 +160,14 @@ def parse_overrides(items) -> dict[str, dict[str, str]]:
 
 
 def load_config(name: str, variant: str, seed: int, overrides: dict,
-                data_dir: str = ''):
-  """Config `name` with its `variant`, `seed` and the overrides for it."""
+                data_dir: str = '', dataset: str = ''):
+  """Config `name` with its `variant`, `seed` and the overrides for it, on
+  `dataset` if given (`configs/<name>.py:<dataset>,<variant>`)."""
   path = CONFIG_DIR / f'{name}.py'
   if not path.is_file():
     raise UserError(f'config {name!r}: {path} does not exist')
-  c = configlib.load_config_file(str(path), variant)
+  c = configlib.load_config_file(
+      str(path), ','.join(a for a in (dataset, variant) if a))
   c.seed = seed
   if data_dir:
     c.data_dir = data_dir
@@ -166,7 +191,7 @@ def final_metrics(workdir: str) -> dict:
 
 
 def run_one(name: str, variant: str, seed: int, overrides: dict,
-            workdir: str, data_dir: str = '') -> dict:
+            workdir: str, data_dir: str = '', dataset: str = '') -> dict:
   """Trains (or resumes) one config/seed; writes and returns its sidecar."""
   # pylint: disable=g-import-not-at-top
   from kmnist_jax import fileio
@@ -177,7 +202,7 @@ def run_one(name: str, variant: str, seed: int, overrides: dict,
   if os.path.exists(sidecar):
     with open(sidecar) as f:
       return json.load(f)
-  config = load_config(name, variant, seed, overrides, data_dir)
+  config = load_config(name, variant, seed, overrides, data_dir, dataset)
   os.makedirs(os.path.dirname(workdir), exist_ok=True)
   t0 = time.time()
   _, summary = main.train_and_evaluate(config, workdir)
@@ -220,30 +245,40 @@ def _fmt_time(seconds: float) -> str:
   return f'{seconds / 3600:.1f} h'
 
 
+def _run_dataset(r: dict) -> str:
+  """The dataset of a sidecar (older ones: by the config's name)."""
+  return r.get('dataset') or ('k49' if r['config'].startswith('k49_')
+                              else 'kmnist')
+
+
+def shown_datasets(datasets) -> tuple[str, ...]:
+  """Table columns: KMNIST and K49 side by side, else the datasets run."""
+  if set(datasets) <= {'kmnist', 'k49'}:
+    return ('kmnist', 'k49')
+  return tuple(datasets)
+
+
 def build_table(results: list[dict], skipped: dict[str, str],
                 datasets=('kmnist', 'k49'),
                 not_run: str = 'not run') -> pd.DataFrame:
   """One row per benchmark row; results are sidecar dicts."""
-  by_config: dict[str, list[dict]] = {}
+  runs_of: dict[tuple[str, str], list[dict]] = {}
   for r in results:
-    by_config.setdefault(r['config'], []).append(r)
+    runs_of.setdefault((r['config'], _run_dataset(r)), []).append(r)
+  shown = shown_datasets(datasets)
   rows = []
   for row in ROWS:
-    out = {'model': row.model, 'KMNIST published': row.kmnist_published or '—'}
-    epochs, walls, devices, releases = [], [], set(), set()
-    nums = {}
-    for ds, cfg, pub in (('kmnist', row.kmnist_config, row.kmnist_published),
-                         ('k49', row.k49_config, row.k49_published)):
-      label = 'KMNIST' if ds == 'kmnist' else 'K49'
-      out[f'{label} published'] = pub or '—'
-      runs = sorted(by_config.get(cfg, []), key=lambda r: r['seed'])
+    out = {'model': row.model}
+    epochs, walls, devices, releases, nums = [], [], set(), set(), {}
+    for ds in shown:
+      label, cfg = data_lib.label(ds), row.config(ds)
+      out[f'{label} published'] = row.published(ds) or '—'
+      runs = sorted(runs_of.get((cfg, ds), []), key=lambda r: r['seed'])
       if not cfg:
         cell = row.no_config_reason
       elif runs:
         values = [r['value'] for r in runs]
-        cell = _fmt_pct(values)
-        nums[ds] = values
-        e = runs[0]
+        cell, nums[ds], e = _fmt_pct(values), values, runs[0]
         if e['trained']:
           capped = '' if e['epochs'] == e['recipe_epochs'] else (
               f' of {e["recipe_epochs"]}')
@@ -253,26 +288,24 @@ def build_table(results: list[dict], skipped: dict[str, str],
         releases.update(f'{ds} {r["release"]}' for r in runs)
       elif cfg in skipped:
         cell = f'skipped: {skipped[cfg]}'
-      elif ds not in datasets:
-        cell = not_run
       else:
-        cell = 'not run'
+        cell = not_run if ds not in datasets else 'not run'
       out[f'{label} ours'] = cell
     out['epochs'] = ', '.join(epochs) or '—'
     out['wall time / run'] = ', '.join(walls) or '—'
     out['device'] = '; '.join(sorted(devices)) or '—'
     out['dataset release (md5)'] = ', '.join(sorted(releases)) or '—'
-    for ds in ('kmnist', 'k49'):
+    for ds in shown:
       v = 100 * np.asarray(nums.get(ds, []), float)
       out[f'{ds}_mean'] = float(v.mean()) if len(v) else float('nan')
       out[f'{ds}_std'] = float(v.std(ddof=1)) if len(v) > 1 else float('nan')
       out[f'{ds}_n'] = len(v)
     rows.append(out)
-  columns = ['model', 'KMNIST published', 'KMNIST ours', 'K49 published',
-             'K49 ours', 'epochs', 'wall time / run', 'device',
-             'dataset release (md5)']
-  numeric = [f'{ds}_{s}' for ds in ('kmnist', 'k49')
-             for s in ('mean', 'std', 'n')]
+  columns = ['model'] + [f'{data_lib.label(ds)} {k}' for ds in shown
+                         for k in ('published', 'ours')] + [
+                             'epochs', 'wall time / run', 'device',
+                             'dataset release (md5)']
+  numeric = [f'{ds}_{s}' for ds in shown for s in ('mean', 'std', 'n')]
   return pd.DataFrame(rows, columns=columns + numeric)
 
 
@@ -310,21 +343,26 @@ def _command_args(argv) -> str:
   return shlex.join(kept)
 
 
-def configs_for(datasets) -> list[str]:
-  names = []
-  for row in ROWS:
-    for ds, cfg in (('kmnist', row.kmnist_config), ('k49', row.k49_config)):
-      if cfg and ds in datasets:
-        names.append(cfg)
-  return names
+def configs_for(datasets) -> list[tuple[str, str]]:
+  """(config, dataset) of every row's config on each of `datasets`."""
+  return [(row.config(ds), ds) for ds in datasets for row in ROWS
+          if row.config(ds)]
 
 
-def collect(root: str, variant: str, names) -> list[dict]:
-  """The sidecars of finished runs under root/variant/<config>/seed*."""
+def run_dir(root: str, variant: str, name: str, dataset: str) -> pathlib.Path:
+  """root/<variant>/<config>, or root/<variant>/<dataset>/<config> for a
+  dataset the config is not written for (its `:<dataset>` argument)."""
+  base = pathlib.Path(root) / (variant or 'full')
+  own = 'k49' if name.startswith('k49_') else 'kmnist'
+  return base / name if dataset in ('', own) else base / dataset / name
+
+
+def collect(root: str, variant: str, todo) -> list[dict]:
+  """The sidecars of finished runs of the (config, dataset) pairs `todo`."""
   out = []
-  for name in names:
-    base = pathlib.Path(root) / (variant or 'full') / name
-    for sidecar in sorted(base.glob(f'seed*/{SIDECAR}')):
+  for name, dataset in todo:
+    for sidecar in sorted(run_dir(root, variant, name, dataset).glob(
+        f'seed*/{SIDECAR}')):
       out.append(json.loads(sidecar.read_text()))
   return out
 
@@ -352,21 +390,27 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   try:
     datasets = [d for d in args.datasets.split(',') if d]
-    names = ([c for c in args.configs.split(',') if c] if args.configs
-             else configs_for(datasets))
+    for ds in datasets:
+      data_lib.get_info(ds)  # An unknown name lists the valid ones.
+    pairs = configs_for(datasets)
+    if args.configs:
+      wanted = [c for c in args.configs.split(',') if c]
+      pairs = [(n, ds) for ds in datasets for n in wanted
+               if ds not in ('kmnist', 'k49') or
+               ds == ('k49' if n.startswith('k49_') else 'kmnist')]
     overrides = parse_overrides(args.override)
     skipped = dict(s.split('=', 1) for s in args.skip)
-    todo = [n for n in names if n not in skipped]
-    variant_dir = args.variant or 'full'
+    todo = [(n, ds) for n, ds in pairs if n not in skipped]
     if not args.collect:
-      for name in todo:
+      for name, ds in todo:
         for seed in range(args.seeds):
-          workdir = os.path.join(args.workdir_root, variant_dir, name,
-                                 f'seed{seed}')
-          r = run_one(name, args.variant, seed, overrides, workdir,
-                      args.data_dir)
-          print(f'{name} seed {seed}: {r["metric"]} {r["value"]:.4f} '
-                f'({r["epochs"]} epochs, {r["wall_time"]:.0f} s)', flush=True)
+          workdir = run_dir(args.workdir_root, args.variant, name, ds) / (
+              f'seed{seed}')
+          r = run_one(name, args.variant, seed, overrides, str(workdir),
+                      args.data_dir, ds)
+          print(f'{name} on {ds} seed {seed}: {r["metric"]} '
+                f'{r["value"]:.4f} ({r["epochs"]} epochs, '
+                f'{r["wall_time"]:.0f} s)', flush=True)
     results = collect(args.workdir_root, args.variant, todo)
     not_run = ('not run (no K49 data offline)' if args.variant == 'proxy'
                else 'not run')
@@ -376,8 +420,8 @@ def main(argv=None) -> int:
         f'evaluate {configlib.PROXY_EVAL}, capped epochs (not KMNIST '
         'benchmark results)'
         if args.variant == 'proxy' else
-        f'Benchmark reproduction ({args.variant or "full data"}) on '
-        f'{machine()}')
+        f'Benchmark reproduction ({args.variant or "full data"}: '
+        f'{", ".join(data_lib.label(d) for d in datasets)}) on {machine()}')
     notes = [FOOTNOTE,
              f'Ours: mean ± sample std over seeds 0..{args.seeds - 1} of the '
              'final ' + (f'eval ({configlib.PROXY_EVAL})' if args.variant == 'proxy'

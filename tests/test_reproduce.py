@@ -99,10 +99,43 @@ def test_end_to_end_knn_smoke(tmp_path):
     assert reproduce.main(args + ['--collect']) == 0
     assert sidecars[0].stat().st_mtime_ns == mtime
   md = (out / 'smoke.md').read_text()
-  assert md.startswith('# Benchmark reproduction (smoke) on ')
+  assert md.startswith('# Benchmark reproduction (smoke: KMNIST) on ')
   assert '| PCA + 4-kNN | 93.98% |' in md
   assert 'skipped: not needed here' in md
   df = pd.read_csv(out / 'smoke.csv')
   knn = df.set_index('model').loc['4-Nearest Neighbour Baseline']
   assert knn['kmnist_n'] == 2 and knn['kmnist_std'] == 0.0
   assert reproduce.main(['--override', 'oops']) == 2
+
+
+def test_mnist_column():
+  """`--datasets mnist`: the KMNIST rows' configs on MNIST, against the
+  rois-codh MNIST column (and hysts' for ResNet-preact-20)."""
+  assert reproduce.configs_for(['mnist'])[:4] == [
+      ('knn', 'mnist'), ('pca_knn', 'mnist'), ('svm', 'mnist'),
+      ('keras_cnn', 'mnist')]
+  assert reproduce.run_dir('r', '', 'keras_cnn', 'mnist') == (
+      pathlib.Path('r/full/mnist/keras_cnn'))
+  assert reproduce.run_dir('r', 'proxy', 'k49_knn', 'k49') == (
+      pathlib.Path('r/proxy/k49_knn'))
+  c = reproduce.load_config('resnet_preact20_cutout', '', 1, {}, '', 'mnist')
+  assert (c.dataset, c.input_mean, c.seed, c.train_split) == (
+      'mnist', 0.1307, 1, 'train')
+  results = [dict(fake('keras_cnn', s, 0.99, 12, 12), dataset='mnist',
+                  release='2646ac64') for s in range(3)]
+  results.append(fake('keras_cnn', 0, 0.9))  # a KMNIST run: not MNIST's
+  df = reproduce.build_table(results, {}, ('mnist',))
+  assert list(df.columns[:3]) == ['model', 'MNIST published', 'MNIST ours']
+  assert 'KMNIST ours' not in df.columns
+  row = df.set_index('model')
+  keras = row.loc['Keras Simple CNN Benchmark']
+  assert keras['MNIST published'] == '99.06%'
+  assert keras['MNIST ours'] == '99.00 ± 0.00% (n=3)'
+  assert keras['epochs'] == 'MNIST 12' and keras['mnist_n'] == 3
+  assert keras['dataset release (md5)'] == 'mnist 2646ac64'
+  assert row.loc['ResNet-preact-20, Cutout 14 (hysts)',
+                 'MNIST published'] == '99.74%†'
+  assert row.loc['4-Nearest Neighbour Baseline', 'MNIST ours'] == 'not run'
+  fashion = reproduce.build_table([], {}, ('fashion_mnist',))
+  assert fashion.set_index('model').loc['PCA + 4-kNN',
+                                        'Fashion-MNIST published'] == '—'
