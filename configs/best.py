@@ -14,7 +14,7 @@ it is our entry against the published rows (best published single model:
 
 Expected wall time on one GPU: about 12 min for the 100 epochs (estimate,
 half of hysts' 24 min for 200 epochs on a GTX 1080 Ti); on the offline proxy
-on a 2-core CPU about 11 s/epoch unloaded (experiments/results/parity_best.md:
+on a 2-core CPU about 11 s/epoch unloaded (experiments/results/parity_best/parity_best.md:
 99.38 ± 0.19% at 60 proxy epochs, 3 seeds; a proxy figure, not KMNIST).
 """
 
