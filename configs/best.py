@@ -6,15 +6,16 @@ weight decay 5e-4, batch 128, random translation by up to 2 pixels, Cutout 8,
 label smoothing 0.1, 100 epochs; evaluation averages the probabilities of
 the 9 translations by at most 1 pixel (tta_shift=1). No published number:
 it is our entry against the published rows (best published single model:
-99.34% KMNIST, shake-shake; 98.29% K49). Ensemble several seeds with
-`--mode eval --workdir W1 --ensemble W2 --ensemble W3`.
+99.34% KMNIST, shake-shake, on the pre-2019-02-05 data release; 98.29%
+K49). Ensemble several seeds with `--mode eval --workdir W1 --ensemble W2
+--ensemble W3`.
 
   python -m kmnist_jax.main --config configs/best.py --workdir W
   python -m kmnist_jax.main --config configs/best.py:proxy --workdir W
 
 Expected wall time on one GPU: about 12 min for the 100 epochs (estimate,
 half of hysts' 24 min for 200 epochs on a GTX 1080 Ti); on the offline proxy
-on a 2-core CPU about 11 s/epoch unloaded (experiments/results/parity_best.md:
+on a 2-core CPU about 11 s/epoch unloaded (experiments/results/parity_best/parity_best.md:
 99.38 ± 0.19% at 60 proxy epochs, 3 seeds; a proxy figure, not KMNIST).
 """
 

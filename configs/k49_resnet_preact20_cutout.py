@@ -3,7 +3,7 @@ epochs).
 
 The recipe of configs/resnet_preact20_cutout.py on K49 (49 classes, scored by
 balanced accuracy). No K49 number is published for this model (KMNIST: 99.18%,
-hysts).
+hysts, on the pre-2019-02-05 data release).
 
   python -m kmnist_jax.main --config configs/k49_resnet_preact20_cutout.py --workdir W
 

@@ -522,7 +522,8 @@ def parse_args(argv=None):
   p.add_argument('--batch_size', type=int, default=0,
                  help="train both sides at this batch, not the recipe's "
                  '(0: the recipe\'s)')
-  p.add_argument('--out', default=os.path.join(HERE, 'results', 'parity'))
+  p.add_argument('--out', default=os.path.join(HERE, 'results', 'parity',
+                                              'parity'))
   p.add_argument('--torch_python',
                  default=os.environ.get('KMNIST_JAX_TORCH_PYTHON'))
   p.add_argument('--data_dir', default=os.environ.get(

@@ -1,7 +1,7 @@
 """Reproduce the rois-codh benchmark table: run configs over seeds, write tables.
 
 On a machine with the full KMNIST and K49 data, one command runs every row
-over 3 seeds and writes experiments/results/full.md and .csv:
+over 3 seeds and writes experiments/results/full/full.md and .csv:
 
   python experiments/reproduce.py --name full --seeds 3
 
@@ -369,7 +369,8 @@ def collect(root: str, variant: str, todo) -> list[dict]:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--name', default='full', help='results/<name>.md/.csv')
+  p.add_argument('--name', default='full',
+                 help='writes experiments/results/<name>/<name>.md and .csv')
   p.add_argument('--variant', default='', choices=['', 'proxy', 'smoke'])
   p.add_argument('--seeds', type=int, default=3)
   p.add_argument('--datasets', default='kmnist,k49')
@@ -386,7 +387,8 @@ def main(argv=None) -> int:
   p.add_argument('--title', default='')
   p.add_argument('--note', action='append', default=[],
                  help='a line to add under the table')
-  p.add_argument('--out_dir', default=str(RESULTS_DIR))
+  p.add_argument('--out_dir', default='',
+                 help='default: experiments/results/<name>/')
   args = p.parse_args(argv)
   try:
     datasets = [d for d in args.datasets.split(',') if d]
@@ -432,7 +434,7 @@ def main(argv=None) -> int:
              + _command_args(argv if argv is not None else sys.argv[1:]) + '`'
             ] + args.note
     md, csv = write_table(df, args.name, title, notes,
-                          pathlib.Path(args.out_dir))
+                          pathlib.Path(args.out_dir or RESULTS_DIR / args.name))
     print(f'wrote {md} and {csv}')
     return 0
   except UserError as e:

@@ -125,6 +125,7 @@ def write_report(path: str, results: dict) -> None:
                    f'{len(results[side])} seeds: ' + (
                        'not reached by every seed' if med is None
                        else f'{med:.0f} s ({med / 60:.2f} min)'))
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path + '.md', 'w', encoding='utf-8') as f:
     f.write('\n'.join(lines) + '\n')
   with open(path + '.json', 'w', encoding='utf-8') as f:
@@ -145,7 +146,7 @@ def main(argv=None):
       'KMNIST_JAX_DATA_DIR', os.path.join(ROOT, '..', 'shared', 'data',
                                           'kmnist')))
   p.add_argument('--out', default=os.path.join(ROOT, 'experiments', 'results',
-                                               'speedrun'))
+                                               'speedrun', 'speedrun'))
   args = p.parse_args(argv)
   import platform  # pylint: disable=g-import-not-at-top
   results = dict(command=shlex.join(['python'] + sys.argv), target=args.target,

@@ -762,7 +762,7 @@ def parse_args(argv=None):
   p.add_argument('--tta_epochs', type=int, default=8)
   p.add_argument('--tta_repeats', type=int, default=3)
   p.add_argument('--out', default=os.path.join(ROOT, 'experiments', 'results',
-                                               'throughput'))
+                                               'throughput', 'throughput'))
   args = p.parse_args(argv)
   args.sections = [s for s in args.sections.split(',') if s]
   bad = set(args.sections) - set(SECTIONS)

@@ -138,7 +138,7 @@ class PreActResNet18(_PreActNet):
   diverged on the KMNIST proxy with the recipe's rate 0.1, in this
   project and in the PyTorch port alike (loss 2.3 -> 20 -> NaN within 30
   steps, 2026-11-29). Of the three, the final BN-ReLU alone makes it train
-  (experiments/results/preact18_divergence.md: 60 steps, one seed); how
+  (experiments/results/preact18_divergence/preact18_divergence.md: 60 steps, one seed); how
   the paper's runs trained the code's form is not published."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, dtype=None):

@@ -5,7 +5,7 @@ On CPU, jax lowers the threefry2x32 hash as a `fori_loop` over its five
 4-round groups (to keep compile times down). The loop stops XLA from fusing the
 hash with the compare that consumes it: every group reads and writes the whole
 mask, and on the keras_cnn train step the loop took about 6 ms of 110
-(experiments/results/throughput.md has the profile). `bernoulli` below computes
+(experiments/results/throughput/throughput.md has the profile). `bernoulli` below computes
 the same 20 rounds unrolled, which XLA fuses into one elementwise loop (a 128 x
 12 x 12 x 64 mask: 4.2 ms -> 0.65 ms on 2 cores). The bits are identical, so
 the trained models, the checkpoints and every committed number stay the same;
