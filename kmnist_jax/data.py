@@ -15,7 +15,6 @@ registered dataset's (same name, other bytes) is refused, naming both.
 """
 
 import csv
-import dataclasses
 import gzip
 import hashlib
 import io
@@ -26,8 +25,6 @@ import re
 import warnings
 import zipfile
 import zlib
-from collections.abc import Mapping
-from typing import Literal
 
 import numpy as np
 
@@ -37,6 +34,8 @@ from kmnist_jax.download import ENV_DATA_DIR, ENV_MIRROR, ENV_MIRROR_ONLY
 from kmnist_jax.download import DownloadError, PathLike, RemoteFile
 from kmnist_jax.download import STALE_PART_S, md5sum, source_url
 from kmnist_jax.errors import UserError, one_line
+from kmnist_jax.registry import DATASETS, DatasetInfo, SplitFiles
+from kmnist_jax.registry import get_info, label
 from kmnist_jax.splits import SPLITS, Bound, SplitSpec
 from kmnist_jax.splits import parse_split, resolve_split
 
@@ -52,167 +51,6 @@ IMAGE_SHAPE = (28, 28)
 
 class DataWarning(UserWarning):
   """A data file differs from the registered official release."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitFiles:
-  """The images and labels files of one split."""
-  images: RemoteFile
-  labels: RemoteFile
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """Everything known about one dataset.
-
-  Attributes:
-    name: registry key, also the default cache sub-folder.
-    num_classes: labels lie in [0, num_classes).
-    metric: official metric, 'accuracy' or 'balanced_accuracy' (mean of the
-      per-class recalls, so all classes weigh the same).
-    files: per split ('train', 'test') the files that get downloaded: the
-      numpy-format (.npz, key 'arr_0') images and labels, or idx .gz files.
-    classmap: CSV with columns index,codepoint,char; None: `class_names`.
-    num_examples: official example counts per split (informational).
-    idx_files: per split the MNIST idx-format (.gz) alternatives, read when
-      the .npz is absent; the un-gzipped name (without '.gz') works too.
-    outdated_md5s: md5 -> description of known outdated releases.
-    fallback_chars: class characters in index order, used by `class_map`
-      when the CSV is not present; '' if none are built in.
-    class_names: the class labels where there is no class-map CSV.
-    title: the dataset's name in tables and plots.
-    mean, std: the pixel mean and std (of pixel / 255) that the published
-      recipes normalise by on this dataset (`configlib.use_dataset_stats`).
-    proxy_splits: the `:proxy` variant's (train, eval) splits: the offline
-      proxy, for machines without the training images.
-  """
-  name: str
-  num_classes: int
-  metric: Literal['accuracy', 'balanced_accuracy']
-  files: Mapping[str, SplitFiles]
-  classmap: RemoteFile | None
-  num_examples: Mapping[str, int]
-  idx_files: Mapping[str, SplitFiles] | None = None
-  outdated_md5s: Mapping[str, str] = dataclasses.field(default_factory=dict)
-  fallback_chars: str = ''
-  class_names: tuple[str, ...] = ()
-  title: str = ''
-  mean: float = 0.0
-  std: float = 1.0
-  proxy_splits: tuple[str, str] = ('test[:8000]', 'test[8000:]')
-
-
-_KMNIST = 'http://codh.rois.ac.jp/kmnist/dataset/kmnist/'
-_K49 = 'http://codh.rois.ac.jp/kmnist/dataset/k49/'
-_MNIST = 'https://ossci-datasets.s3.amazonaws.com/mnist/'
-_FASHION = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
-_pinned = _download.pinned
-
-
-def _idx_release(base: str, dataset: str) -> dict[str, SplitFiles]:
-  """The four idx .gz files of an MNIST-format release."""
-  def f(name):
-    return _pinned(base, name, dataset)
-  return {'train': SplitFiles(f('train-images-idx3-ubyte.gz'),
-                              f('train-labels-idx1-ubyte.gz')),
-          'test': SplitFiles(f('t10k-images-idx3-ubyte.gz'),
-                             f('t10k-labels-idx1-ubyte.gz'))}
-
-# The recipes' normalisation constants: hysts/pytorch_image_classification
-# dataloader.py (KMNIST 0.1904/0.3475, MNIST 0.1307/0.3081, FashionMNIST
-# 0.2860/0.3530: the training sets' pixel mean and std, rounded); janzd's
-# K49 runs normalise K49 by KMNIST's.
-_KMNIST_STATS = dict(mean=0.1904, std=0.3475)
-
-DATASETS: dict[str, DatasetInfo] = {
-    'kmnist': DatasetInfo(
-        name='kmnist',
-        num_classes=10,
-        metric='accuracy',
-        files={
-            'train': SplitFiles(_pinned(_KMNIST, 'kmnist-train-imgs.npz'),
-                                _pinned(_KMNIST, 'kmnist-train-labels.npz')),
-            'test': SplitFiles(_pinned(_KMNIST, 'kmnist-test-imgs.npz'),
-                               _pinned(_KMNIST, 'kmnist-test-labels.npz')),
-        },
-        classmap=_pinned(_KMNIST, 'kmnist_classmap.csv'),
-        num_examples={'train': 60_000, 'test': 10_000},
-        idx_files={
-            'train': SplitFiles(
-                _pinned(_KMNIST, 'train-images-idx3-ubyte.gz'),
-                _pinned(_KMNIST, 'train-labels-idx1-ubyte.gz')),
-            'test': SplitFiles(
-                _pinned(_KMNIST, 't10k-images-idx3-ubyte.gz'),
-                _pinned(_KMNIST, 't10k-labels-idx1-ubyte.gz')),
-        },
-        outdated_md5s={
-            'c8fe4d39f842711ac6cc8c1b4be5ee21':
-                'the outdated pre-2019-02-05 release of kmnist-test-imgs.npz',
-        },
-        fallback_chars='おきすつなはまやれを',
-        title='KMNIST',
-        **_KMNIST_STATS,
-    ),
-    'k49': DatasetInfo(
-        name='k49',
-        num_classes=49,
-        metric='balanced_accuracy',
-        files={
-            'train': SplitFiles(_pinned(_K49, 'k49-train-imgs.npz'),
-                                _pinned(_K49, 'k49-train-labels.npz')),
-            'test': SplitFiles(_pinned(_K49, 'k49-test-imgs.npz'),
-                               _pinned(_K49, 'k49-test-labels.npz')),
-        },
-        classmap=_pinned(_K49, 'k49_classmap.csv'),
-        num_examples={'train': 232_365, 'test': 38_547},
-        # The rows of k49_classmap.csv: written in kmnist_classmap.csv's
-        # format they give its pinned size, md5 and sha256 exactly.
-        fallback_chars=('あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほ'
-                        'まみむめもやゆよらりるれろわゐゑをんゝ'),
-        title='K49',
-        **_KMNIST_STATS,
-    ),
-    'mnist': DatasetInfo(
-        name='mnist',
-        num_classes=10,
-        metric='accuracy',
-        files=_idx_release(_MNIST, 'mnist'),
-        classmap=None,
-        num_examples={'train': 60_000, 'test': 10_000},
-        class_names=tuple('0123456789'),
-        title='MNIST',
-        mean=0.1307, std=0.3081,
-    ),
-    'fashion_mnist': DatasetInfo(
-        name='fashion_mnist',
-        num_classes=10,
-        metric='accuracy',
-        files=_idx_release(_FASHION, 'fashion_mnist'),
-        classmap=None,
-        num_examples={'train': 60_000, 'test': 10_000},
-        # zalandoresearch/fashion-mnist README, "Labels".
-        class_names=('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
-                     'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'),
-        title='Fashion-MNIST',
-        mean=0.2860, std=0.3530,
-    ),
-}
-
-
-def label(name: 'str | DatasetInfo') -> str:
-  """The dataset's name in tables and plots, e.g. 'Fashion-MNIST'."""
-  info = get_info(name)
-  return info.title or info.name
-
-
-def get_info(name: 'str | DatasetInfo') -> DatasetInfo:
-  """Returns the registry entry for `name` (a `DatasetInfo` passes through)."""
-  if isinstance(name, DatasetInfo):
-    return name
-  if isinstance(name, str) and name in DATASETS:
-    return DATASETS[name]
-  raise UserError(
-      f'unknown dataset {name!r}; expected one of: {", ".join(DATASETS)}')
 
 
 def resolve_data_dir(name: 'str | DatasetInfo',
@@ -554,6 +392,11 @@ def _read_classmap(path: pathlib.Path,
                       f'{codepoint} (expected {chr(code)!r})')
     classes.append((i, code, char))
   return classes
+
+
+def codepoint_text(code: int) -> str:
+  """'U+304A' for a class's codepoint; '' for a multi-character label (-1)."""
+  return f'U+{code:04X}' if code >= 0 else ''
 
 
 def class_map(name: 'str | DatasetInfo',

@@ -92,8 +92,14 @@ def _label(classes: Classes, k: int) -> str:
   return classes[k][2] if 0 <= k < len(classes) else str(k)
 
 
+def _label_len(classes: Classes) -> int:
+  """The longest class label: 1 for characters, more for names (Fashion)."""
+  return max((len(c[2]) for c in classes), default=1)
+
+
 def _codepoint(classes: Classes, k: int) -> str:
-  return f'U+{classes[k][1]:04X}'
+  from kmnist_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  return data_lib.codepoint_text(classes[k][1])
 
 
 def _mosaic(tiles: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -156,8 +162,10 @@ def class_distribution(splits: Mapping[str, np.ndarray], classes: Classes,
              label=f'{name} ({len(labels):,})')
       top = max(top, int(counts.max(initial=0)))
     ax.set_ylim(0, top * 1.25)
+    names = _label_len(classes) > 2
     ax.set_xticks(x, [_label(classes, k) for k in range(num)],
-                  fontsize=12 if num <= 10 else 8)
+                  fontsize=8 if names or num > 10 else 12,
+                  rotation=30 if names else 0, ha='right' if names else 'center')
     ax.set_ylabel('examples')
     ax.set_title('Class distribution')
     ax.legend(fontsize=8, loc='upper center', ncols=max(len(splits), 1))
@@ -204,7 +212,11 @@ def confusion_matrix(confusion: Any, classes: Classes, title: str = '',
     ax = fig.add_subplot()
     im = ax.imshow(share, cmap='Blues', vmin=0, vmax=1)
     fs = 12 if num <= 10 else 6
-    ax.set_xticks(range(num), chars, fontsize=fs)
+    if _label_len(classes) > 2:  # names: smaller, slanted
+      fs = 8
+      ax.set_xticks(range(num), chars, fontsize=fs, rotation=40, ha='right')
+    else:
+      ax.set_xticks(range(num), chars, fontsize=fs)
     ax.set_yticks(range(num), chars, fontsize=fs)
     ax.set_xlabel('predicted')
     ax.set_ylabel('true')
@@ -287,7 +299,9 @@ def prediction_gallery(items: Sequence[Any], probs: np.ndarray,
   side, gap, bar = 84, 6, 120  # Tile size, gap and full bar, in pixels.
   row_h = side + gap
   text_x = 2 * side + 3 * gap
-  width = text_x + 40 + bar + 130
+  chars = _label_len(classes)
+  label_w, label_fs = (32, 15) if chars <= 1 else (6 * chars + 12, 9)
+  width = text_x + label_w + 8 + bar + 130
   canvas = np.full((max(n, 1) * row_h, 2 * side + 2 * gap, 3), 255, np.uint8)
   for r in range(n):
     y = r * row_h
@@ -314,13 +328,15 @@ def prediction_gallery(items: Sequence[Any], probs: np.ndarray,
       for j, t in enumerate(np.argsort(-p, kind='stable')[:k]):
         t = int(t)
         cy = y + (j + 0.5) * side / k
-        ax.text(text_x, cy, _label(classes, t), va='center', fontsize=15)
+        ax.text(text_x, cy, _label(classes, t), va='center',
+                fontsize=label_fs)
         ax.add_patch(matplotlib.patches.Rectangle(
-            (text_x + 32, cy - 8), bar * float(p[t]), 16, color='tab:blue'))
+            (text_x + label_w, cy - 8), bar * float(p[t]), 16,
+            color='tab:blue'))
         ax.add_patch(matplotlib.patches.Rectangle(
-            (text_x + 32, cy - 8), bar, 16, fill=False, edgecolor='0.7',
+            (text_x + label_w, cy - 8), bar, 16, fill=False, edgecolor='0.7',
             linewidth=0.5))
-        ax.text(text_x + 40 + bar, cy, f'{p[t]:6.1%}  {t} '
+        ax.text(text_x + label_w + 8 + bar, cy, f'{p[t]:6.1%}  {t} '
                 f'{_codepoint(classes, t)}', va='center', fontsize=8)
     if not n:
       ax.text(width / 2, row_h / 2, 'no predictions', ha='center')

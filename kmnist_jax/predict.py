@@ -48,7 +48,8 @@ class Predictions:
 
   Attributes:
     table: one row per good input: path, then for k = 1..top_k the columns
-      topk_index, topk_char, topk_codepoint ('U+304A'), topk_prob.
+      topk_index, topk_char (the class label), topk_codepoint ('U+304A'; ''
+      for a label of several characters), topk_prob.
     errors: (path, message) per bad input; the message says what was
       expected.
     items: the good inputs (`inputs.Item`: name, 28x28 image, display).
@@ -141,8 +142,8 @@ class Predictor:
       idx = order[:, k] if len(order) else np.zeros(0, np.int64)
       columns[f'top{k + 1}_index'] = idx.astype(np.int64)
       columns[f'top{k + 1}_char'] = [self.classes[i][2] for i in idx]
-      columns[f'top{k + 1}_codepoint'] = [f'U+{self.classes[i][1]:04X}'
-                                          for i in idx]
+      columns[f'top{k + 1}_codepoint'] = [
+          data_lib.codepoint_text(self.classes[i][1]) for i in idx]
       columns[f'top{k + 1}_prob'] = probs[np.arange(len(idx)), idx].astype(
           np.float64)
     return pd.DataFrame(columns)
@@ -163,8 +164,9 @@ def format_table(table: pd.DataFrame, top_k: int) -> str:
     row = row._asdict()
     cells = [f'{path:<{width}}']
     for k in range(1, top_k + 1):
-      cells.append(f'{row[f"top{k}_index"]:>2} {row[f"top{k}_codepoint"]} '
-                   f'{row[f"top{k}_char"]} {row[f"top{k}_prob"]:.4f}')
+      parts = (f'{row[f"top{k}_index"]:>2}', row[f'top{k}_codepoint'],
+               row[f'top{k}_char'], f'{row[f"top{k}_prob"]:.4f}')
+      cells.append(' '.join(p for p in parts if p))
     lines.append('  '.join(cells))
   return '\n'.join(lines)
 

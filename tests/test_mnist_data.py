@@ -253,3 +253,30 @@ def test_download_accepts_a_recompressed_copy_and_refuses_other_bytes(
     assert list(other.glob('.*.tmp')) == []
   finally:
     server.close()
+
+
+def test_fashion_mnist_train_predict_and_plots_show_class_names(tmp_path):
+  """Train (:smoke), predict and plot on Fashion-MNIST: the predict table
+  and the plots carry its class names, with no codepoint."""
+  # pylint: disable=g-import-not-at-top
+  import pandas as pd
+  from kmnist_jax import configlib
+  from kmnist_jax import main
+  from kmnist_jax import predict
+  root = _shared('fashion_mnist').parent
+  c = configlib.load_config_file('configs/keras_cnn.py', 'fashion_mnist,smoke')
+  c.data_dir, c.write_plots = str(root), True
+  workdir = str(tmp_path / 'w')
+  main.train_and_evaluate(c, workdir)
+  plots = sorted(p.name for p in (tmp_path / 'w' / 'plots').iterdir())
+  assert 'samples.png' in plots and 'class_distribution.png' in plots
+  images, labels = data.load('fashion_mnist', 'test[:4]', root)
+  np.save(tmp_path / 'four.npy', images)
+  predictor = predict.Predictor.from_workdir(workdir)
+  table = predictor.predict([str(tmp_path / 'four.npy')])
+  names = set(data.get_info('fashion_mnist').class_names)
+  assert set(table['top1_char']) <= names and len(table) == 4
+  assert set(table['top1_codepoint']) == {''}
+  text = predict.format_table(table, 3)
+  assert 'U+' not in text and any(n in text for n in names)
+  assert isinstance(table, pd.DataFrame) and labels.shape == (4,)
