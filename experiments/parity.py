@@ -86,6 +86,8 @@ RECIPE_FIELDS = (
     'tta_shift')
 SEPARATION_RUN = 20  # Consecutive steps for the loss bands to count apart.
 PROXY_SIZES = (8000, 2000)  # test[:8000], test[8000:].
+# The datasets whose test set the PyTorch side reads (torch_models.load_test).
+PROXY_DATASETS = ('kmnist', 'mnist', 'fashion_mnist')
 
 
 def onecycle_params() -> dict:
@@ -110,11 +112,13 @@ def compressed_config(name: str, epochs: int, seed: int, data_dir: str = '',
                       sizes: tuple[int, int] = PROXY_SIZES,
                       matmul_precision: str = 'default',
                       eval_every_epoch: bool = False,
-                      k49_on_kmnist: bool = False, batch_size: int = 0):
+                      k49_on_kmnist: bool = False, batch_size: int = 0,
+                      dataset: str = ''):
   """Config `name` (`:proxy`) with its schedule compressed to `epochs`, its
   JAX side at `matmul_precision`; a K49 recipe on the KMNIST proxy with
-  `k49_on_kmnist`; `batch_size` in place of the recipe's when not 0."""
-  c = reproduce.load_config(name, 'proxy', seed, {}, data_dir)
+  `k49_on_kmnist`; `batch_size` in place of the recipe's when not 0; on
+  `dataset`'s proxy (`configs/<name>.py:<dataset>,proxy`) when given."""
+  c = reproduce.load_config(name, 'proxy', seed, {}, data_dir, dataset)
   if batch_size:
     c.batch_size = batch_size  # Both sides: torch_recipe reads it from c.
   if k49_on_kmnist and c.dataset == 'k49':
@@ -141,9 +145,10 @@ def check_portable(name: str, c) -> None:
   if c.model not in TORCH_MODELS:
     problems.append(f'model {c.model!r} has no PyTorch port '
                     f'({", ".join(TORCH_MODELS)})')
-  if c.dataset != 'kmnist':
-    problems.append(f'dataset {c.dataset!r}: the offline proxy is KMNIST '
-                    '(--k49_on_kmnist runs a K49 recipe on it)')
+  if c.dataset not in PROXY_DATASETS:
+    problems.append(f'dataset {c.dataset!r}: the proxy is a 10-class test '
+                    f'set ({", ".join(PROXY_DATASETS)}; --k49_on_kmnist runs '
+                    'a K49 recipe on KMNIST\'s)')
   if c.optimizer not in TORCH_OPTIMIZERS:
     problems.append(f'optimizer {c.optimizer!r}')
   if c.lr_schedule not in schedules.SCHEDULES:
@@ -528,6 +533,9 @@ def parse_args(argv=None):
                  default=os.environ.get('KMNIST_JAX_TORCH_PYTHON'))
   p.add_argument('--data_dir', default=os.environ.get(
       'KMNIST_JAX_DATA_DIR', '/work/shared/data/kmnist'))
+  p.add_argument('--dataset', default='', choices=('',) + PROXY_DATASETS,
+                 help="the proxy's dataset (default: each config's own); "
+                 '--data_dir may be a data root with a folder per dataset')
   p.add_argument('--jax_matmul_precision', choices=('default', 'bfloat16'),
                  default='default',
                  help="the JAX side's config.matmul_precision (PyTorch "
@@ -565,12 +573,15 @@ def main(argv=None) -> int:
                                     args.data_dir, args.steps_curve, sizes,
                                     args.jax_matmul_precision,
                                     args.eval_every_epoch, args.k49_on_kmnist,
-                                    args.batch_size)
+                                    args.batch_size, args.dataset)
             for name in args.configs}  # Every config checked before any run.
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  worker = (throughput.start_torch(args.torch_python, args.data_dir, notes)
+  from kmnist_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  torch_data = str(data_lib.resolve_data_dir(args.dataset or 'kmnist',
+                                             args.data_dir))
+  worker = (throughput.start_torch(args.torch_python, torch_data, notes)
             if args.sides != 'jax' else None)
   if args.sides == 'torch' and not worker:
     print(f'error: --sides torch needs --torch_python: {notes[-1]}',
@@ -601,7 +612,7 @@ def main(argv=None) -> int:
                                    args.steps_curve, sizes,
                                    args.jax_matmul_precision,
                                    args.eval_every_epoch, args.k49_on_kmnist,
-                                   args.batch_size)
+                                   args.batch_size, args.dataset)
         sides = []
         if args.sides != 'torch':
           with tempfile.TemporaryDirectory(prefix='parity_') as workdir:

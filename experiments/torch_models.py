@@ -33,6 +33,7 @@ SGD with momentum.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import resource
@@ -320,9 +321,28 @@ def make_optimizer(name, params):
 
 
 def load_test(data_dir):
-  imgs = np.load(os.path.join(data_dir, 'kmnist-test-imgs.npz'))['arr_0']
-  labels = np.load(os.path.join(data_dir, 'kmnist-test-labels.npz'))['arr_0']
-  return imgs, labels.astype(np.int64)
+  """The test set in `data_dir`: KMNIST's .npz files, else the idx files
+  (gzipped or not) of an MNIST-format release such as MNIST's."""
+  npz = os.path.join(data_dir, 'kmnist-test-imgs.npz')
+  if os.path.exists(npz):
+    imgs = np.load(npz)['arr_0']
+    labels = np.load(os.path.join(data_dir, 'kmnist-test-labels.npz'))['arr_0']
+    return imgs, labels.astype(np.int64)
+  return (_read_idx(data_dir, 't10k-images-idx3-ubyte'),
+          _read_idx(data_dir, 't10k-labels-idx1-ubyte').astype(np.int64))
+
+
+def _read_idx(data_dir, stem):
+  path = os.path.join(data_dir, stem)
+  if os.path.exists(path + '.gz'):
+    with gzip.open(path + '.gz', 'rb') as f:
+      raw = f.read()
+  else:
+    with open(path, 'rb') as f:
+      raw = f.read()
+  dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], 'big')
+          for i in range(raw[3])]
+  return np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(dims)
 
 
 def _minor_faults() -> int:

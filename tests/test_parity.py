@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from kmnist_jax import augment
+from kmnist_jax import configlib
 from kmnist_jax import optim
 from kmnist_jax.errors import UserError
 
@@ -477,3 +478,27 @@ def test_torch_ports_have_our_layers():
     assert len(shapes) == len(ours) > 40 and shapes == ours, name
     assert shape == [2, 49]
   assert [3, 3, 1, 96] in out['shake_shake26_2x96d'][0]
+
+
+def test_mnist_proxy_jax_side(tmp_path):
+  """`--dataset mnist` with a data root: the recipe on MNIST's test split,
+  its constants moved with it; a K49-only dataset is refused in one line."""
+  root = REPO.parent / 'shared' / 'data'
+  if not (root / 'mnist' / 't10k-images-idx3-ubyte.gz').is_file():
+    pytest.skip(f'MNIST files not available in {root / "mnist"}')
+  c = parity.compressed_config('resnet_preact20_cutout', 2, 0, str(root),
+                               dataset='mnist')
+  assert (c.dataset, c.input_mean, c.cutout_fill, c.num_epochs) == (
+      'mnist', 0.1307, 0.1307, 2)
+  out = tmp_path / 'res' / 'mnist'
+  assert parity.main(['--configs', 'keras_cnn', '--dataset', 'mnist',
+                      '--sides', 'jax', '--epochs', '1', '--seeds', '1',
+                      '--steps_curve', '2',
+                      '--train_examples', '256', '--eval_examples', '128',
+                      '--data_dir', str(root), '--out', str(out)]) == 0
+  run, = json.load(open(f'{out}_runs.json'))['runs']
+  assert run['side'] == 'jax' and len(run['losses']) == 2
+  assert run['accuracy'] > 0.3  # MNIST learns in 2 steps of 128
+  with pytest.raises(UserError, match="dataset 'k49': the proxy is a 10-class"):
+    parity.check_portable('k49_keras_cnn', configlib.load_config_file(
+        str(REPO / 'configs' / 'k49_keras_cnn.py'), 'proxy'))
