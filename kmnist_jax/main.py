@@ -14,12 +14,14 @@ import difflib
 import logging as logging_std
 import re
 import sys
+import time
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from kmnist_jax import console
 from kmnist_jax.errors import UserError
 from kmnist_jax.errors import one_line
 
@@ -103,17 +105,20 @@ def _run(argv) -> int:
                          _NUM_PROCESSES.value, _PROCESS_ID.value)
   if not distributed.is_main():  # Process 0 logs for all.
     logging.set_verbosity(logging.WARNING)
-  logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
-               jax.process_count(), jax.devices())
+    console.set_quiet(True)
+  console.say(f'JAX process {jax.process_index()}/{jax.process_count()}, '
+              f'devices: {jax.devices()}')
   mode = _MODE.value
   if mode == 'train':
     if _CONFIG.value is None:
       raise UserError('--config is required for --mode train, e.g. '
                       '--config configs/default.py:proxy')
+    t0 = time.time()
     _, summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    for line in console.summary_lines(_CONFIG.value, _WORKDIR.value, summary,
+                                      time.time() - t0):
+      console.say(line)
     if summary['interrupted']:
-      logging.warning('Stopped by %s; checkpoint saved. Rerun the same command '
-                      'to resume.', summary['interrupted'])
       return 130 if summary['interrupted'] == 'SIGINT' else 0
     return 0
   if mode == 'eval':
