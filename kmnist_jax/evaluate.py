@@ -195,13 +195,26 @@ def write_results(config, workdir: str, images, labels, indices, probs,
   if not distributed.is_main():
     return
   path = os.path.join(workdir, f'eval_{workdir_lib.split_name(split)}.json')
-  fileio.write_json(path, result)
-  write_probabilities(
-      probabilities_path(workdir, split), probs, labels, indices,
-      probabilities_meta(config, workdir, split, result['checkpoint_step']))
-  result['path'] = path
-  if plots and config.write_plots:
-    _write_eval_plots(config, workdir, split, images, labels, probs, result)
+  target = path  # The file being written, named if it fails.
+  try:
+    fileio.write_json(path, result)
+    target = probabilities_path(workdir, split)
+    write_probabilities(
+        target, probs, labels, indices,
+        probabilities_meta(config, workdir, split, result['checkpoint_step']))
+    result['path'] = path
+    if plots and config.write_plots:
+      target = os.path.join(workdir, 'plots')
+      _write_eval_plots(config, workdir, split, images, labels, probs, result)
+  except OSError as e:
+    result['write_error'] = write_error(target, e)
+
+
+def write_error(path: str, error: OSError) -> str:
+  """The one line for results computed but not written to `path`."""
+  return (f'{os.path.dirname(os.path.abspath(path))}: cannot write '
+          f'{os.path.basename(path)} ({error.strerror or error}); the result '
+          'above is not saved')
 
 
 def _write_eval_plots(config, workdir, split, images, labels, probs, result):

@@ -32,8 +32,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'],
                           'What to do.')
 _CHECKPOINT_STEP = flags.DEFINE_integer(
-    'checkpoint_step', -1, 'Checkpoint step for eval/predict; -1: latest for '
-    'eval, best for predict.')
+    'checkpoint_step', -1, 'Checkpoint step for eval, predict and ensembles; '
+    '-1: the latest (all three use the same one).')
 _PREDICT_INPUT = flags.DEFINE_multi_string(
     'predict_input', [], 'Images, folders or .npy/.npz arrays to predict.')
 _PREDICT_OUTPUT = flags.DEFINE_string(
@@ -122,26 +122,43 @@ def _run(argv) -> int:
       return 130 if summary['interrupted'] == 'SIGINT' else 0
     return 0
   if mode == 'eval':
-    members = [w for v in _ENSEMBLE.value for w in v.split(',') if w]
-    if members:
-      from kmnist_jax import ensemble  # pylint: disable=g-import-not-at-top
-      result = ensemble.evaluate([_WORKDIR.value] + members, _CONFIG.value,
-                                 _CHECKPOINT_STEP.value)
-    else:
-      result = evaluate(_CONFIG.value, _WORKDIR.value, _CHECKPOINT_STEP.value)
-    if not distributed.is_main():
-      return 0
-    print(f'{result["dataset"]} {result["split"]} (checkpoint step '
-          f'{result["checkpoint_step"]}, {result["num_examples"]} examples): '
-          f'accuracy {result["accuracy"]:.4f}, balanced accuracy '
-          f'{result["balanced_accuracy"]:.4f}')
-    if 'path' in result:
-      print(f'wrote {result["path"]}')
-    return 0
+    return _eval_command()
   from kmnist_jax import predict  # pylint: disable=g-import-not-at-top
   return predict.main(_WORKDIR.value, _PREDICT_INPUT.value,
                       _PREDICT_OUTPUT.value, _TOP_K.value,
                       _CHECKPOINT_STEP.value)
+
+
+def _eval_command() -> int:
+  """`--mode eval`, of one workdir or an ensemble: prints the result; a
+  result that cannot be written is printed, then one error line (exit 1)."""
+  from kmnist_jax import distributed  # pylint: disable=g-import-not-at-top
+  members = [w for v in _ENSEMBLE.value for w in v.split(',') if w]
+  if members:
+    from kmnist_jax import ensemble  # pylint: disable=g-import-not-at-top
+    result = ensemble.evaluate([_WORKDIR.value] + members, _CONFIG.value,
+                               _CHECKPOINT_STEP.value)
+  else:
+    result = evaluate(_CONFIG.value, _WORKDIR.value, _CHECKPOINT_STEP.value)
+  if not distributed.is_main():
+    return 0
+  step, several = result['checkpoint_step'], ''
+  which = ''
+  if isinstance(step, list):
+    step, several = ', '.join(map(str, step)), 's'
+    which = ', the latest of each' if _CHECKPOINT_STEP.value < 0 else ''
+  elif _CHECKPOINT_STEP.value < 0 and step:  # k-NN and SVM fits: step 0.
+    which = ', the latest'
+  print(f'{result["dataset"]} {result["split"]} (checkpoint step{several} '
+        f'{step}{which}, {result["num_examples"]} examples): '
+        f'accuracy {result["accuracy"]:.4f}, balanced accuracy '
+        f'{result["balanced_accuracy"]:.4f}', flush=True)
+  if 'path' in result:
+    print(f'wrote {result["path"]}')
+  if 'write_error' in result:
+    print(f'error: {result["write_error"]}', file=sys.stderr)
+    return 1
+  return 0
 
 
 _OVERRIDE = re.compile(r'^--?(?:no)?config\.([^=]+)')

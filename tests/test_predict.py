@@ -157,7 +157,8 @@ def test_main_prints_table_errors_and_writes_csv_and_gallery(
       f'{float(r["top1_prob"]):.4f}', r['top2_index'], r['top2_codepoint'],
       r['top2_char'], f'{float(r["top2_prob"]):.4f}']
   step = predict.Predictor.from_workdir(workdir).step
-  assert lines[5] == f'wrote {out_csv} (4 predictions, checkpoint step {step})'
+  assert lines[5] == (f'wrote {out_csv} (4 predictions, checkpoint step '
+                      f'{step}, the latest)')
   gallery = os.path.join(workdir, 'plots', 'predictions.png')
   assert lines[6] == f'wrote {gallery}'
   with Image.open(gallery) as im:
