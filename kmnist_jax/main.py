@@ -3,6 +3,12 @@
   python -m kmnist_jax.main --config configs/keras_cnn.py:proxy --workdir W
   python -m kmnist_jax.main --mode eval --workdir W
   python -m kmnist_jax.main --mode predict --workdir W --predict_input img.png
+  python -m kmnist_jax.main --config configs/default.py:proxy --show_config
+
+Every configs/<exp>.py takes a variant: none (the full experiment), :proxy
+(the offline proxy, needing only the test files) or :smoke (2 steps, for
+tests). Ctrl-C stops after the current step and saves a checkpoint; a
+second Ctrl-C aborts at once, keeping the last complete checkpoint.
 
 Errors in input print one line and exit non-zero; `--debug` shows the
 traceback.
@@ -26,8 +32,15 @@ from kmnist_jax.errors import UserError
 from kmnist_jax.errors import one_line
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file, e.g. configs/default.py:proxy.',
-    lock_config=True)
+    'config', None, 'Experiment config file and variant: configs/<exp>.py '
+    '(the full experiment), configs/<exp>.py:proxy (the offline proxy: trains '
+    'on test[:8000], evaluates on test[8000:], needs only the two test files; '
+    'never a benchmark result) or configs/<exp>.py:smoke (2 train steps, for '
+    'tests). Override a field with --config.FIELD=VALUE; --show_config lists '
+    'the fields.', lock_config=True)
+_SHOW_CONFIG = flags.DEFINE_bool(
+    'show_config', False, 'Print the resolved --config (variant and '
+    '--config.FIELD overrides applied), each field with its meaning, and exit.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'],
                           'What to do.')
@@ -91,6 +104,13 @@ def evaluate(config, workdir: str, checkpoint_step: int = -1) -> dict:
 def _run(argv) -> int:
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if _SHOW_CONFIG.value:
+    if _CONFIG.value is None:
+      raise UserError('--show_config needs --config, e.g. --config '
+                      'configs/default.py:proxy --show_config')
+    from kmnist_jax import config_help  # pylint: disable=g-import-not-at-top
+    print(config_help.describe(_CONFIG.value, _config_arg(sys.argv) or ''))
+    return 0
   # Imported here so `--help` and flag errors stay fast.
   import jax  # pylint: disable=g-import-not-at-top
   from kmnist_jax import distributed  # pylint: disable=g-import-not-at-top
