@@ -75,8 +75,11 @@ def train_and_evaluate(config, workdir: str):
   """Trains `config` in `workdir`: gradient training (`train`), or the fit
   of a k-NN (`knn`) or SVM (`svm`) baseline when `config.model` names one."""
   # pylint: disable=g-import-not-at-top
+  from kmnist_jax import datacheck
   from kmnist_jax import knn
   from kmnist_jax import svm
+  if config.model in knn.METHODS + svm.METHODS:
+    datacheck.fetch_missing(config)  # All missing files named at once.
   if config.model in knn.METHODS:
     return knn.train_and_evaluate(config, workdir)
   if config.model in svm.METHODS:

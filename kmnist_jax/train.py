@@ -21,6 +21,7 @@ from kmnist_jax import augment
 from kmnist_jax import checkpointing
 from kmnist_jax import console
 from kmnist_jax import data as data_lib
+from kmnist_jax import datacheck
 from kmnist_jax import distributed
 from kmnist_jax import input_pipeline
 from kmnist_jax import metrics as metrics_lib
@@ -182,6 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   workdir_lib.check_same_run(config, workdir)  # Before the lock file exists.
   with workdir_lib.main_process_lock(workdir), contextlib.ExitStack() as stack:
     workdir_lib.check_same_run(config, workdir)  # Before checkpoints/ does.
+    datacheck.fetch_missing(config)  # All missing files named at once.
     t_start = time.time()
     num_classes = data_lib.get_info(config.dataset).num_classes
     mesh = steps.make_mesh()
