@@ -175,7 +175,7 @@ def summary_lines(config, workdir: str, summary: dict,
   if 'accuracy' in final or records:
     acc = final.get('accuracy', records[-1]['accuracy'] if records else None)
     text = f'{config.eval_split}: final accuracy {acc:.4f}'
-    if records:
+    if len(records) > 1:  # Epochs of training; a fit has one record.
       best = max(records, key=lambda r: r['accuracy'])
       text += (f', best {best["accuracy"]:.4f} (step {best["step"]}, '
                f'epoch {best["epoch"]})')

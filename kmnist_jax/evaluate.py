@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from kmnist_jax import checkpointing
 from kmnist_jax import configlib
+from kmnist_jax import console
 from kmnist_jax import data as data_lib
 from kmnist_jax import distributed
 from kmnist_jax import fileio
@@ -170,10 +171,12 @@ def evaluate_probabilities(config: ml_collections.ConfigDict | None,
   split = config.test_split or config.eval_split
   info = data_lib.get_info(config.dataset)
   images, labels, indices = load_split(config, split)
-  log_probs = steps.infer(
-      steps.make_infer_fn(graphdef, config.get('tta_shift', 0),
-                          steps.matmul_precision(config)), state,
-      images, config.eval_batch_size)
+  batches = -(-len(images) // config.eval_batch_size)
+  with console.Bar(batches, f'eval {split}', unit='batch') as bar:
+    log_probs = steps.infer(
+        steps.make_infer_fn(graphdef, config.get('tta_shift', 0),
+                            steps.matmul_precision(config)), state,
+        images, config.eval_batch_size, bar.update if bar.on else None)
   probs = steps.probabilities(log_probs)
   result = metrics_lib.from_probabilities(probs, labels, info.num_classes,
                                           log_probs)
