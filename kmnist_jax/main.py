@@ -321,6 +321,11 @@ def main(argv):
       raise
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except KeyboardInterrupt:  # Ctrl-C outside training's steps.
+    if _DEBUG.value:
+      raise
+    print('\nerror: interrupted (Ctrl-C)', file=sys.stderr)
+    return 130
 
 
 if __name__ == '__main__':
