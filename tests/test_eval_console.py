@@ -127,3 +127,17 @@ def test_eval_of_a_read_only_workdir_prints_the_accuracy_and_one_error(
                     '(Read-only file system); the result above is not '
                     'saved'], proc.stderr
   assert sorted(p.name for p in trained.iterdir()) == before
+
+
+def test_an_ensemble_scores_the_latest_checkpoint_of_each(trained, tmp_path):
+  other = tmp_path / 'other'
+  proc = _main('--config', 'configs/seed_cnn.py:smoke',
+               '--config.num_epochs=2', '--workdir', str(other))
+  assert proc.returncode == 0, proc.stderr
+  ev = _main('--mode', 'eval', '--workdir', str(trained), '--ensemble',
+             str(other))
+  assert ev.returncode == 0, ev.stderr
+  _no_orbax_warnings(ev.stderr)
+  assert ev.stdout.startswith('kmnist test[8000:8064] (checkpoint steps 6, '
+                              '4, the latest of each, 64 examples): '), (
+                                  ev.stdout)
