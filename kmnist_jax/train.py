@@ -175,8 +175,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Returns the final train state and a dict of metrics: `train`, `eval` (and
   `test` when `config.test_split` is set), each the metrics of the last
   epoch, plus `history` (all records written to metrics.jsonl this run),
-  `steps_per_epoch`, `epoch_seconds` and `interrupted` (the signal name when
-  SIGTERM/SIGINT stopped the run early, else '').
+  `steps_per_epoch`, `epoch_seconds`, `interrupted` (the signal name when
+  SIGTERM/SIGINT stopped the run early, else ''), `step` and `total_steps`,
+  `already_complete` (the workdir had finished before this call) and
+  `wall_seconds` (over all resumes); `console.summary_lines` prints it.
   """
   check_config(config)
   workdir_lib.prepare_workdir(workdir)
