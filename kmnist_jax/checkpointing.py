@@ -32,12 +32,20 @@ def _metric(metrics: dict) -> float:
   return float(metrics[BEST_METRIC])
 
 
+# Orbax warnings that say nothing to a user: each save without eval metrics
+# (epochs before `config.eval_from_epoch` and mid-epoch saves have none by
+# design), and two on every read-only open (eval, predict, ensembles), one
+# of them ("Given directory is read only") printed for writable folders too.
+_NOISE = ('did not provide metrics', 'read_only=True, setting '
+          'save_interval_steps=0', 'Given directory is read only')
+
+
 class _NoMetricsNote(std_logging.Filter):
-  """Drops Orbax's warning on each save without eval metrics: epochs before
-  `config.eval_from_epoch` and mid-epoch saves have none by design."""
+  """Drops `_NOISE`, Orbax's warnings that say nothing to a user."""
 
   def filter(self, record):
-    return 'did not provide metrics' not in record.getMessage()
+    message = record.getMessage()
+    return not any(n in message for n in _NOISE)
 
 
 def _quiet_missing_metrics() -> None:

@@ -93,6 +93,9 @@ def evaluate(workdirs: list[str], config=None,
   if distributed.is_main():
     path = os.path.join(workdirs[0],
                         f'ensemble_eval_{workdir_lib.split_name(split)}.json')
-    fileio.write_json(path, result)
-    result['path'] = path
+    try:
+      fileio.write_json(path, result)
+      result['path'] = path
+    except OSError as e:
+      result['write_error'] = evaluate_lib.write_error(path, e)
   return result

@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from kmnist_jax import checkpointing
 from kmnist_jax import configlib
+from kmnist_jax import console
 from kmnist_jax import data as data_lib
 from kmnist_jax import distributed
 from kmnist_jax import fileio
@@ -170,10 +171,12 @@ def evaluate_probabilities(config: ml_collections.ConfigDict | None,
   split = config.test_split or config.eval_split
   info = data_lib.get_info(config.dataset)
   images, labels, indices = load_split(config, split)
-  log_probs = steps.infer(
-      steps.make_infer_fn(graphdef, config.get('tta_shift', 0),
-                          steps.matmul_precision(config)), state,
-      images, config.eval_batch_size)
+  batches = -(-len(images) // config.eval_batch_size)
+  with console.Bar(batches, f'eval {split}', unit='batch') as bar:
+    log_probs = steps.infer(
+        steps.make_infer_fn(graphdef, config.get('tta_shift', 0),
+                            steps.matmul_precision(config)), state,
+        images, config.eval_batch_size, bar.update if bar.on else None)
   probs = steps.probabilities(log_probs)
   result = metrics_lib.from_probabilities(probs, labels, info.num_classes,
                                           log_probs)
@@ -195,13 +198,26 @@ def write_results(config, workdir: str, images, labels, indices, probs,
   if not distributed.is_main():
     return
   path = os.path.join(workdir, f'eval_{workdir_lib.split_name(split)}.json')
-  fileio.write_json(path, result)
-  write_probabilities(
-      probabilities_path(workdir, split), probs, labels, indices,
-      probabilities_meta(config, workdir, split, result['checkpoint_step']))
-  result['path'] = path
-  if plots and config.write_plots:
-    _write_eval_plots(config, workdir, split, images, labels, probs, result)
+  target = path  # The file being written, named if it fails.
+  try:
+    fileio.write_json(path, result)
+    target = probabilities_path(workdir, split)
+    write_probabilities(
+        target, probs, labels, indices,
+        probabilities_meta(config, workdir, split, result['checkpoint_step']))
+    result['path'] = path
+    if plots and config.write_plots:
+      target = os.path.join(workdir, 'plots')
+      _write_eval_plots(config, workdir, split, images, labels, probs, result)
+  except OSError as e:
+    result['write_error'] = write_error(target, e)
+
+
+def write_error(path: str, error: OSError) -> str:
+  """The one line for results computed but not written to `path`."""
+  return (f'{os.path.dirname(os.path.abspath(path))}: cannot write '
+          f'{os.path.basename(path)} ({error.strerror or error}); the result '
+          'above is not saved')
 
 
 def _write_eval_plots(config, workdir, split, images, labels, probs, result):

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kmnist_jax import console
 from kmnist_jax import data as data_lib
 from kmnist_jax import distributed
 from kmnist_jax import evaluate as evaluate_lib
@@ -144,6 +145,7 @@ def kneighbors(fitted: Fitted, queries: np.ndarray, batch_size: int = 0):
   batch_size = batch_size or int(max(1, min(1024, (1 << 26) // max(n, 1))))
   out_d, out_i = [], []
   dims = fitted.features.shape[1]
+  bar = console.Bar(-(-len(queries) // batch_size), 'k-NN', unit='batch')
   for start in range(0, len(queries), batch_size):
     q = queries[start:start + batch_size]
     pad = np.zeros((batch_size - len(q), dims))
@@ -166,6 +168,8 @@ def kneighbors(fitted: Fitted, queries: np.ndarray, batch_size: int = 0):
         d2k[unsafe], idx[unsafe] = _exact_rows(q[unsafe], fitted.features, k)
     out_d.append(d2k)
     out_i.append(idx)
+    bar.update()
+  bar.close()
   if not out_d:
     return np.zeros((0, k)), np.zeros((0, k), np.int64)
   return np.concatenate(out_d), np.concatenate(out_i)

@@ -3,6 +3,13 @@
   python -m kmnist_jax.main --config configs/keras_cnn.py:proxy --workdir W
   python -m kmnist_jax.main --mode eval --workdir W
   python -m kmnist_jax.main --mode predict --workdir W --predict_input img.png
+  python -m kmnist_jax.main --config configs/default.py:proxy --show_config
+
+Every configs/<exp>.py takes a variant: none (the full experiment), :proxy
+(the offline proxy, needing only the test files) or :smoke (2 steps, for
+tests), and a dataset to run the recipe on: :mnist, :fashion_mnist,
+:kmnist, :k49, alone or with a variant (:mnist,proxy). Ctrl-C stops after the current step and saves a checkpoint; a
+second Ctrl-C aborts at once, keeping the last complete checkpoint.
 
 Errors in input print one line and exit non-zero; `--debug` shows the
 traceback.
@@ -14,24 +21,34 @@ import difflib
 import logging as logging_std
 import re
 import sys
+import time
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from kmnist_jax import console
 from kmnist_jax.errors import UserError
 from kmnist_jax.errors import one_line
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file, e.g. configs/default.py:proxy.',
-    lock_config=True)
+    'config', None, 'Experiment config file and variant: configs/<exp>.py '
+    '(the full experiment), configs/<exp>.py:proxy (the offline proxy: trains '
+    'on test[:8000], evaluates on test[8000:], needs only the two test files; '
+    'never a benchmark result) or configs/<exp>.py:smoke (2 train steps, for '
+    'tests); a dataset, alone or with a variant, runs the recipe on it: '
+    'configs/<exp>.py:mnist, :fashion_mnist,proxy. Override a field with --config.FIELD=VALUE; --show_config lists '
+    'the fields.', lock_config=True)
+_SHOW_CONFIG = flags.DEFINE_bool(
+    'show_config', False, 'Print the resolved --config (variant and '
+    '--config.FIELD overrides applied), each field with its meaning, and exit.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'],
                           'What to do.')
 _CHECKPOINT_STEP = flags.DEFINE_integer(
-    'checkpoint_step', -1, 'Checkpoint step for eval/predict; -1: latest for '
-    'eval, best for predict.')
+    'checkpoint_step', -1, 'Checkpoint step for eval, predict and ensembles; '
+    '-1: the latest (all three use the same one).')
 _PREDICT_INPUT = flags.DEFINE_multi_string(
     'predict_input', [], 'Images, folders or .npy/.npz arrays to predict.')
 _PREDICT_OUTPUT = flags.DEFINE_string(
@@ -61,9 +78,12 @@ def train_and_evaluate(config, workdir: str):
   of a k-NN (`knn`) or SVM (`svm`) baseline when `config.model` names one."""
   # pylint: disable=g-import-not-at-top
   from kmnist_jax import configlib
+  from kmnist_jax import datacheck
   from kmnist_jax import knn
   from kmnist_jax import svm
   configlib.check_dataset_stats(config)
+  if config.model in knn.METHODS + svm.METHODS:
+    datacheck.fetch_missing(config)  # All missing files named at once.
   if config.model in knn.METHODS:
     return knn.train_and_evaluate(config, workdir)
   if config.model in svm.METHODS:
@@ -91,6 +111,13 @@ def evaluate(config, workdir: str, checkpoint_step: int = -1) -> dict:
 def _run(argv) -> int:
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if _SHOW_CONFIG.value:
+    if _CONFIG.value is None:
+      raise UserError('--show_config needs --config, e.g. --config '
+                      'configs/default.py:proxy --show_config')
+    from kmnist_jax import config_help  # pylint: disable=g-import-not-at-top
+    print(config_help.describe(_CONFIG.value, _config_arg(sys.argv) or ''))
+    return 0
   # Imported here so `--help` and flag errors stay fast.
   import jax  # pylint: disable=g-import-not-at-top
   from kmnist_jax import distributed  # pylint: disable=g-import-not-at-top
@@ -105,40 +132,60 @@ def _run(argv) -> int:
                          _NUM_PROCESSES.value, _PROCESS_ID.value)
   if not distributed.is_main():  # Process 0 logs for all.
     logging.set_verbosity(logging.WARNING)
-  logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
-               jax.process_count(), jax.devices())
+    console.set_quiet(True)
+  console.say(f'JAX process {jax.process_index()}/{jax.process_count()}, '
+              f'devices: {jax.devices()}')
   mode = _MODE.value
   if mode == 'train':
     if _CONFIG.value is None:
       raise UserError('--config is required for --mode train, e.g. '
                       '--config configs/default.py:proxy')
+    t0 = time.time()
     _, summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    for line in console.summary_lines(_CONFIG.value, _WORKDIR.value, summary,
+                                      time.time() - t0):
+      console.say(line)
     if summary['interrupted']:
-      logging.warning('Stopped by %s; checkpoint saved. Rerun the same command '
-                      'to resume.', summary['interrupted'])
       return 130 if summary['interrupted'] == 'SIGINT' else 0
     return 0
   if mode == 'eval':
-    members = [w for v in _ENSEMBLE.value for w in v.split(',') if w]
-    if members:
-      from kmnist_jax import ensemble  # pylint: disable=g-import-not-at-top
-      result = ensemble.evaluate([_WORKDIR.value] + members, _CONFIG.value,
-                                 _CHECKPOINT_STEP.value)
-    else:
-      result = evaluate(_CONFIG.value, _WORKDIR.value, _CHECKPOINT_STEP.value)
-    if not distributed.is_main():
-      return 0
-    print(f'{result["dataset"]} {result["split"]} (checkpoint step '
-          f'{result["checkpoint_step"]}, {result["num_examples"]} examples): '
-          f'accuracy {result["accuracy"]:.4f}, balanced accuracy '
-          f'{result["balanced_accuracy"]:.4f}')
-    if 'path' in result:
-      print(f'wrote {result["path"]}')
-    return 0
+    return _eval_command()
   from kmnist_jax import predict  # pylint: disable=g-import-not-at-top
   return predict.main(_WORKDIR.value, _PREDICT_INPUT.value,
                       _PREDICT_OUTPUT.value, _TOP_K.value,
                       _CHECKPOINT_STEP.value)
+
+
+def _eval_command() -> int:
+  """`--mode eval`, of one workdir or an ensemble: prints the result; a
+  result that cannot be written is printed, then one error line (exit 1)."""
+  from kmnist_jax import distributed  # pylint: disable=g-import-not-at-top
+  members = [w for v in _ENSEMBLE.value for w in v.split(',') if w]
+  if members:
+    from kmnist_jax import ensemble  # pylint: disable=g-import-not-at-top
+    result = ensemble.evaluate([_WORKDIR.value] + members, _CONFIG.value,
+                               _CHECKPOINT_STEP.value)
+  else:
+    result = evaluate(_CONFIG.value, _WORKDIR.value, _CHECKPOINT_STEP.value)
+  if not distributed.is_main():
+    return 0
+  step, several = result['checkpoint_step'], ''
+  which = ''
+  if isinstance(step, list):
+    step, several = ', '.join(map(str, step)), 's'
+    which = ', the latest of each' if _CHECKPOINT_STEP.value < 0 else ''
+  elif _CHECKPOINT_STEP.value < 0 and step:  # k-NN and SVM fits: step 0.
+    which = ', the latest'
+  print(f'{result["dataset"]} {result["split"]} (checkpoint step{several} '
+        f'{step}{which}, {result["num_examples"]} examples): '
+        f'accuracy {result["accuracy"]:.4f}, balanced accuracy '
+        f'{result["balanced_accuracy"]:.4f}', flush=True)
+  if 'path' in result:
+    print(f'wrote {result["path"]}')
+  if 'write_error' in result:
+    print(f'error: {result["write_error"]}', file=sys.stderr)
+    return 1
+  return 0
 
 
 _OVERRIDE = re.compile(r'^--?(?:no)?config\.([^=]+)')
@@ -278,6 +325,11 @@ def main(argv):
       raise
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except KeyboardInterrupt:  # Ctrl-C outside training's steps.
+    if _DEBUG.value:
+      raise
+    print('\nerror: interrupted (Ctrl-C)', file=sys.stderr)
+    return 130
 
 
 if __name__ == '__main__':

@@ -9,8 +9,9 @@ From Python (a notebook)::
   table = predictor.predict(['scan.png', 'folder/'], top_k=3)  # DataFrame
 
 Only the workdir is needed: the model and the class map come from its saved
-config; the checkpoint is `checkpoint_step`, else the best by eval accuracy
-(else the latest). Inputs are read by `kmnist_jax.inputs` and framed in the
+config; the checkpoint is `checkpoint_step`, else the latest: the one
+`--mode eval` and ensembles score by default, so that top-1 on the eval
+split equals eval's accuracy. Inputs are read by `kmnist_jax.inputs` and framed in the
 KMNIST convention by `kmnist_jax.preprocess`. The forward pass runs in
 batches of a fixed size (the last one padded), so it compiles once.
 
@@ -79,9 +80,10 @@ class Predictor:
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint_step: int = -1,
                    batch_size: int | None = None) -> 'Predictor':
-    """Restores checkpoint `checkpoint_step`, else the best, of `workdir`."""
+    """Restores checkpoint `checkpoint_step`, else the latest, of
+    `workdir` (as `--mode eval` does)."""
     config, graphdef, state, step = evaluate_lib.restore_for_inference(
-        workdir, checkpoint_step, prefer='best')
+        workdir, checkpoint_step)
     classes = data_lib.class_map(config.dataset, config.data_dir or None)
     return cls(config, graphdef, state, step, classes, batch_size, workdir)
 
@@ -234,8 +236,9 @@ def main(workdir: str, inputs: list[str], output_csv: str = '',
   if result.items:
     print(format_table(result.table, top_k))
     write_csv(result.table, output_csv)
+    which = ', the latest' if checkpoint_step < 0 else ''
     print(f'wrote {show(output_csv)} ({len(result.items)} predictions, '
-          f'checkpoint step {predictor.step})')
+          f'checkpoint step {predictor.step}{which})')
     gallery = os.path.join(workdir, 'plots', 'predictions.png')
     try:
       from kmnist_jax import plots  # pylint: disable=g-import-not-at-top

@@ -235,8 +235,9 @@ def make_eval_step(graphdef, num_classes: int, batch_size: int,
 
 
 def evaluate_arrays(eval_step, state: TrainState, ev: input_pipeline.EvalData,
-                    num_classes: int) -> dict:
-  """Evaluates every example of `ev` once; returns metrics and confusion."""
+                    num_classes: int, progress=None) -> dict:
+  """Evaluates every example of `ev` once; returns metrics and confusion.
+  `progress()`, if given, is called after each batch finishes."""
   # Placed like the step's outputs, so the second batch reuses the first
   # batch's compilation.
   acc = jax.device_put((jnp.zeros((), jnp.float32),
@@ -245,6 +246,9 @@ def evaluate_arrays(eval_step, state: TrainState, ev: input_pipeline.EvalData,
   for i in range(ev.num_batches):
     acc = eval_step(state.params, state.batch_stats, ev.images, ev.labels,
                     ev.mask, acc, i)
+    if progress is not None:
+      jax.block_until_ready(acc)
+      progress()
   loss_sum, confusion = jax.device_get(acc)
   return metrics_lib.with_confusion(confusion, loss_sum)
 
@@ -263,13 +267,14 @@ def make_infer_fn(graphdef, tta_shift: int = 0, precision: str = 'default'):
   return infer_fn
 
 
-def infer(infer_fn, state, images: np.ndarray,
-          batch_size: int) -> np.ndarray:
+def infer(infer_fn, state, images: np.ndarray, batch_size: int,
+          progress=None) -> np.ndarray:
   """float32 (N, C) log-probabilities of uint8 `images` (N, 28, 28).
 
   Every batch has `batch_size` rows (the last one is padded), so one
   compilation of `infer_fn` (from `make_infer_fn`) serves any N; with
-  several processes each one passes the same images.
+  several processes each one passes the same images. `progress()`, if
+  given, is called after each batch.
   """
   params, batch_stats = state.params, state.batch_stats
   sharding = jax.tree.leaves(params)[0].sharding
@@ -284,6 +289,8 @@ def infer(infer_fn, state, images: np.ndarray,
           [batch, np.zeros((batch_size - n,) + batch.shape[1:], np.uint8)])
     log_probs = infer_fn(params, batch_stats, put(batch))
     out.append(np.asarray(log_probs.addressable_data(0), np.float32)[:n])
+    if progress is not None:
+      progress()
   if not out:
     return np.zeros((0, 0), np.float32)
   return np.concatenate(out)

@@ -33,6 +33,7 @@ import warnings
 
 import numpy as np
 
+from kmnist_jax import console
 from kmnist_jax import data as data_lib
 from kmnist_jax import distributed
 from kmnist_jax import evaluate as evaluate_lib
@@ -102,6 +103,8 @@ def fit(images: np.ndarray, labels: np.ndarray, num_classes: int,
     raise UserError(f'SVM: the training split has {len(np.unique(labels))} '
                     'class; expected at least 2')
   svc = svc_class(kernel='rbf', C=c, gamma=gamma, cache_size=CACHE_MB)
+  console.say(f'SVM: fitting scikit-learn\'s SVC on {len(labels)} images '
+              '(it reports no progress)')
   with warnings.catch_warnings():
     # Labels are classes, even when there are few examples per class.
     warnings.filterwarnings('ignore', message='The number of unique classes')
@@ -125,6 +128,7 @@ def votes(machine: Machine, x: np.ndarray, batch_size: int = 512
   bounds = np.concatenate([[0], np.cumsum(m.n_support)])
   sv_sq = np.einsum('sd,sd->s', m.support_vectors, m.support_vectors)
   out = np.zeros((len(x), m.num_classes))
+  bar = console.Bar(-(-len(x) // batch_size), 'SVM', unit='batch')
   for start in range(0, len(x), batch_size):
     xb = x[start:start + batch_size]
     d2 = (np.einsum('qd,qd->q', xb, xb)[:, None] + sv_sq[None]
@@ -142,6 +146,8 @@ def votes(machine: Machine, x: np.ndarray, batch_size: int = 512
         winner = np.where(dec > 0, m.classes[i], m.classes[j])
         np.add.at(out, (start + rows, winner), 1.0)
         pair += 1
+    bar.update()
+  bar.close()
   return out
 
 

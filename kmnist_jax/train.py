@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import signal
-import threading
 import time
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -22,15 +19,20 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from kmnist_jax import augment
 from kmnist_jax import checkpointing
+from kmnist_jax import console
 from kmnist_jax import data as data_lib
+from kmnist_jax import datacheck
 from kmnist_jax import distributed
 from kmnist_jax import input_pipeline
 from kmnist_jax import metrics as metrics_lib
 from kmnist_jax import models
 from kmnist_jax import optim
 from kmnist_jax import steps
+from kmnist_jax import stopping
 from kmnist_jax import workdir as workdir_lib
 from kmnist_jax.errors import UserError
+
+StopRequest = stopping.StopRequest  # Its old home.
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -68,38 +70,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     models.create_model(config.model, 1)  # Raises with the valid names.
   optim.create_optimizer(config, 1)  # Unknown optimizer / schedule.
   augment.check_config(config)
-
-
-class StopRequest:
-  """SIGTERM/SIGINT set a flag; the loop saves a checkpoint and returns."""
-
-  def __init__(self):
-    self.signum = None
-    self._old = {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for s in (signal.SIGTERM, signal.SIGINT):
-        self._old[s] = signal.signal(s, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signum = signum
-
-  def __exit__(self, *exc):
-    for s, h in self._old.items():
-      signal.signal(s, h)
-
-  def requested(self, sync_point: bool) -> str:
-    """The signal's name if any process got one, else ''. With several
-    processes they agree at sync points (log steps, epoch ends) only, so
-    all stop after the same step."""
-    if jax.process_count() == 1:
-      got = self.signum is not None
-    else:
-      got = sync_point and distributed.any_process(self.signum is not None)
-    return signal.Signals(self.signum or signal.SIGTERM).name if got else ''
 
 
 @dataclasses.dataclass
@@ -181,7 +151,8 @@ def epoch_batches(config, epoch: int, num_examples: int, spe: int, sharding):
       sharding)
 
 
-def restore_or_init(config, ckpt, num_classes: int, tx, sharding
+def restore_or_init(config, ckpt, num_classes: int, tx, sharding,
+                    steps_per_epoch: int = 0
                     ) -> tuple[steps.TrainState, float, int | None]:
   """(train state, wall time so far, restored step or None): the latest
   readable checkpoint's (unreadable newer ones are set aside), else new."""
@@ -191,8 +162,9 @@ def restore_or_init(config, ckpt, num_classes: int, tx, sharding
     # Built on the devices, replicated: nothing crosses hosts.
     return steps.jit_init_state(config, num_classes, tx, sharding)(), 0.0, None
   latest, state, meta = restored
-  logging.info('Resumed from %s at step %d (epoch %d).', ckpt.directory,
-               latest, meta['iterator']['epoch'])
+  spe = steps_per_epoch or max(latest, 1)
+  console.say(f'Resumed from {ckpt.directory} at step {latest} '
+              f'({epoch_of(latest, spe, config.num_epochs)}).')
   return state, meta.get('wall_time', 0.0), latest
 
 
@@ -203,14 +175,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Returns the final train state and a dict of metrics: `train`, `eval` (and
   `test` when `config.test_split` is set), each the metrics of the last
   epoch, plus `history` (all records written to metrics.jsonl this run),
-  `steps_per_epoch`, `epoch_seconds` and `interrupted` (the signal name when
-  SIGTERM/SIGINT stopped the run early, else '').
+  `steps_per_epoch`, `epoch_seconds`, `interrupted` (the signal name when
+  SIGTERM/SIGINT stopped the run early, else ''), `step` and `total_steps`,
+  `already_complete` (the workdir had finished before this call) and
+  `wall_seconds` (over all resumes); `console.summary_lines` prints it.
   """
   check_config(config)
   workdir_lib.prepare_workdir(workdir)
   workdir_lib.check_same_run(config, workdir)  # Before the lock file exists.
   with workdir_lib.main_process_lock(workdir), contextlib.ExitStack() as stack:
     workdir_lib.check_same_run(config, workdir)  # Before checkpoints/ does.
+    datacheck.fetch_missing(config)  # All missing files named at once.
     t_start = time.time()
     num_classes = data_lib.get_info(config.dataset).num_classes
     mesh = steps.make_mesh()
@@ -232,11 +207,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     writer = metrics_lib.MetricWriter(workdir, enabled=distributed.is_main())
     stack.callback(writer.close)
     state, wall_before, latest = restore_or_init(config, ckpt, num_classes, tx,
-                                                 repl)
+                                                 repl, spe)
+    already_complete = latest is not None and latest >= total_steps
+    if already_complete:
+      console.say(f'already complete: {workdir} has finished all '
+                  f'{config.num_epochs} epochs (step {latest}); nothing to '
+                  'train')
     writer.truncate_after(-1 if latest is None else latest)
     run = Run(config, ckpt, writer, spe, wall_before - t_start)
-    loss_steps = config.get('log_loss_steps', 0)
-    if int(state.step) < loss_steps:
+    if int(state.step) < config.get('log_loss_steps', 0):
       run.step_loss(state, 0)
 
     graphdef = steps.model_graphdef(config, num_classes)
@@ -253,36 +232,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                               config.eval_batch_size, repl)
     perm_sharding = NamedSharding(mesh, P(None, 'data'))
 
-    interrupted, perm, t_epoch, log_mark = '', None, 0.0, (0.0, 0)
-    with StopRequest() as stop:
-      for step in range(int(state.step), total_steps):
-        epoch, i = divmod(step, spe)
-        if perm is None or i == 0:
-          perm = epoch_batches(config, epoch, len(train_images), spe,
-                               perm_sharding)
-          t_epoch = time.time()
-          log_mark = (t_epoch, step)
-        state = train_step(state, images_dev, labels_dev, perm, i)
-        done = step + 1
-        if done <= loss_steps:
-          run.step_loss(state, done)
-        log_step = done % config.log_every_steps == 0
-        if log_step:
-          run.check_finite(state)
-          log_mark = log_progress(log_mark, done, total_steps, epoch)
-        epoch_end = done % spe == 0
-        if epoch_end:
-          state = end_of_epoch(run, state, eval_step, eval_data, num_classes,
-                               t_epoch)
-        interrupted = stop.requested(sync_point=epoch_end or log_step)
-        if interrupted:
-          if not epoch_end:  # The epoch's end saved it already.
-            run.save(state)
-          break
-        if (not epoch_end and config.checkpoint_every_steps
-            and done % config.checkpoint_every_steps == 0):
-          run.save(state)
-
+    state, interrupted = train_loop(
+        run, state, train_step, (images_dev, labels_dev, len(train_images)),
+        perm_sharding, lambda state, t: end_of_epoch(
+            run, state, eval_step, eval_data, num_classes, t))
     if not interrupted:
       final_evaluations(run, state, eval_step, eval_data, num_classes, repl)
     ckpt.close()
@@ -290,18 +243,81 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       write_plots(config, workdir, train_images, train_labels, eval_labels,
                   run.summary['eval'])
   run.summary.update(history=run.history, steps_per_epoch=spe,
-                     epoch_seconds=run.epoch_seconds, interrupted=interrupted)
+                     epoch_seconds=run.epoch_seconds, interrupted=interrupted,
+                     step=int(state.step), total_steps=total_steps,
+                     already_complete=already_complete,
+                     wall_seconds=run.wall())
   return state, run.summary
 
 
+def train_loop(run: Run, state: steps.TrainState, train_step, train_data,
+               perm_sharding, epoch_end_fn) -> tuple[steps.TrainState, str]:
+  """The steps from `state`'s to the last: (final state, the name of the
+  signal that stopped them early or ''). `train_data`: (device images,
+  device labels, number of examples); `epoch_end_fn(state, t_epoch)` ends
+  an epoch (`end_of_epoch`)."""
+  config, spe = run.config, run.steps_per_epoch
+  total_steps = spe * config.num_epochs
+  loss_steps = config.get('log_loss_steps', 0)
+  interrupted, perm, t_epoch, log_mark = '', None, 0.0, (0.0, 0)
+  bar = console.Bar(0, '', enabled=False)
+  with stopping.StopRequest(run.ckpt.directory) as stop:
+    for step in range(int(state.step), total_steps):
+      epoch, i = divmod(step, spe)
+      if perm is None or i == 0:
+        perm = epoch_batches(config, epoch, train_data[2], spe, perm_sharding)
+        t_epoch = time.time()
+        log_mark = (t_epoch, step)
+        bar = console.Bar(spe, f'epoch {epoch + 1}/{config.num_epochs}',
+                          initial=i)
+      state = train_step(state, train_data[0], train_data[1], perm, i)
+      done = step + 1
+      if bar.on:  # The bar shows finished steps, not dispatched ones.
+        jax.block_until_ready(state.step)
+        bar.update()
+      if done <= loss_steps:
+        run.step_loss(state, done)
+      log_step = done % config.log_every_steps == 0
+      if log_step:
+        run.check_finite(state)
+        log_mark = log_progress(log_mark, done, total_steps, spe, bar.on)
+      epoch_end = done % spe == 0
+      if epoch_end:
+        bar.close()
+        state = epoch_end_fn(state, t_epoch)
+      interrupted = stop.requested(sync_point=epoch_end or log_step)
+      if interrupted:
+        bar.close()
+        if not epoch_end:  # The epoch's end saved it already.
+          run.save(state)
+        break
+      if (not epoch_end and config.checkpoint_every_steps
+          and done % config.checkpoint_every_steps == 0):
+        run.save(state)
+    bar.close()
+  return state, interrupted
+
+
+def epoch_of(step: int, steps_per_epoch: int, num_epochs: int) -> str:
+  """Where step `step` (finished steps) stands, in the one numbering
+  used everywhere: epoch k holds steps (k-1)*spe+1 .. k*spe."""
+  if step and step % steps_per_epoch == 0:
+    return f'end of epoch {step // steps_per_epoch}/{num_epochs}'
+  return f'epoch {step // steps_per_epoch + 1}/{num_epochs}'
+
+
 def log_progress(mark: tuple[float, int], step: int, total_steps: int,
-                 epoch: int) -> tuple[float, int]:
-  """Logs the speed since `mark` (time, step); returns the new mark."""
+                 steps_per_epoch: int, bar: bool = False) -> tuple[float, int]:
+  """Prints the speed since `mark` (time, step), unless a progress bar
+  shows it (`bar`); returns the new mark."""
   now = time.time()
   rate = (step - mark[1]) / max(now - mark[0], 1e-9)
-  logging.info('step %d/%d (epoch %d): %.1f steps/s, ETA %.0f s', step,
-               total_steps, epoch + 1, rate,
-               (total_steps - step) / max(rate, 1e-9))
+  if not bar:
+    epochs = total_steps // steps_per_epoch
+    eta = console.clock((total_steps - step) / max(rate, 1e-9))
+    console.say(f'step {step}/{total_steps} (epoch '
+                f'{(step - 1) // steps_per_epoch + 1}/{epochs}): '
+                f'{rate:.1f} steps/s, ETA {eta}')
   return now, step
 
 
@@ -327,21 +343,24 @@ def end_of_epoch(run: Run, state: steps.TrainState, eval_step, eval_data,
                          run.config.num_epochs):
     run.write_pending()
     run.write(dict(base, split='train', **train_m, wall_time=run.wall()))
-    logging.info('epoch %d: train loss %.4f acc %.4f (%.1f s)', base['epoch'],
-                 train_m['loss'], train_m['accuracy'], seconds)
+    console.say(f'epoch {base["epoch"]}/{run.config.num_epochs}: train loss '
+                f'{train_m["loss"]:.4f} acc {train_m["accuracy"]:.4f} '
+                f'({seconds:.1f} s)')
     run.save(state)
     return state
-  eval_m = steps.evaluate_arrays(eval_step, state, eval_data, num_classes)
+  with console.Bar(eval_data.num_batches, 'eval', unit='batch') as bar:
+    eval_m = steps.evaluate_arrays(eval_step, state, eval_data, num_classes,
+                                   bar.update if bar.on else None)
   run.write_pending()
   run.write(dict(base, split='train', **train_m, wall_time=run.wall()))
   run.write(dict(base, split='eval', loss=eval_m['loss'],
                  accuracy=eval_m['accuracy'],
                  balanced_accuracy=eval_m['balanced_accuracy'],
                  wall_time=run.wall()))
-  logging.info('epoch %d: train loss %.4f acc %.4f | eval loss %.4f acc '
-               '%.4f (%.1f s)', base['epoch'], train_m['loss'],
-               train_m['accuracy'], eval_m['loss'], eval_m['accuracy'],
-               seconds)
+  console.say(f'epoch {base["epoch"]}/{run.config.num_epochs}: train loss '
+              f'{train_m["loss"]:.4f} acc {train_m["accuracy"]:.4f} | eval '
+              f'loss {eval_m["loss"]:.4f} acc {eval_m["accuracy"]:.4f} '
+              f'({seconds:.1f} s)')
   run.summary['train'], run.summary['eval'] = train_m, eval_m
   run.save(state, {'accuracy': eval_m['accuracy']})
   return state

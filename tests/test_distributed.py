@@ -156,8 +156,8 @@ def test_two_processes_match_one_process(runs):
   assert len(os.listdir(workdir / 'tensorboard')) == 1
   assert not [f for f in os.listdir(workdir) if '.tmp' in f]
   (_, err0), (_, err1) = runs['two_procs'][1]
-  assert 'epoch 2: train loss' in err0
-  assert 'epoch 2: train loss' not in err1
+  assert '\nepoch 2/2: train loss' in '\n' + err0  # Plain lines.
+  assert 'epoch 2/2: train loss' not in err1
 
 
 def test_checkpoint_saved_on_four_devices_evaluates_the_same_on_one(runs):

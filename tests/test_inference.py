@@ -34,8 +34,9 @@ def test_predict_top1_equals_eval_accuracy_with_tta(tta_workdir,
                                                     learnable_data_dir):
   result = evaluate.evaluate(None, tta_workdir)
   images, labels = data.load('kmnist', 'test[20:]', str(learnable_data_dir))
-  predictor = predict.Predictor.from_workdir(
-      tta_workdir, checkpoint_step=result['checkpoint_step'])
+  # The same default checkpoint, without checkpoint_step.
+  predictor = predict.Predictor.from_workdir(tta_workdir)
+  assert predictor.step == result['checkpoint_step']
   table = predictor.predict(list(images))
   top1 = table['top1_index'].to_numpy()
   assert np.mean(top1 == labels) == result['accuracy']

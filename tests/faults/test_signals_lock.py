@@ -78,3 +78,50 @@ def test_second_training_is_refused_then_external_sigterm(
   assert 'Stopped by SIGTERM; checkpoint saved' in stderr
   assert 'fault: holding' in stderr
   assert_rerun_equals_reference(args, workdir, reference)
+
+
+def _wait_for(log, text, proc, timeout):
+  deadline = time.time() + timeout
+  while text not in log.read_text():
+    assert proc.poll() is None and time.time() < deadline, log.read_text()
+    time.sleep(0.01)
+  return time.time()
+
+
+def test_ctrl_c_is_acknowledged_at_once_and_a_second_aborts(
+    learnable_data_dir, reference, tmp_path):
+  """The first SIGINT is acknowledged within 1 s even while the main thread
+  is busy inside a step; a second one ends the process within 5 s without
+  saving, and the last complete checkpoint restores and resumes."""
+  workdir, release = tmp_path / 'w', tmp_path / 'release'
+  args = fc.train_args(learnable_data_dir, workdir)
+  log = tmp_path / 'run.log'
+  with open(log, 'w') as err:
+    proc = subprocess.Popen(
+        [sys.executable, str(fc.RUNNER), 'hold', '13', str(release), 'KILL',
+         '--', *args], cwd=fc.REPO, env=fc.env(), stderr=err, text=True)
+  try:
+    _wait_for(log, 'fault: holding', proc, 120)
+    sent = time.time()
+    proc.send_signal(signal.SIGINT)
+    acked = _wait_for(log, 'Ctrl-C: stopping after this step; Ctrl-C again '
+                      'to abort without saving', proc, 5)
+    assert acked - sent < 1.0, acked - sent
+    sent = time.time()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=5)
+    assert time.time() - sent < 5
+  finally:
+    release.touch()
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  stderr = log.read_text()
+  assert proc.returncode == 130, stderr[-3000:]
+  assert 'aborted by a second Ctrl-C, without saving' in stderr
+  assert 'Traceback' not in stderr and 'checkpoint saved' not in stderr
+  _, _, got, step = evaluate.restore_for_inference(str(workdir))
+  assert step <= 12 and int(got.step) == step  # Step 13 never saved.
+  _, _, want, _ = evaluate.restore_for_inference(str(reference), step)
+  fc.assert_same_state(got, want)
+  assert_rerun_equals_reference(args, workdir, reference)
