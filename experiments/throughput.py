@@ -607,11 +607,8 @@ def run_profile(args, data, results):
 def machine_info(torch) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import flax  # pylint: disable=g-import-not-at-top
-  cpu = platform.processor()
-  with contextlib.suppress(OSError):
-    with open('/proc/cpuinfo') as f:
-      cpu = next(l.split(':', 1)[1].strip() for l in f
-                 if l.startswith('model name'))
+  from kmnist_jax.cpu import features  # pylint: disable=g-import-not-at-top
+  cpu = features.describe()  # The model, with AMX / avx512_bf16 when present.
   from kmnist_jax.cpu import onednn  # pylint: disable=g-import-not-at-top
   from kmnist_jax.cpu import malloc as cpu_malloc  # pylint: disable=g-import-not-at-top
   info = dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),

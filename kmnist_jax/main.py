@@ -135,6 +135,9 @@ def _run(argv) -> int:
     console.set_quiet(True)
   console.say(f'JAX process {jax.process_index()}/{jax.process_count()}, '
               f'devices: {jax.devices()}')
+  if jax.default_backend() == 'cpu':  # What picks oneDNN's kernels.
+    from kmnist_jax.cpu import features  # pylint: disable=g-import-not-at-top
+    console.say(f'CPU: {features.describe()}')
   mode = _MODE.value
   if mode == 'train':
     if _CONFIG.value is None:
