@@ -171,10 +171,15 @@ def _tokens(arg: str | None) -> list[str]:
   return [t.strip() for t in (arg or '').split(',') if t.strip()]
 
 
-def apply_variant(config: ml_collections.ConfigDict,
-                  arg: str | None) -> ml_collections.ConfigDict:
+def apply_variant(config: ml_collections.ConfigDict, arg: str | None,
+                  per_dataset: dict | None = None
+                  ) -> ml_collections.ConfigDict:
   """Applies the `:arg` of `--config=file.py:arg`: comma-separated, at most
-  one dataset name (`set_dataset`) and one of `VARIANTS`."""
+  one dataset name (`set_dataset`) and one of `VARIANTS`.
+
+  `per_dataset[name]`: the fields a recipe sets differently on dataset
+  `name` (its source's own recipe there), applied before the variant.
+  """
   tokens = _tokens(arg)
   datasets = [t for t in tokens if t in data_lib.DATASETS]
   variants = [t for t in tokens if t in VARIANTS]
@@ -186,6 +191,7 @@ def apply_variant(config: ml_collections.ConfigDict,
         'comma-separated (e.g. mnist,proxy); none for the full experiment')
   if datasets:
     set_dataset(config, datasets[0])
+  config.update((per_dataset or {}).get(config.dataset, {}))
   if not variants:
     return config
   proxy_train, proxy_eval = data_lib.get_info(config.dataset).proxy_splits

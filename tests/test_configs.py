@@ -242,6 +242,10 @@ def test_dataset_argument_moves_the_recipe_constants():
           mnist.cutout_fill) == ('mnist', 0.1307, 0.3081, 0.1307)
   assert (mnist.train_split, mnist.eval_split) == ('test[:8000]',
                                                     'test[8000:]')
+  # hysts' MNIST recipe: no random crop, 100 epochs; the proxy keeps them.
+  assert (mnist.augment_translate, mnist.num_epochs) == (0, 100)
+  assert (kmnist.augment_translate, kmnist.num_epochs) == (4, 200)
+  assert load('shake_shake26', 'mnist,smoke').num_epochs == 1
   fashion = load('shake_shake26', 'fashion_mnist')
   assert (fashion.input_mean, fashion.input_std) == (0.2860, 0.3530)
   # Explicit values that are no dataset's constants stay.
