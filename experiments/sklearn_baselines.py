@@ -27,10 +27,14 @@ import argparse
 import gzip
 import json
 import pathlib
-import platform
+import sys
 import time
 
 import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+  sys.path.insert(0, str(REPO))
 
 
 def read_idx(path: pathlib.Path) -> np.ndarray:
@@ -41,17 +45,6 @@ def read_idx(path: pathlib.Path) -> np.ndarray:
   ndim = raw[3]
   dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim)]
   return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def load(data_dir: pathlib.Path):
@@ -113,8 +106,9 @@ def main(argv=None) -> int:
   if args.out:
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    from kmnist_jax.cpu import features  # standard library only
     meta = {'data_dir': args.data_dir, 'sklearn': sklearn.__version__,
-            'cpu': cpu_model()}
+            'cpu': features.describe()}
     out.with_suffix('.json').write_text(json.dumps(
         {'meta': meta, 'rows': rows}, indent=1) + '\n')
     print(f'wrote {out.with_suffix(".json")}')

@@ -32,6 +32,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'experiments'))
 
+from kmnist_jax.cpu import features  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 
 def _eval_records(path: str, seen: int):
   """Complete eval records of metrics.jsonl past the first `seen` lines."""
@@ -80,18 +82,6 @@ def jax_time_to(target: float, seed: int, config: str, workroot: str,
   return dict(seed=seed, seconds=hit and hit['seconds'],
               epochs=hit and hit['epoch'], history=history,
               command=shlex.join(cmd))
-
-
-def _cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  import platform  # pylint: disable=g-import-not-at-top
-  return platform.machine()
 
 
 def summary(runs):
@@ -152,7 +142,7 @@ def main(argv=None):
   results = dict(command=shlex.join(['python'] + sys.argv), target=args.target,
                  date=time.strftime('%Y-%m-%d %H:%M'),
                  load_start='/'.join(f'{x:.1f}' for x in os.getloadavg()),
-                 machine=f'{_cpu_name()}, {os.cpu_count()} cores, Python '
+                 machine=f'{features.describe()}, {os.cpu_count()} cores, Python '
                  f'{platform.python_version()}',
                  jax_recipe=args.config, jax=[], torch=[],
                  torch_recipe=('resnet_preact20_cutout (hysts), cosine over '
