@@ -14,7 +14,6 @@ import hashlib
 import http.client
 import os
 import pathlib
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +21,7 @@ import zlib
 
 from absl import logging
 
+from kmnist_jax import console
 from kmnist_jax import fileio
 from kmnist_jax.errors import UserError, one_line
 # Re-exported: the pinned files were defined here.
@@ -140,24 +140,6 @@ class _Rejected(Exception):
   """The source does not have the file or serves other bytes: skip it."""
 
 
-class _Progress:
-  """A one-line progress display, shown only when stderr is a terminal."""
-
-  def __init__(self, name: str, total: int | None):
-    self.name, self.total, self.last = name, total, 0.0
-    self.enabled = sys.stderr.isatty()
-
-  def update(self, done: int, final: bool = False) -> None:
-    now = time.monotonic()
-    if not self.enabled or (not final and now - self.last < 0.2):
-      return
-    self.last = now
-    total = f'/{self.total / 1e6:.1f}' if self.total else ''
-    end = '\n' if final else ''
-    sys.stderr.write(f'\r{self.name}: {done / 1e6:.1f}{total} MB{end}')
-    sys.stderr.flush()
-
-
 def _open(url: str, timeout: float) -> http.client.HTTPResponse:
   try:
     return urllib.request.urlopen(url, timeout=timeout)
@@ -194,20 +176,20 @@ def _stream(file: RemoteFile, url: str, tmp: str, timeout: float) -> None:
       raise _Rejected(f'announced {announced} bytes; expected {file.size}')
     expected = announced if file.raw_sha256 or file.size is None else (
         file.size)
-    progress = _Progress(file.name, expected)
-    try:
-      while chunk := resp.read1(_CHUNK):
-        received += len(chunk)
-        if limit is not None and received > limit:
-          raise _Rejected(f'sent more than the expected {limit} bytes; '
-                          'stopped reading')
-        out.write(chunk)
-        md5.update(chunk)
-        sha256.update(chunk)
-        progress.update(received)
-    except (OSError, http.client.HTTPException) as e:
-      raise _Transient(f'transfer interrupted: {one_line(e)}') from None
-    progress.update(received, final=True)
+    # A bar with rate and ETA on a terminal (kB), nothing elsewhere.
+    with console.Bar((expected or 0) // 1000, file.name, unit='kB') as bar:
+      try:
+        while chunk := resp.read1(_CHUNK):
+          received += len(chunk)
+          if limit is not None and received > limit:
+            raise _Rejected(f'sent more than the expected {limit} bytes; '
+                            'stopped reading')
+          out.write(chunk)
+          md5.update(chunk)
+          sha256.update(chunk)
+          bar.update(received // 1000 - bar.n)
+      except (OSError, http.client.HTTPException) as e:
+        raise _Transient(f'transfer interrupted: {one_line(e)}') from None
   if expected is not None and received < expected:
     raise _Transient(f'transfer truncated: got {received} of {expected} bytes')
   for algorithm, want, got in (('md5', file.md5, md5.hexdigest()),

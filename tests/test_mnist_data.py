@@ -280,3 +280,43 @@ def test_fashion_mnist_train_predict_and_plots_show_class_names(tmp_path):
   text = predict.format_table(table, 3)
   assert 'U+' not in text and any(n in text for n in names)
   assert isinstance(table, pd.DataFrame) and labels.shape == (4,)
+
+
+def test_download_shows_a_bar_on_a_terminal_only(tmp_path):
+  """Through a pseudo-terminal a download draws a bar with its rate and
+  ETA; without one (the tests above) it prints nothing."""
+  # pylint: disable=g-import-not-at-top
+  import os
+  import pty
+  import subprocess
+  import sys
+  served = _copy_test_files('mnist', tmp_path / 'served')
+  server = MirrorServer(served)
+  try:
+    leader, follower = pty.openpty()
+    env = dict(os.environ, KMNIST_JAX_MIRROR=server.url,
+               KMNIST_JAX_MIRROR_ONLY='1')
+    env.pop('KMNIST_JAX_PROGRESS', None)
+    code = ('from kmnist_jax import data; '
+            f'print(data.load("mnist", "test[:2]", {str(tmp_path / "d")!r})'
+            '[1].tolist())')
+    proc = subprocess.run([sys.executable, '-c', code], stdout=follower,
+                          stderr=follower, env=env, timeout=120, check=False)
+    os.close(follower)
+    out = b''
+    while True:
+      try:
+        chunk = os.read(leader, 1 << 16)
+      except OSError:
+        break
+      if not chunk:
+        break
+      out += chunk
+    os.close(leader)
+  finally:
+    server.close()
+  text = out.decode('utf-8', 'replace')
+  assert proc.returncode == 0, text
+  import re
+  assert re.search(r't10k-images-idx3-ubyte.gz \|█+\| (\d+)/\1 \[', text), text
+  assert 'kB/s]' in text and '[7, 2]' in text
