@@ -9,10 +9,12 @@ k-NN and SVM fits all prepare it, hold its lock on process 0
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import re
+import stat
 
 import ml_collections
 
@@ -52,11 +54,36 @@ def prepare_workdir(workdir: str) -> None:
     raise UserError(f'--workdir {workdir}: not writable')
 
 
+def _open_lock(path: str):
+  """The lock file, opened for update without following a link: a planted
+  symlink, fifo or device is refused, never written through."""
+  flags = os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0) | getattr(
+      os, 'O_NONBLOCK', 0) | getattr(os, 'O_CLOEXEC', 0)
+  expected = 'expected a regular file this program writes; remove it'
+  try:
+    st = os.lstat(path)
+  except FileNotFoundError:
+    st = None
+  if st is not None and not stat.S_ISREG(st.st_mode):
+    what = 'a symbolic link' if stat.S_ISLNK(st.st_mode) else 'not a file'
+    raise UserError(f'{path}: {what}; {expected}')
+  try:
+    fd = os.open(path, flags, 0o666)
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      raise UserError(f'{path}: a symbolic link; {expected}') from None
+    raise UserError(f'{path}: cannot open the lock '
+                    f'({one_line(e.strerror or e)})') from None
+  if not stat.S_ISREG(os.fstat(fd).st_mode):
+    os.close(fd)
+    raise UserError(f'{path}: not a file; {expected}')
+  return os.fdopen(fd, 'r+')
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: str):
   """Refuses a second training on the same workdir."""
-  path = os.path.join(workdir, '.lock')
-  f = open(path, 'a+')
+  f = _open_lock(os.path.join(workdir, '.lock'))
   try:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
