@@ -332,6 +332,9 @@ def expand(path: str | os.PathLike[str]) -> list[str]:
   Raises:
     InputError: a missing path or a folder without image or array files.
   """
+  if not os.fspath(path):  # pathlib reads '' as '.', the current folder.
+    raise InputError('empty path; expected an image, a folder or a .npy/.npz '
+                     'array')
   p = pathlib.Path(path)
   if p.is_dir():
     suffixes = IMAGE_SUFFIXES + ARRAY_SUFFIXES
@@ -414,7 +417,7 @@ def collect(inputs: Any) -> tuple[list[Item], list[tuple[str, str]]]:
   if isinstance(inputs, (str, os.PathLike, np.ndarray, Image.Image)):
     inputs = [inputs]
   items, errors = [], []
-  for index, x in enumerate(_as_list(inputs)):
+  for index, x in enumerate(as_list(inputs)):
     if isinstance(x, (str, os.PathLike)):
       try:
         paths = expand(x)
@@ -434,7 +437,10 @@ def collect(inputs: Any) -> tuple[list[Item], list[tuple[str, str]]]:
   return items, errors
 
 
-def _as_list(inputs: Any) -> Sequence[Any]:
+def as_list(inputs: Any) -> Sequence[Any]:
+  """`inputs` as a list: one path, array or image becomes a list of one."""
+  if isinstance(inputs, (str, os.PathLike, np.ndarray, Image.Image)):
+    return [inputs]
   if isinstance(inputs, Iterable):
     return list(inputs)
   raise UserError(f'inputs of type {type(inputs).__name__}; expected paths, '
