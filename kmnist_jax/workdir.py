@@ -21,6 +21,7 @@ import ml_collections
 from kmnist_jax import configlib
 from kmnist_jax import distributed
 from kmnist_jax import fileio
+from kmnist_jax import splits
 from kmnist_jax.errors import UserError, one_line
 
 # Fields that may change between a run and its resume.
@@ -197,6 +198,37 @@ def eval_config(config: ml_collections.ConfigDict | None,
   return config
 
 
+def _bound_name(bound) -> str:
+  return f'{bound.value}{"pct" if bound.percent else ""}'
+
+
 def split_name(split: str) -> str:
-  """A split as a file-name part: 'test[8000:]' -> 'test_8000'."""
-  return re.sub(r'[^A-Za-z0-9.%-]+', '_', split).strip('_')
+  """A split as a file-name part, one name per split and back
+  (`split_from_name`): 'test' -> 'test', 'test[8000:]' -> 'test_from8000',
+  'test[:-2000]' -> 'test_to-2000', 'test[10%:20%]' ->
+  'test_from10pct_to20pct', 'test[:]' -> 'test_all'."""
+  spec = splits.parse_split(split)
+  if '[' not in split:
+    return spec.base
+  parts = [f'from{_bound_name(spec.start)}' if spec.start else '',
+           f'to{_bound_name(spec.stop)}' if spec.stop else '']
+  return '_'.join([spec.base] + ([p for p in parts if p] or ['all']))
+
+
+_NAME_RE = re.compile(r'([a-z]+)(?:_all|(?:_from(-?[0-9]+(?:pct)?))?'
+                      r'(?:_to(-?[0-9]+(?:pct)?))?)', re.ASCII)
+
+
+def split_from_name(name: str) -> str:
+  """The split `split_name` gave `name`; UserError for another name."""
+  m = _NAME_RE.fullmatch(name)
+  if m is None or m.group(0) != name:
+    raise UserError(f'{name!r}: not a split file name; expected e.g. test, '
+                    'test_from8000 or train_to90pct')
+  base, start, stop = m.groups()
+  if name == base:
+    return base
+  start, stop = ((b or '').replace('pct', '%') for b in (start, stop))
+  split = f'{base}[{start}:{stop}]'
+  splits.parse_split(split)
+  return split

@@ -6,16 +6,25 @@ damaged cached or saved artifacts, an empty predict path, a full disk and a
 torn checkpoint file.
 """
 
+import json
 import os
+import pathlib
 import re
+
+import numpy as np
 
 from PIL import Image
 import pytest
 
+from kmnist_jax import configlib
+from kmnist_jax import evaluate
 from kmnist_jax import inputs as inputs_lib
 from kmnist_jax import predict
 from kmnist_jax import workdir as workdir_lib
 from kmnist_jax.errors import UserError
+
+# The synthetic files differ from the official release, which warns.
+pytestmark = pytest.mark.filterwarnings('ignore::kmnist_jax.data.DataWarning')
 
 
 # --- 1. The lock never writes through a link ---------------------------------
@@ -126,3 +135,57 @@ def test_an_empty_predict_input_is_refused(planted, monkeypatch):
   items, errors = inputs_lib.collect([''])
   assert items == [] and errors == [('', 'empty path; expected an image, a '
                                      'folder or a .npy/.npz array')]
+
+
+# --- 3. Every split has its own result files ---------------------------------
+
+_SPLITS = ['test', 'train', 'test[8000:]', 'test[:8000]', 'test[-2000:]',
+           'test[:-2000]', 'test[:]', 'test[0:8000]', 'test[10%:20%]',
+           'test[:10%]', 'test[-10%:]', 'train[:90%]', 'train[54000:]']
+
+
+def test_split_names_are_distinct_and_round_trip():
+  names = [workdir_lib.split_name(s) for s in _SPLITS]
+  assert len(set(names)) == len(_SPLITS), names
+  assert [workdir_lib.split_from_name(n) for n in names] == _SPLITS
+  assert names[2:6] == ['test_from8000', 'test_to8000', 'test_from-2000',
+                        'test_to-2000']
+  assert all(re.fullmatch(r'[A-Za-z0-9_-]+', n) for n in names), names
+  with pytest.raises(UserError, match="'test_8000': not a split file name"):
+    workdir_lib.split_from_name('test_8000')
+
+
+def _fitted_workdir(tmp_path, data_dir):
+  """A workdir with a config.json, as a training run leaves it."""
+  config = configlib.base_config()
+  config.update(dict(model='seed_cnn', data_dir=str(data_dir)))
+  workdir = tmp_path / 'w'
+  workdir.mkdir()
+  workdir_lib.record_config(config, str(workdir))
+  return config, workdir
+
+
+@pytest.mark.parametrize('pair', [('test[:100]', 'test[100:]'),
+                                  ('test[-50:]', 'test[:-50]')])
+def test_two_slices_of_a_split_keep_their_own_results(tmp_path,
+                                                      learnable_data_dir,
+                                                      pair):
+  config, workdir = _fitted_workdir(tmp_path, learnable_data_dir)
+  written = {}
+  for i, split in enumerate(pair):
+    _, labels, indices = evaluate.load_split(config, split)
+    probs = np.full((len(labels), 10), 0.1, np.float32)
+    probs[:, i] = 0.91 - 0.1 * i  # One file each, told apart by this.
+    probs /= probs.sum(1, keepdims=True)
+    result = {'split': split, 'checkpoint_step': 7, 'accuracy': i}
+    evaluate.write_results(config, str(workdir), None, labels, indices,
+                           probs, result, plots=False)
+    written[split] = (result['path'], probs)
+  assert len({path for path, _ in written.values()}) == 2
+  for split, (path, probs) in written.items():
+    assert json.loads(pathlib.Path(path).read_text())['split'] == split
+    found = evaluate.read_probabilities(
+        evaluate.probabilities_path(str(workdir), split),
+        evaluate.probabilities_meta(config, str(workdir), split, 7))
+    assert found is not None, split
+    np.testing.assert_array_equal(found[0], probs)
