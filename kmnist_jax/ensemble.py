@@ -46,7 +46,8 @@ def member_probs(workdir: str, config, checkpoint_step: int = -1
                                                        checkpoint_step)
   found = evaluate_lib.read_probabilities(
       evaluate_lib.probabilities_path(workdir, split),
-      evaluate_lib.probabilities_meta(member, workdir, split, step))
+      evaluate_lib.probabilities_meta(member, workdir, split, step),
+      data_lib.get_info(member.dataset).num_classes)
   # Every process recomputes, or none: the network's forward pass is
   # collective.
   if not distributed.any_process(found is None):
@@ -77,7 +78,11 @@ def evaluate(workdirs: list[str], config=None,
   split = config.test_split or config.eval_split
   total, labels, members, steps = None, None, [], []
   for w in workdirs:
-    p, labels, step = member_probs(w, config, checkpoint_step)
+    p, member_labels, step = member_probs(w, config, checkpoint_step)
+    if labels is not None and not np.array_equal(member_labels, labels):
+      raise UserError(f'--ensemble {w}: its {split} labels differ from '
+                      f'{workdirs[0]}\'s; expected the same examples')
+    labels = member_labels
     members.append({'workdir': w, 'checkpoint_step': step,
                     'accuracy': float(np.mean(np.argmax(p, 1) == labels))})
     steps.append(step)

@@ -40,7 +40,7 @@ from kmnist_jax import fileio
 from kmnist_jax import knn
 from kmnist_jax import metrics as metrics_lib
 from kmnist_jax import workdir as workdir_lib
-from kmnist_jax.errors import UserError
+from kmnist_jax.errors import UserError, one_line
 
 METHODS = ('svm',)
 MODEL_FILE = 'svm_model.npz'
@@ -169,8 +169,10 @@ def load(path: str) -> Machine:
   try:
     with np.load(path) as f:
       fields = {k.name: f[k.name] for k in dataclasses.fields(Machine)}
-  except (OSError, ValueError, KeyError) as e:
-    raise UserError(f'{path}: not a saved SVM ({e}); train again') from e
+  except Exception as e:  # pylint: disable=broad-except
+    # np.load raises many types for a damaged file (BadZipFile, EOFError).
+    raise UserError(f'{path}: not a saved SVM ({one_line(e)}); train '
+                    'again') from e
   fields['gamma'] = float(fields['gamma'])
   fields['num_classes'] = int(fields['num_classes'])
   return Machine(**fields)

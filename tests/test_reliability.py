@@ -17,11 +17,15 @@ from PIL import Image
 import pytest
 
 from kmnist_jax import configlib
+from kmnist_jax import ensemble
 from kmnist_jax import evaluate
 from kmnist_jax import inputs as inputs_lib
+from kmnist_jax import knn
 from kmnist_jax import predict
 from kmnist_jax import workdir as workdir_lib
 from kmnist_jax.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # The synthetic files differ from the official release, which warns.
 pytestmark = pytest.mark.filterwarnings('ignore::kmnist_jax.data.DataWarning')
@@ -189,3 +193,98 @@ def test_two_slices_of_a_split_keep_their_own_results(tmp_path,
         evaluate.probabilities_meta(config, str(workdir), split, 7))
     assert found is not None, split
     np.testing.assert_array_equal(found[0], probs)
+
+
+# --- 5. Ensembles check a member's saved probabilities; k-NN its fit ---------
+
+
+def _knn_config(data_dir, **fields):
+  config = configlib.load_config_file(str(REPO / 'configs' / 'knn.py'))
+  config.update(dict(data_dir=str(data_dir), train_split='train',
+                     eval_split='test', test_split='test', **fields))
+  return config
+
+
+def _knn_members(tmp_path, data_dir):
+  """Two k-NN workdirs (k 1 and 5), each evaluated on the test split."""
+  workdirs = []
+  for k in (1, 5):
+    workdir = str(tmp_path / f'knn{k}')
+    knn.train_and_evaluate(_knn_config(data_dir, knn_k=k), workdir)
+    knn.evaluate(None, workdir)
+    workdirs.append(workdir)
+  return workdirs
+
+
+def _rewrite_npz(path, **changes):
+  with np.load(path) as f:
+    arrays = {k: f[k] for k in f.files}
+  arrays.update(changes)
+  with open(path, 'wb') as f:
+    np.savez(f, **arrays)
+
+
+def _damage(path, how):
+  if how == 'truncated':
+    data = pathlib.Path(path).read_bytes()
+    pathlib.Path(path).write_bytes(data[:len(data) // 2])
+    return
+  with np.load(path) as f:
+    probs, labels = f['probabilities'], f['labels']
+  if how == 'nan':
+    _rewrite_npz(path, probabilities=np.full_like(probs, np.nan))
+  elif how == 'wrong_shape':
+    _rewrite_npz(path, probabilities=probs[:-3])
+  elif how == 'wrong_classes':
+    _rewrite_npz(path, probabilities=probs[:, :7])
+  elif how == 'not_summing_to_1':
+    _rewrite_npz(path, probabilities=probs * 3)
+  elif how == 'labels_out_of_range':
+    _rewrite_npz(path, labels=labels + 10)
+
+
+@pytest.mark.parametrize('how', ['nan', 'truncated', 'wrong_shape',
+                                 'wrong_classes', 'not_summing_to_1',
+                                 'labels_out_of_range'])
+def test_an_ensemble_recomputes_a_damaged_member_file(
+    tmp_path, learnable_data_dir, how, caplog):
+  workdirs = _knn_members(tmp_path, learnable_data_dir)
+  clean = ensemble.evaluate(workdirs)
+  path = evaluate.probabilities_path(workdirs[1], 'test')
+  _damage(path, how)
+  with caplog.at_level('WARNING'):
+    again = ensemble.evaluate(workdirs)
+  assert again['accuracy'] == clean['accuracy']
+  assert again['members'] == clean['members']
+  warnings = [r.getMessage() for r in caplog.records
+              if 'not reused, computed again' in r.getMessage()]
+  assert len(warnings) == 1 and path in warnings[0], warnings
+  # Computed again, the file is whole: the next ensemble reads it.
+  assert evaluate.read_probabilities(
+      path, evaluate.probabilities_meta(
+          workdir_lib.load_workdir_config(workdirs[1]), workdirs[1], 'test',
+          0), 10) is not None
+
+
+@pytest.mark.parametrize('how', ['truncated', 'garbage', 'wrong_shape',
+                                 'nan'])
+def test_a_damaged_knn_fit_is_one_line(tmp_path, learnable_data_dir, how):
+  workdir = str(tmp_path / 'pca')
+  knn.train_and_evaluate(_knn_config(learnable_data_dir, model='pca_knn',
+                                     pca_components=5), workdir)
+  path = os.path.join(workdir, knn.MODEL_FILE)
+  if how == 'truncated':
+    data = pathlib.Path(path).read_bytes()
+    pathlib.Path(path).write_bytes(data[:len(data) // 2])
+  elif how == 'garbage':
+    pathlib.Path(path).write_bytes(b'\0' * 100)
+  elif how == 'wrong_shape':
+    with np.load(path) as f:
+      _rewrite_npz(path, components=f['components'][:2])
+  else:
+    with np.load(path) as f:
+      _rewrite_npz(path, mean=np.full_like(f['mean'], np.nan))
+  with pytest.raises(UserError, match=f'{re.escape(path)}: not a readable '
+                     r'k-NN fit \(.+\); run --mode train on this workdir '
+                     'again'):
+    knn.evaluate(None, workdir)
