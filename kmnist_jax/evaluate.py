@@ -49,14 +49,35 @@ def restore_for_inference(workdir: str, checkpoint_step: int = -1,
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
                                     read_only=True)
   try:  # Closing also on errors: no asyncio noise from Orbax at exit.
-    step = _pick_step(ckpt, checkpoint_step, prefer)
+    first = _pick_step(ckpt, checkpoint_step, prefer)
     repl = NamedSharding(mesh or steps.make_mesh(), P())
     # Any optimizer with this config restores the same state tree.
     tx = optim.create_optimizer(config, 1)
     graphdef = steps.model_graphdef(config, info.num_classes)
-    _check_checkpoint_model(ckpt, step, config.model)
-    state, meta = ckpt.restore(
-        step, steps.abstract_state(config, info.num_classes, tx, repl))
+    abstract = steps.abstract_state(config, info.num_classes, tx, repl)
+    # The latest (or best) step, else, when it is unreadable and no step
+    # was asked for, the newest one before it that restores.
+    candidates = [first] + ([] if checkpoint_step >= 0 else sorted(
+        (s for s in ckpt.all_steps() if s != first), reverse=True))
+    failed = None
+    for step in candidates:
+      _check_checkpoint_model(ckpt, step, config.model)
+      error = None
+      try:
+        state, meta = ckpt.restore(step, abstract)
+      except UserError as e:
+        error = e
+      if distributed.any_process(error is not None):
+        failed = failed or error or UserError(
+            f'{ckpt.directory}/{step}: unreadable on another process')
+        logging.warning('%s; trying the checkpoint before it', error)
+        continue
+      break
+    else:
+      raise failed
+    if failed:
+      logging.warning('Using checkpoint step %d: the newer step %d is '
+                      'unreadable', step, first)
     if meta.get('model') != config.model:
       raise UserError(f'{ckpt.directory}/{step}: checkpoint of model '
                       f'{meta.get("model")!r}, config says {config.model!r}')

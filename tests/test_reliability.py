@@ -10,7 +10,9 @@ import json
 import os
 import pathlib
 import re
+import shutil
 
+import jax
 import numpy as np
 
 from PIL import Image
@@ -22,6 +24,7 @@ from kmnist_jax import evaluate
 from kmnist_jax import inputs as inputs_lib
 from kmnist_jax import knn
 from kmnist_jax import predict
+from kmnist_jax import train
 from kmnist_jax import workdir as workdir_lib
 from kmnist_jax.errors import UserError
 
@@ -288,3 +291,78 @@ def test_a_damaged_knn_fit_is_one_line(tmp_path, learnable_data_dir, how):
                      r'k-NN fit \(.+\); run --mode train on this workdir '
                      'again'):
     knn.evaluate(None, workdir)
+
+
+# --- 8. A torn file in the latest checkpoint: the one before is used ---------
+
+_TORN = ['metrics/metrics', 'meta/metadata', 'state/_METADATA',
+         'state/manifest.ocdbt', 'state/array_metadatas/process_0']
+
+
+def _seed_cnn(data_dir, **fields):
+  config = configlib.base_config()
+  config.update({**dict(
+      model='seed_cnn', data_dir=str(data_dir), train_split='train',
+      eval_split='test', num_epochs=2, batch_size=32, eval_batch_size=64,
+      log_every_steps=100, learning_rate=3e-3, write_plots=False,
+      checkpoint_every_steps=4, keep_checkpoints=10), **fields})
+  return config
+
+
+@pytest.fixture(scope='module')
+def two_epochs(tmp_path_factory, learnable_data_dir):
+  """seed_cnn after 2 epochs of 10 steps: checkpoints 4, 8, 10, 12, 16, 20."""
+  workdir = tmp_path_factory.mktemp('two_epochs') / 'w'
+  train.train_and_evaluate(_seed_cnn(learnable_data_dir), str(workdir))
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def three_epochs(tmp_path_factory, learnable_data_dir):
+  """The same run, uninterrupted, for 3 epochs."""
+  workdir = tmp_path_factory.mktemp('three_epochs') / 'w'
+  train.train_and_evaluate(_seed_cnn(learnable_data_dir, num_epochs=3),
+                           str(workdir))
+  return workdir
+
+
+def _tear(workdir, step, name):
+  path = workdir / 'checkpoints' / str(step) / name
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) // 2])
+
+
+# Orbax's failed TensorStore reads close their event loop late.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+@pytest.mark.parametrize('name', _TORN)
+def test_eval_and_predict_use_the_step_before_a_torn_latest(two_epochs,
+                                                            tmp_path, name):
+  workdir = tmp_path / 'w'
+  shutil.copytree(two_epochs, workdir)
+  _tear(workdir, 20, name)
+  result = evaluate.evaluate(None, str(workdir))
+  assert result['checkpoint_step'] == 16
+  predictor = predict.Predictor.from_workdir(str(workdir))
+  assert predictor.step in (10, 16)
+  with pytest.raises(UserError, match=f'checkpoints/20: checkpoint .*'
+                     'unreadable'):
+    evaluate.evaluate(None, str(workdir), checkpoint_step=20)
+
+
+# Orbax's failed TensorStore reads close their event loop late.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+@pytest.mark.parametrize('name', _TORN)
+def test_training_sets_a_torn_latest_aside_and_resumes_bit_exactly(
+    two_epochs, three_epochs, tmp_path, learnable_data_dir, name):
+  workdir = tmp_path / 'w'
+  shutil.copytree(two_epochs, workdir)
+  _tear(workdir, 20, name)
+  config = _seed_cnn(learnable_data_dir, num_epochs=3)
+  train.train_and_evaluate(config, str(workdir))
+  assert (workdir / 'unreadable_checkpoints' / '20' / name).is_file()
+  _, _, resumed, step = evaluate.restore_for_inference(str(workdir))
+  _, _, expected, ref_step = evaluate.restore_for_inference(
+      str(three_epochs))
+  assert step == ref_step == 30
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
