@@ -14,6 +14,7 @@ import difflib
 import logging as logging_std
 import re
 import sys
+import threading
 
 from absl import app
 from absl import flags
@@ -22,6 +23,7 @@ from ml_collections import config_flags
 
 from kmnist_jax.errors import UserError
 from kmnist_jax.errors import one_line
+from kmnist_jax.errors import resource_error
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, e.g. configs/default.py:proxy.',
@@ -252,7 +254,8 @@ def _unraisable(hook):
 
   def unraisable(args):
     if not (isinstance(args.exc_value, RuntimeError)
-            and str(args.exc_value) == 'Event loop is closed'):
+            and str(args.exc_value) == 'Event loop is closed') and (
+                resource_error(args.exc_value) is None):
       hook(args)
 
   return unraisable
@@ -265,16 +268,37 @@ def _orphan_read(record: logging_std.LogRecord) -> bool:
   return 'exception was never retrieved' not in record.getMessage()
 
 
+def _not_resource_error(record: logging_std.LogRecord) -> bool:
+  """False for the reports (with tracebacks) of a full disk or a read-only
+  folder that Orbax's and TensorBoard's background threads log: the one
+  `error:` line at exit says it."""
+  if record.levelno < logging_std.ERROR:
+    return True
+  error = record.exc_info[1] if record.exc_info else None
+  return resource_error(error or Exception(record.getMessage())) is None
+
+
 def main(argv):
   if not _DEBUG.value:
     sys.unraisablehook = _unraisable(sys.unraisablehook)
     logging_std.getLogger('asyncio').addFilter(_orphan_read)
+    for name in ('absl', ''):
+      logging_std.getLogger(name).addFilter(_not_resource_error)
+    thread_hook = threading.excepthook
+    threading.excepthook = lambda args: (
+        resource_error(args.exc_value) is None and thread_hook(args))
   try:
     return _run(argv)
   except UserError as e:
     if _DEBUG.value:
       raise
     print(f'error: {e}', file=sys.stderr)
+    return 2
+  except Exception as e:  # pylint: disable=broad-except
+    line = resource_error(e, _WORKDIR.value or '')
+    if _DEBUG.value or line is None:
+      raise
+    print(f'error: {line}', file=sys.stderr)
     return 2
 
 

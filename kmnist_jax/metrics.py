@@ -98,8 +98,17 @@ class MetricWriter:
 
   def close(self) -> None:
     if self._tb is not None:
-      self._tb.close()
-      self._tb = None
+      tb, self._tb = self._tb, None
+      try:
+        tb.close()
+      except OSError:
+        # A full disk fails the final flush, which leaves tensorboardX's
+        # writer thread waiting on a queue that is then closed under it.
+        worker = getattr(getattr(getattr(tb, 'file_writer', None),
+                                 'event_writer', None), '_worker', None)
+        if worker is not None and worker.is_alive():
+          worker.stop()
+        raise
 
 
 def read_metrics(path: str) -> list[dict]:
