@@ -22,6 +22,7 @@ import numpy as np
 from kmnist_jax import data as data_lib
 from kmnist_jax import distributed
 from kmnist_jax import evaluate as evaluate_lib
+from kmnist_jax import fields
 from kmnist_jax import fileio
 from kmnist_jax import knn
 from kmnist_jax import metrics as metrics_lib
@@ -68,6 +69,8 @@ def evaluate(workdirs: list[str], config=None,
   if len(workdirs) < 2:
     raise UserError('--ensemble: expected at least two workdirs in all, got '
                     f'{len(workdirs)}')
+  if config is not None:
+    fields.check_config(config)
   config = config or workdir_lib.load_workdir_config(workdirs[0])
   info = data_lib.get_info(config.dataset)
   for w in workdirs:

@@ -34,6 +34,7 @@ import numpy as np
 from kmnist_jax import data as data_lib
 from kmnist_jax import distributed
 from kmnist_jax import evaluate as evaluate_lib
+from kmnist_jax import fields
 from kmnist_jax import fileio
 from kmnist_jax import metrics as metrics_lib
 from kmnist_jax import workdir as workdir_lib
@@ -61,6 +62,7 @@ class Fitted:
 
 
 def check_config(config) -> None:
+  fields.check_config(config)
   if config.model not in METHODS:
     raise UserError(f'config.model={config.model!r}: expected one of '
                     f'{", ".join(METHODS)}')

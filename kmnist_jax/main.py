@@ -98,6 +98,9 @@ def _run(argv) -> int:
 
   if not _WORKDIR.value:
     raise UserError('--workdir is required')
+  if _CONFIG.value is not None:  # Every mode: one line before any work.
+    from kmnist_jax import fields  # pylint: disable=g-import-not-at-top
+    fields.check_config(_CONFIG.value)
   if not flags.FLAGS['verbosity'].present:  # --verbosity=0: every INFO line.
     runtime.quiet_library_logs()
   runtime.setup()  # Before JAX starts its threads: see keep_freed_memory.
@@ -235,12 +238,17 @@ def _parse_flags(argv):
     error = _flag_error(e, argv)
   path = _config_arg(argv)
   if error is None and path is not None:
+    value = flags.FLAGS['config'].value
     try:
-      flags.FLAGS['config'].value.keys()  # Raises for a file that failed.
+      value.keys()  # Raises for a file that failed.
     except OSError as e:
       if debug:
         raise
       error = _config_file_error(path, e)
+    except AttributeError:  # get_config() returned no ConfigDict.
+      error = (f'--config {path}: get_config() returned a '
+               f'{type(value).__name__}; expected an ml_collections.'
+               'ConfigDict built on configlib.base_config()')
   if error is not None:
     print(f'error: {error}', file=sys.stderr)
     sys.exit(2)

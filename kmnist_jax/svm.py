@@ -36,6 +36,7 @@ import numpy as np
 from kmnist_jax import data as data_lib
 from kmnist_jax import distributed
 from kmnist_jax import evaluate as evaluate_lib
+from kmnist_jax import fields
 from kmnist_jax import fileio
 from kmnist_jax import knn
 from kmnist_jax import metrics as metrics_lib
@@ -62,21 +63,11 @@ class Machine:
   intercept: np.ndarray  # (K (K - 1) / 2,): -rho of pairs (0,1), (0,2), ...
 
 
-def _positive(config, field: str) -> float:
-  value = config.get(field)
-  if (isinstance(value, bool) or not isinstance(value, (int, float))
-      or not value > 0 or not np.isfinite(value)):
-    raise UserError(f'config.{field}={value!r}: expected a positive number')
-  return float(value)
-
-
 def check_config(config) -> None:
+  fields.check_config(config)  # svm_c and svm_gamma: positive, finite.
   if config.model not in METHODS:
     raise UserError(f'config.model={config.model!r}: expected one of '
                     f'{", ".join(METHODS)}')
-  _positive(config, 'svm_c')
-  _positive(config, 'svm_gamma')
-  data_lib.get_info(config.dataset)
 
 
 def features(images: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ import ml_collections
 
 from kmnist_jax import configlib
 from kmnist_jax import distributed
+from kmnist_jax import fields
 from kmnist_jax import fileio
 from kmnist_jax import splits
 from kmnist_jax.errors import UserError, one_line
@@ -143,7 +144,9 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
   if missing:
     raise UserError(f'{path}: expected the JSON object a training run writes, '
                     f'with fields dataset and model; lacks {", ".join(missing)}')
-  return ml_collections.ConfigDict(saved)
+  config = ml_collections.ConfigDict(saved)
+  fields.check_config(config, source=path, complete=False)
+  return config
 
 
 def check_same_run(config, workdir: str) -> None:
@@ -190,6 +193,7 @@ def eval_config(config: ml_collections.ConfigDict | None,
   saved = load_workdir_config(workdir)
   if config is None:
     return saved
+  fields.check_config(config)
   diff = config_diff(json.loads(saved.to_json()), json.loads(config.to_json()),
                      RESUMABLE_FIELDS | EVAL_FIELDS)
   if diff:
