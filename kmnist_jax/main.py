@@ -5,7 +5,10 @@
   python -m kmnist_jax.main --mode predict --workdir W --predict_input img.png
 
 Errors in input print one line and exit non-zero; `--debug` shows the
-traceback.
+traceback. Exit codes: 0 done; 1 predict with bad inputs; 2 bad input, or a
+full disk or read-only folder; 130 (SIGINT, Ctrl-C) and 143 (SIGTERM): a
+training interrupted after saving a checkpoint, resumable by rerunning the
+same command (Ctrl-C elsewhere also exits 130, writing nothing half).
 """
 
 from __future__ import annotations
@@ -117,9 +120,11 @@ def _run(argv) -> int:
                       '--config configs/default.py:proxy')
     _, summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     if summary['interrupted']:
-      logging.warning('Stopped by %s; checkpoint saved. Rerun the same command '
-                      'to resume.', summary['interrupted'])
-      return 130 if summary['interrupted'] == 'SIGINT' else 0
+      code = EXIT_INTERRUPTED[summary['interrupted']]
+      logging.warning('Stopped by %s; checkpoint saved. Interrupted, '
+                      'resumable (exit %d): rerun the same command to resume.',
+                      summary['interrupted'], code)
+      return code
     return 0
   if mode == 'eval':
     members = [w for v in _ENSEMBLE.value for w in v.split(',') if w]
@@ -143,6 +148,11 @@ def _run(argv) -> int:
                       _PREDICT_OUTPUT.value, _TOP_K.value,
                       _CHECKPOINT_STEP.value)
 
+
+# Exit codes of a training stopped by a signal after saving a checkpoint:
+# 128 + the signal's number, as a shell reports a process the signal killed,
+# so that schedulers record the job as interrupted, not done.
+EXIT_INTERRUPTED = {'SIGINT': 130, 'SIGTERM': 143}
 
 _OVERRIDE = re.compile(r'^--?(?:no)?config\.([^=]+)')
 _TYPE_NAMES = {bool: 'true or false', int: 'an integer', float: 'a number',
@@ -302,6 +312,14 @@ def main(argv):
       raise
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    # Ctrl-C outside the training loop (which saves and stops cleanly):
+    # startup, eval, predict. Every file is written whole or not at all.
+    if _DEBUG.value:
+      raise
+    print('error: interrupted (Ctrl-C); nothing was half-written, rerun the '
+          'same command', file=sys.stderr)
+    return EXIT_INTERRUPTED['SIGINT']
   except Exception as e:  # pylint: disable=broad-except
     line = resource_error(e, _WORKDIR.value or '')
     if _DEBUG.value or line is None:

@@ -1,4 +1,4 @@
-"""Issue 35: every config field is checked once, in every mode.
+"""Issue 35: every config field is checked once, in every mode; exit codes.
 
 Table-driven: for each field of `fields.FIELDS`, values of the wrong type,
 out of range or not finite (derived from the field's spec), each run
@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import math
+import pathlib
 import sys
 import threading
 
@@ -23,6 +24,7 @@ from kmnist_jax import configlib
 from kmnist_jax import fields
 from kmnist_jax import main
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 MODES = ('train', 'eval', 'predict', 'ensemble')
 
 
@@ -163,3 +165,41 @@ def test_every_shipped_config_passes(tmp_path):
       'kmnist_jax/fields.py', 'configs/*.py'))):
     for variant in ('', 'proxy', 'smoke'):
       fields.check_config(configlib.load_config_file(path, variant))
+
+
+# --- Signals: Ctrl-C outside the loop, SIGTERM's exit code ------------------
+
+
+@pytest.mark.parametrize('mode,target', [
+    ('train', 'kmnist_jax.main.train_and_evaluate'),
+    ('eval', 'kmnist_jax.main.evaluate'),
+    ('predict', 'kmnist_jax.predict.main')])
+def test_ctrl_c_outside_the_training_loop_is_one_line(cli, tmp_path,
+                                                      monkeypatch, mode,
+                                                      target):
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(target, interrupted)
+  args = mode_args(mode, tmp_path / 'w')
+  if mode == 'train':
+    args += ['--config', str(REPO / 'configs' / 'seed_cnn.py')]
+  rc, stderr = cli(*args)
+  assert rc == 130 and 'Traceback' not in stderr, stderr
+  assert [l for l in stderr.splitlines() if l.startswith('error:')] == [
+      'error: interrupted (Ctrl-C); nothing was half-written, rerun the '
+      'same command']
+
+
+@pytest.mark.parametrize('signame,code', [('SIGTERM', 143), ('SIGINT', 130)])
+def test_a_signalled_training_exits_interrupted_resumable(
+    cli, tmp_path, monkeypatch, caplog, signame, code):
+  monkeypatch.setattr('kmnist_jax.main.train_and_evaluate',
+                      lambda *a: (None, {'interrupted': signame}))
+  with caplog.at_level('WARNING'):
+    rc, _ = cli('--config', str(REPO / 'configs' / 'seed_cnn.py'),
+                f'--workdir={tmp_path / "w"}')
+  assert rc == code
+  assert any(f'Stopped by {signame}; checkpoint saved. Interrupted, '
+             f'resumable (exit {code})' in r.getMessage()
+             for r in caplog.records)
