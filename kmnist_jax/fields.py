@@ -150,8 +150,8 @@ def _number(spec: Field) -> str:
   return f'{text} {spec.note}' if spec.note else text
 
 
-def problem(name: str, value: Any, spec: Field) -> str | None:
-  """What `value` should have been for field `name` of `spec`, or None."""
+def problem(value: Any, spec: Field) -> str | None:
+  """What a field of `spec` should hold, when `value` does not; else None."""
   if spec.kind in ('int', 'float'):
     kinds = (int,) if spec.kind == 'int' else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not (
@@ -171,7 +171,7 @@ def problem(name: str, value: Any, spec: Field) -> str | None:
     except UserError as e:
       return str(e)
   if spec.choices is not None and value not in spec.choices():
-    return f'unknown {name}; valid: {", ".join(spec.choices())}'
+    return f'expected one of {", ".join(spec.choices())}'
   if spec.check is not None:
     try:
       spec.check(value)
@@ -204,6 +204,6 @@ def check_config(config: Any, source: str = '',
     if name not in keys:
       continue
     value = config[name]
-    why = problem(name, value, spec)
+    why = problem(value, spec)
     if why:
       raise UserError(f'{where}config.{name}={value!r}: {why}')

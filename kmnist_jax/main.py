@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import logging as logging_std
+import os
 import re
 import sys
 import threading
@@ -101,18 +102,31 @@ def _run(argv) -> int:
 
   if not _WORKDIR.value:
     raise UserError('--workdir is required')
+  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import environment
+  from kmnist_jax import fields
+  # pylint: enable=g-import-not-at-top
+  environment.check_environment()
   if _CONFIG.value is not None:  # Every mode: one line before any work.
-    from kmnist_jax import fields  # pylint: disable=g-import-not-at-top
     fields.check_config(_CONFIG.value)
   if not flags.FLAGS['verbosity'].present:  # --verbosity=0: every INFO line.
     runtime.quiet_library_logs()
   runtime.setup()  # Before JAX starts its threads: see keep_freed_memory.
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value,
                          _NUM_PROCESSES.value, _PROCESS_ID.value)
+  try:
+    devices = jax.devices()
+  except (RuntimeError, AssertionError) as e:
+    # JAX_PLATFORMS names a platform this machine lacks (JAX asserts when
+    # its plugin is not installed).
+    platforms = os.environ.get('JAX_PLATFORMS', '')
+    raise UserError(f'JAX_PLATFORMS={platforms!r}: JAX could not start a '
+                    f'backend ({one_line(e)}); expected a platform this '
+                    'machine has, e.g. cpu') from None
   if not distributed.is_main():  # Process 0 logs for all.
     logging.set_verbosity(logging.WARNING)
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
-               jax.process_count(), jax.devices())
+               jax.process_count(), devices)
   mode = _MODE.value
   if mode == 'train':
     if _CONFIG.value is None:

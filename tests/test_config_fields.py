@@ -203,3 +203,57 @@ def test_a_signalled_training_exits_interrupted_resumable(
   assert any(f'Stopped by {signame}; checkpoint saved. Interrupted, '
              f'resumable (exit {code})' in r.getMessage()
              for r in caplog.records)
+
+
+# --- Environment variables --------------------------------------------------
+
+ENV_CASES = [
+    ('KMNIST_JAX_MIRROR', 'ftp://example.org/', 'expected the http://'),
+    ('KMNIST_JAX_MIRROR', 'http://host:99999/', 'Port out of range'),
+    ('KMNIST_JAX_MIRROR', 'http:///kmnist', 'expected the http://'),
+    ('KMNIST_JAX_MIRROR', 'http://a b/', 'white space or control'),
+    ('KMNIST_JAX_MIRROR', 'example.org/kmnist', 'expected the http://'),
+    ('KMNIST_JAX_MIRROR_ONLY', 'maybe', 'expected one of 0, 1'),
+    ('KMNIST_JAX_ONEDNN', '2', 'expected one of 0, 1'),
+    ('KMNIST_JAX_MALLOC', 'sometimes', 'expected one of 0, 1'),
+    ('KMNIST_JAX_COMPILATION_CACHE', '{file}', 'not a folder'),
+    ('KMNIST_JAX_DATA_DIR', '{file}', 'not a folder'),
+    ('JAX_PLATFORMS', 'gpu,quantum', "unknown platform(s) 'quantum'"),
+    ('JAX_PLATFORMS', 'cpu,', "unknown platform(s) ''"),
+    ('JAX_PLATFORM_NAME', 'abacus', "unknown platform(s) 'abacus'"),
+    ('SLURM_NTASKS', 'two', 'expected an integer >= 1'),
+    ('SLURM_NTASKS', '0', 'expected an integer >= 1'),
+    ('SLURM_PROCID', '-1', 'expected an integer >= 0'),
+    ('OMPI_COMM_WORLD_SIZE', '4x', 'expected an integer >= 1'),
+    ('OMPI_COMM_WORLD_RANK', 'first', 'expected an integer >= 0'),
+]
+
+
+@pytest.mark.parametrize('name,value,needle', ENV_CASES,
+                         ids=[f'{n}={v}' for n, v, _ in ENV_CASES])
+def test_a_malformed_environment_variable_is_one_line_in_every_mode(
+    cli, tmp_path, monkeypatch, name, value, needle):
+  (tmp_path / 'a_file').write_text('x')
+  value = value.format(file=tmp_path / 'a_file')
+  monkeypatch.setenv(name, value)
+  for mode in MODES:
+    args = mode_args(mode, tmp_path / 'w')
+    if mode == 'train':
+      args += ['--config', str(REPO / 'configs' / 'seed_cnn.py')]
+    rc, stderr = cli(*args)
+    assert_one_line(rc, stderr, f'{name}={value!r}: ', needle)
+  assert not (tmp_path / 'w').exists()
+
+
+def test_a_platform_this_machine_lacks_is_one_line(tmp_path):
+  """JAX asserts when its plugin for JAX_PLATFORMS is not installed."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run(
+      [sys.executable, '-m', 'kmnist_jax.main', '--mode=eval',
+       f'--workdir={tmp_path}'], cwd=REPO, capture_output=True, text=True,
+      env=dict(os.environ, JAX_PLATFORMS='tpu', PYTHONPATH=str(REPO)),
+      timeout=300, check=False)
+  assert_one_line(proc.returncode, proc.stderr, "JAX_PLATFORMS='tpu': JAX "
+                  'could not start a backend', 'expected a platform this '
+                  'machine has')
