@@ -59,3 +59,28 @@ def resource_error(error: BaseException, folder: str = '') -> str | None:
     return (f'{where}: {what}; {todo} and rerun the same command (what '
             'was written before is kept)')
   return None
+
+
+# errno -> what was expected, for a path of the wrong kind or permissions.
+_PATH_ERRORS = {
+    errno.EISDIR: 'a folder; expected a file there (remove or rename it)',
+    errno.ENOTDIR: 'a file where a folder was expected (remove or rename it)',
+    errno.EEXIST: 'already exists as another kind; expected a folder '
+                  '(remove or rename it)',
+    errno.EACCES: 'permission denied; expected a file or folder this user '
+                  'can read and write',
+    errno.EPERM: 'operation not permitted; expected a file or folder this '
+                 'user can read and write',
+    errno.ELOOP: 'a symbolic link loop; expected a file or folder',
+    errno.ENAMETOOLONG: 'name too long for the file system',
+}
+
+
+def path_error(error: BaseException) -> str | None:
+  """One line for an OSError about a path of the wrong kind (a folder where
+  a file goes, a file inside the path, no permission) anywhere in `error`'s
+  chain, naming the path; None otherwise."""
+  for e in _chain(error):
+    if isinstance(e, OSError) and e.errno in _PATH_ERRORS and e.filename:
+      return f'{e.filename}: {_PATH_ERRORS[e.errno]}'
+  return None

@@ -13,6 +13,7 @@ as `open()` would give them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -49,6 +50,9 @@ def atomic_path(path: str | os.PathLike[str], mode: int | None = None
   path = os.fspath(path)
   folder = os.path.dirname(os.path.abspath(path))
   base = os.path.basename(path)
+  if os.path.isdir(path) and not os.path.islink(path):
+    # The rename would fail after all the work, naming the temporary file.
+    raise IsADirectoryError(errno.EISDIR, 'Is a directory', path)
   fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix='.tmp', dir=folder)
   os.close(fd)
   try:

@@ -27,6 +27,7 @@ from ml_collections import config_flags
 
 from kmnist_jax.errors import UserError
 from kmnist_jax.errors import one_line
+from kmnist_jax.errors import path_error
 from kmnist_jax.errors import resource_error
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -335,7 +336,7 @@ def main(argv):
           'same command', file=sys.stderr)
     return EXIT_INTERRUPTED['SIGINT']
   except Exception as e:  # pylint: disable=broad-except
-    line = resource_error(e, _WORKDIR.value or '')
+    line = resource_error(e, _WORKDIR.value or '') or path_error(e)
     if _DEBUG.value or line is None:
       raise
     print(f'error: {line}', file=sys.stderr)

@@ -74,7 +74,11 @@ class MetricWriter:
     self._tb = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      folder = os.path.join(workdir, 'tensorboard')
+      if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise UserError(f'{folder}: not a folder; expected the run\'s '
+                        'TensorBoard folder (remove or rename it)')
+      self._tb = SummaryWriter(folder)
 
   def truncate_after(self, step: int) -> None:
     """Drops records newer than `step` (a resume replays them exactly), and

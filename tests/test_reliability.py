@@ -366,3 +366,51 @@ def test_training_sets_a_torn_latest_aside_and_resumes_bit_exactly(
   assert step == ref_step == 30
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(expected)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# --- A workdir whose parts are of the wrong kind -------------------------------
+
+_WRONG_KIND = [
+    ('tensorboard', 'file', 'train', "not a folder; expected the run's "
+     'TensorBoard folder'),
+    ('eval_test.json', 'dir', 'eval', 'a folder; expected a file there'),
+    ('probabilities_test.npz', 'dir', 'eval', 'a folder; expected a file'),
+    ('config.json', 'dir', 'eval', 'not a readable config'),
+    ('metrics.jsonl', 'dir', 'train', 'metrics.jsonl'),
+    ('predictions.csv', 'dir', 'predict', 'is a folder; expected a CSV'),
+]
+
+
+@pytest.mark.parametrize('part,kind,mode,needle', _WRONG_KIND,
+                         ids=[f'{p}-{k}-{m}' for p, k, m, _ in _WRONG_KIND])
+def test_a_workdir_part_of_the_wrong_kind_is_one_line(
+    two_epochs, tmp_path, learnable_data_dir, part, kind, mode, needle):
+  from faults import conftest as fc  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'w'
+  shutil.copytree(two_epochs, workdir)
+  path = workdir / part
+  if path.is_dir():
+    shutil.rmtree(path)
+  elif path.exists():
+    path.unlink()
+  if kind == 'dir':
+    path.mkdir()
+  else:
+    path.write_text('x')
+  image = tmp_path / 'in.npy'
+  np.save(image, np.zeros((28, 28), np.uint8))
+  before = fc.snapshot(workdir)
+  if mode == 'train':
+    args = fc.train_args(learnable_data_dir, workdir, num_epochs=3,
+                         checkpoint_every_steps=4, keep_checkpoints=10,
+                         log_every_steps=100)
+  else:
+    args = [f'--mode={mode}', f'--workdir={workdir}',
+            f'--predict_input={image}']
+  proc = fc.run_main(args)
+  fc.assert_one_clear_error(proc, str(path), needle)
+  assert proc.returncode == 2
+  after = fc.snapshot(workdir)
+  if mode == 'train':  # It records the new num_epochs, a resumable field.
+    del before[str(workdir / 'config.json')]
+  assert {k: after.get(k) for k in before} == before  # Earlier files kept.
