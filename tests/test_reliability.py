@@ -414,3 +414,78 @@ def test_a_workdir_part_of_the_wrong_kind_is_one_line(
   if mode == 'train':  # It records the new num_epochs, a resumable field.
     del before[str(workdir / 'config.json')]
   assert {k: after.get(k) for k in before} == before  # Earlier files kept.
+
+
+# --- Predict: EXIF orientation, a bound over all inputs ----------------------
+
+
+def _ink_top_left():
+  a = np.full((40, 60), 255, np.uint8)
+  a[4:14, 4:24] = 0  # Dark ink in the top-left corner, on white paper.
+  return a
+
+
+@pytest.mark.parametrize('orientation,stored', [
+    (3, lambda a: np.rot90(a, 2)), (6, lambda a: np.rot90(a, 1)),
+    (8, lambda a: np.rot90(a, -1)), (2, np.fliplr)])
+@pytest.mark.parametrize('fmt', ['JPEG', 'PNG'])
+def test_the_exif_orientation_is_honoured(tmp_path, orientation, stored, fmt):
+  upright = _ink_top_left()
+  exif = Image.Exif()
+  exif[0x0112] = orientation  # Orientation
+  path = tmp_path / f'photo.{fmt.lower()}'
+  Image.fromarray(np.ascontiguousarray(stored(upright))).save(
+      path, fmt, exif=exif, **({'quality': 100} if fmt == 'JPEG' else {}))
+  reference = tmp_path / f'upright.{fmt.lower()}'
+  Image.fromarray(upright).save(
+      reference, fmt, **({'quality': 100} if fmt == 'JPEG' else {}))
+  gray, display = inputs_lib.read_image(path)
+  want, want_display = inputs_lib.read_image(reference)
+  assert gray.shape == want.shape == (40, 60)
+  np.testing.assert_allclose(gray, want, atol=8)
+  assert display.shape == want_display.shape
+
+
+def test_a_broken_exif_tag_reads_the_pixels_as_stored(tmp_path):
+  exif = Image.Exif()
+  exif[0x0112] = 99  # No such orientation.
+  Image.fromarray(_ink_top_left()).save(tmp_path / 'x.png', exif=exif)
+  gray, _ = inputs_lib.read_image(tmp_path / 'x.png')
+  np.testing.assert_array_equal(gray, _ink_top_left().astype(np.float32))
+
+
+def test_the_inputs_are_bounded_in_all_not_only_per_file(tmp_path,
+                                                         monkeypatch):
+  for i in range(4):  # Each file within the per-file limit.
+    np.save(tmp_path / f'part{i}.npy', np.zeros((3, 28, 28), np.uint8))
+  monkeypatch.setattr(inputs_lib, 'MAX_TOTAL_IMAGES', 10)
+  items, errors = inputs_lib.collect([str(tmp_path / f'part{i}.npy')
+                                      for i in range(3)])
+  assert len(items) == 9 and errors == []
+  with pytest.raises(UserError, match=r'the inputs up to .*part3.npy hold 12 '
+                     r'images \(.* bytes\); expected at most 10 images and '
+                     r'.* bytes in all: predict them in several runs'):
+    inputs_lib.collect([str(tmp_path)])
+  monkeypatch.setattr(inputs_lib, 'MAX_TOTAL_BYTES', 4000)
+  with pytest.raises(UserError, match='expected at most 10 images and 4,000 '
+                     'bytes in all'):
+    inputs_lib.collect([np.zeros((28, 28), np.uint8)] * 3)
+
+
+# --- A class map with control characters -------------------------------------
+
+
+@pytest.mark.parametrize('codepoint,char', [
+    ('U+001B', '\x1b'), ('U+202E', '\u202e'), ('U+0085', '\x85'),
+    ('U+2028', '\u2028')])
+def test_a_control_character_in_the_class_map_is_one_line(
+    synthetic_data_dir, codepoint, char):
+  from kmnist_jax import data  # pylint: disable=g-import-not-at-top
+  path = synthetic_data_dir / 'kmnist_classmap.csv'
+  rows = path.read_text(encoding='utf-8').splitlines()
+  rows[3] = f'2,{codepoint},"{char}"'
+  path.write_bytes(('\n'.join(rows) + '\n').encode('utf-8'))
+  with pytest.raises(UserError, match=f'kmnist_classmap.csv row 3: '
+                     f'{re.escape(codepoint)} is a control or format '
+                     'character; expected a printable character'):
+    data.class_map('kmnist', str(synthetic_data_dir))
