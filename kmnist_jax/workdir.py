@@ -76,9 +76,12 @@ def _open_lock(path: str):
       raise UserError(f'{path}: a symbolic link; {expected}') from None
     raise UserError(f'{path}: cannot open the lock '
                     f'({one_line(e.strerror or e)})') from None
-  if not stat.S_ISREG(os.fstat(fd).st_mode):
+  st = os.fstat(fd)
+  if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
     os.close(fd)
-    raise UserError(f'{path}: not a file; {expected}')
+    what = 'a hard link to another file' if stat.S_ISREG(st.st_mode) else (
+        'not a file')
+    raise UserError(f'{path}: {what}; {expected}')
   return os.fdopen(fd, 'r+')
 
 

@@ -37,7 +37,8 @@ pytestmark = pytest.mark.filterwarnings('ignore::kmnist_jax.data.DataWarning')
 # --- 1. The lock never writes through a link ---------------------------------
 
 
-@pytest.mark.parametrize('plant', ['symlink', 'dangling', 'fifo', 'folder'])
+@pytest.mark.parametrize('plant', ['symlink', 'dangling', 'fifo', 'folder',
+                                   'hardlink'])
 def test_a_planted_lock_is_refused_and_its_target_kept(tmp_path, plant):
   workdir = tmp_path / 'w'
   workdir.mkdir()
@@ -50,10 +51,13 @@ def test_a_planted_lock_is_refused_and_its_target_kept(tmp_path, plant):
     lock.symlink_to(tmp_path / 'created_through_the_link')
   elif plant == 'fifo':
     os.mkfifo(lock)
+  elif plant == 'hardlink':
+    os.link(target, lock)
   else:
     lock.mkdir()
-  with pytest.raises(UserError, match=r'\.lock: (a symbolic link|not a file)'
-                     '; expected a regular file'):
+  with pytest.raises(UserError, match=r'\.lock: (a symbolic link|not a file|'
+                     'a hard link to another file); expected a regular '
+                     'file'):
     with workdir_lib.workdir_lock(str(workdir)):
       pass
   assert target.read_text() == 'precious data'
