@@ -6,8 +6,9 @@ temporary file in the same folder, which is renamed over the target only once
 it is complete; on any error the temporary file is removed and the target is
 left as it was. The content is synced to disk before the rename, and the
 folder after it, so that a power cut leaves the old file or the new one,
-never a short one under the target's name. New files get the permissions the umask allows (0666 & ~umask),
-as `open()` would give them.
+never a short one under the target's name. A folder at the target is
+refused before any work. New files get the permissions the umask allows
+(0666 & ~umask), as `open()` would give them.
 """
 
 from __future__ import annotations

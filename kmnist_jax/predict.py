@@ -267,12 +267,13 @@ def check_output(output_csv: str, inputs: Any, workdir: str) -> None:
   rel = os.path.relpath(path, root)
   new_csv = (rel.endswith('.csv') and os.sep not in rel
              and not rel.startswith('.'))
-  if rel == _OWN_OUTPUTS[0] or new_csv and (
-      not os.path.lexists(path) or _is_own_csv(path)):
+  if rel == _OWN_OUTPUTS[0] or (new_csv and (
+      not os.path.lexists(path) or _is_own_csv(path))):
     return
+  default = show(os.path.join(workdir, _OWN_OUTPUTS[0]))
   raise UserError(f'{flag}: a file of the workdir that predict does not '
                   'write; expected a path outside it, or a new .csv file in '
-                  f'it (default {show(os.path.join(workdir, _OWN_OUTPUTS[0]))})')
+                  f'it (default {default})')
 
 
 def main(workdir: str, inputs: list[str], output_csv: str = '',
