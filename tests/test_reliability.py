@@ -31,7 +31,12 @@ from kmnist_jax.errors import UserError
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # The synthetic files differ from the official release, which warns.
-pytestmark = pytest.mark.filterwarnings('ignore::kmnist_jax.data.DataWarning')
+# Orbax's failed TensorStore reads (torn checkpoints) close their event
+# loop late, in whichever test runs then.
+pytestmark = [
+    pytest.mark.filterwarnings('ignore::kmnist_jax.data.DataWarning'),
+    pytest.mark.filterwarnings(
+        'ignore::pytest.PytestUnraisableExceptionWarning')]
 
 
 # --- 1. The lock never writes through a link ---------------------------------
@@ -336,8 +341,6 @@ def _tear(workdir, step, name):
   path.write_bytes(data[:len(data) // 2])
 
 
-# Orbax's failed TensorStore reads close their event loop late.
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 @pytest.mark.parametrize('name', _TORN)
 def test_eval_and_predict_use_the_step_before_a_torn_latest(two_epochs,
                                                             tmp_path, name):
@@ -353,8 +356,6 @@ def test_eval_and_predict_use_the_step_before_a_torn_latest(two_epochs,
     evaluate.evaluate(None, str(workdir), checkpoint_step=20)
 
 
-# Orbax's failed TensorStore reads close their event loop late.
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 @pytest.mark.parametrize('name', _TORN)
 def test_training_sets_a_torn_latest_aside_and_resumes_bit_exactly(
     two_epochs, three_epochs, tmp_path, learnable_data_dir, name):
