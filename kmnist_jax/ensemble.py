@@ -58,8 +58,11 @@ def member_probs(workdir: str, config, checkpoint_step: int = -1
   elif saved.model in svm.METHODS:
     _, probs, labels = svm.evaluate_probabilities(member, workdir)
   else:
-    _, probs, labels = evaluate_lib.evaluate_probabilities(member, workdir,
-                                                           step)
+    # The user's step, not `step`: a latest step that turns out unreadable
+    # falls back to the one before, as `--mode eval` does.
+    result, probs, labels = evaluate_lib.evaluate_probabilities(
+        member, workdir, checkpoint_step)
+    step = result['checkpoint_step']
   return probs, labels, step
 
 

@@ -356,6 +356,18 @@ def test_eval_and_predict_use_the_step_before_a_torn_latest(two_epochs,
     evaluate.evaluate(None, str(workdir), checkpoint_step=20)
 
 
+def test_an_ensemble_member_with_a_torn_latest_uses_the_step_before(
+    two_epochs, tmp_path):
+  members = []
+  for i in range(2):
+    members.append(tmp_path / f'w{i}')
+    shutil.copytree(two_epochs, members[-1])
+  _tear(members[1], 20, 'state/_METADATA')
+  result = ensemble.evaluate([str(w) for w in members])
+  assert result['checkpoint_step'] == [20, 16]
+  assert [m['checkpoint_step'] for m in result['members']] == [20, 16]
+
+
 @pytest.mark.parametrize('name', _TORN)
 def test_training_sets_a_torn_latest_aside_and_resumes_bit_exactly(
     two_epochs, three_epochs, tmp_path, learnable_data_dir, name):
