@@ -71,7 +71,8 @@ _PATH_ERRORS = {
                   'can read and write',
     errno.EPERM: 'operation not permitted; expected a file or folder this '
                  'user can read and write',
-    errno.ELOOP: 'a symbolic link loop; expected a file or folder',
+    errno.ELOOP: 'a symbolic link (or a loop of them) where the program '
+                 'writes only its own files; expected a regular file',
     errno.ENAMETOOLONG: 'name too long for the file system',
 }
 

@@ -93,7 +93,11 @@ class MetricWriter:
   def write(self, record: dict) -> None:
     if not self.enabled:
       return
-    with open(self.path, 'a') as f:
+    # Not through a link: a planted metrics.jsonl symlink would have the
+    # records appended to its target.
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                 | getattr(os, 'O_NOFOLLOW', 0), 0o666)
+    with os.fdopen(fd, 'a') as f:
       f.write(json.dumps(record) + '\n')
     for k, v in record.items():
       if k not in ('step', 'epoch', 'split') and isinstance(v, (int, float)):

@@ -395,6 +395,7 @@ _WRONG_KIND = [
     ('config.json', 'dir', 'eval', 'not a readable config'),
     ('metrics.jsonl', 'dir', 'train', 'metrics.jsonl'),
     ('predictions.csv', 'dir', 'predict', 'is a folder; expected a CSV'),
+    ('metrics.jsonl', 'link', 'train', 'a symbolic link'),
 ]
 
 
@@ -412,6 +413,8 @@ def test_a_workdir_part_of_the_wrong_kind_is_one_line(
     path.unlink()
   if kind == 'dir':
     path.mkdir()
+  elif kind == 'link':  # Records appended through it would land there.
+    path.symlink_to(tmp_path / 'elsewhere')
   else:
     path.write_text('x')
   image = tmp_path / 'in.npy'
@@ -431,6 +434,7 @@ def test_a_workdir_part_of_the_wrong_kind_is_one_line(
   if mode == 'train':  # It records the new num_epochs, a resumable field.
     del before[str(workdir / 'config.json')]
   assert {k: after.get(k) for k in before} == before  # Earlier files kept.
+  assert not (tmp_path / 'elsewhere').exists()
 
 
 # --- Predict: EXIF orientation, a bound over all inputs ----------------------
