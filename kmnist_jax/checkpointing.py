@@ -54,6 +54,29 @@ def _quiet_missing_metrics() -> None:
     log.addFilter(_NoMetricsNote())
 
 
+class _Manager(ocp.CheckpointManager):
+  """A CheckpointManager that opens a folder whose steps hold a torn metrics
+  file: Orbax reads every step's metrics on opening, and one unreadable file
+  failed the whole folder. Such steps are listed in `unreadable`, and
+  `Checkpointer.restore` refuses them like any other unreadable step."""
+
+  def __init__(self, *args, **kwargs):
+    self.unreadable: dict[int, str] = {}
+    super().__init__(*args, **kwargs)
+
+  def _get_metrics(self, step: int):
+    try:
+      return super()._get_metrics(step)
+    except Exception as e:  # pylint: disable=broad-except
+      # JSONDecodeError, UnicodeDecodeError, OSError: a damaged file.
+      self.unreadable[step] = f'metrics: {one_line(e)}'
+      return None
+
+  def reload(self):
+    self.unreadable = {}
+    super().reload()
+
+
 class Checkpointer:
   """Thin wrapper over `ocp.CheckpointManager` for this project's layout."""
 
@@ -74,7 +97,7 @@ class Checkpointer:
         read_only=read_only, cleanup_tmp_directories=not read_only,
         enable_async_checkpointing=True)
     try:
-      self.manager = ocp.CheckpointManager(
+      self.manager = _Manager(
           self.directory, options=options, item_names=('state', 'meta'))
     except (OSError, ValueError) as e:
       raise UserError(f'{self.directory}: cannot open checkpoints ({e})') from e
@@ -107,6 +130,9 @@ class Checkpointer:
     if step not in self.all_steps():
       raise UserError(f'{self.directory}: no checkpoint at step {step}; '
                       f'available: {self.all_steps() or "none"}')
+    if step in self.manager.unreadable:
+      raise UserError(f'{self.directory}/{step}: checkpoint is unreadable '
+                      f'({self.manager.unreadable[step]})')
     try:
       meta = self.restore_meta(step)
       out = self.manager.restore(step, args=ocp.args.Composite(

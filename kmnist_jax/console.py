@@ -19,6 +19,10 @@ import time
 from kmnist_jax.cpu.malloc import switched_off
 
 _STATE = {'quiet': False, 'bar': None}
+# Exit codes of a training stopped by a signal after saving a checkpoint:
+# 128 + the signal's number, as a shell reports a process the signal killed,
+# so that schedulers record the job as interrupted, not done.
+EXIT_INTERRUPTED = {'SIGINT': 130, 'SIGTERM': 143}
 _LOCK = threading.RLock()  # Lines come from the Ctrl-C watcher thread too.
 BAR_WIDTH = 24
 
@@ -162,8 +166,11 @@ def summary_lines(config, workdir: str, summary: dict,
   took = f'in {duration(seconds)}' + (
       f' ({duration(wall)} over all resumes)' if wall > seconds + 1 else '')
   if summary.get('interrupted'):
-    head = (f'Stopped by {summary["interrupted"]}; checkpoint saved at step '
-            f'{step}/{total}, {took}. Rerun the same command to resume.')
+    signame = summary['interrupted']
+    head = (f'Stopped by {signame}; checkpoint saved at step {step}/{total}, '
+            f'{took}. Interrupted, resumable (exit '
+            f'{EXIT_INTERRUPTED.get(signame, 1)}): rerun the same command to '
+            'resume.')
   elif summary.get('already_complete'):
     head = f'already complete: step {step}/{total}'
   else:

@@ -22,6 +22,7 @@ import math
 import os
 import pathlib
 import re
+import unicodedata
 import warnings
 import zipfile
 import zlib
@@ -387,6 +388,9 @@ def _read_classmap(path: pathlib.Path,
     if not 0 <= code <= 0x10FFFF:
       raise UserError(f'{where}: expected a codepoint like U+304A, got '
                       f'{codepoint!r}')
+    if unicodedata.category(chr(code)) in ('Cc', 'Cf', 'Cs', 'Zl', 'Zp'):
+      raise UserError(f'{where}: {codepoint} is a control or format '
+                      'character; expected a printable character')
     if char != chr(code):
       raise UserError(f'{where}: character {char!r} does not match '
                       f'{codepoint} (expected {chr(code)!r})')

@@ -72,9 +72,11 @@ def initialize(mode: str = 'auto', coordinator_address: str = '',
       0 <= process_id < (num_processes or process_id + 1)):
     raise UserError(f'--process_id={process_id}: expected 0 <= id < '
                     f'--num_processes={num_processes}')
-  if coordinator_address and ':' not in coordinator_address:
+  host, _, port = (coordinator_address or '').rpartition(':')
+  if coordinator_address and not (host and port.isdigit()
+                                   and 0 < int(port) < 65536):
     raise UserError(f'--coordinator_address={coordinator_address}: expected '
-                    'host:port of process 0')
+                    'host:port of process 0, port 1..65535')
   # gloo is the default in recent JAX; set it so CPU runs never fall back to
   # no cross-process collectives.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')

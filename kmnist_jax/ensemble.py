@@ -22,6 +22,7 @@ import numpy as np
 from kmnist_jax import data as data_lib
 from kmnist_jax import distributed
 from kmnist_jax import evaluate as evaluate_lib
+from kmnist_jax import fields
 from kmnist_jax import fileio
 from kmnist_jax import knn
 from kmnist_jax import metrics as metrics_lib
@@ -46,7 +47,8 @@ def member_probs(workdir: str, config, checkpoint_step: int = -1
                                                        checkpoint_step)
   found = evaluate_lib.read_probabilities(
       evaluate_lib.probabilities_path(workdir, split),
-      evaluate_lib.probabilities_meta(member, workdir, split, step))
+      evaluate_lib.probabilities_meta(member, workdir, split, step),
+      data_lib.get_info(member.dataset).num_classes)
   # Every process recomputes, or none: the network's forward pass is
   # collective.
   if not distributed.any_process(found is None):
@@ -56,8 +58,11 @@ def member_probs(workdir: str, config, checkpoint_step: int = -1
   elif saved.model in svm.METHODS:
     _, probs, labels = svm.evaluate_probabilities(member, workdir)
   else:
-    _, probs, labels = evaluate_lib.evaluate_probabilities(member, workdir,
-                                                           step)
+    # The user's step, not `step`: a latest step that turns out unreadable
+    # falls back to the one before, as `--mode eval` does.
+    result, probs, labels = evaluate_lib.evaluate_probabilities(
+        member, workdir, checkpoint_step)
+    step = result['checkpoint_step']
   return probs, labels, step
 
 
@@ -67,6 +72,8 @@ def evaluate(workdirs: list[str], config=None,
   if len(workdirs) < 2:
     raise UserError('--ensemble: expected at least two workdirs in all, got '
                     f'{len(workdirs)}')
+  if config is not None:
+    fields.check_config(config)
   config = config or workdir_lib.load_workdir_config(workdirs[0])
   info = data_lib.get_info(config.dataset)
   for w in workdirs:
@@ -77,7 +84,11 @@ def evaluate(workdirs: list[str], config=None,
   split = config.test_split or config.eval_split
   total, labels, members, steps = None, None, [], []
   for w in workdirs:
-    p, labels, step = member_probs(w, config, checkpoint_step)
+    p, member_labels, step = member_probs(w, config, checkpoint_step)
+    if labels is not None and not np.array_equal(member_labels, labels):
+      raise UserError(f'--ensemble {w}: its {split} labels differ from '
+                      f'{workdirs[0]}\'s; expected the same examples')
+    labels = member_labels
     members.append({'workdir': w, 'checkpoint_step': step,
                     'accuracy': float(np.mean(np.argmax(p, 1) == labels))})
     steps.append(step)

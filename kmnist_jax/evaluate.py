@@ -34,7 +34,7 @@ from kmnist_jax import optim
 from kmnist_jax import splits
 from kmnist_jax import steps
 from kmnist_jax import workdir as workdir_lib
-from kmnist_jax.errors import UserError
+from kmnist_jax.errors import UserError, one_line
 
 
 def restore_for_inference(workdir: str, checkpoint_step: int = -1,
@@ -50,14 +50,35 @@ def restore_for_inference(workdir: str, checkpoint_step: int = -1,
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
                                     read_only=True)
   try:  # Closing also on errors: no asyncio noise from Orbax at exit.
-    step = _pick_step(ckpt, checkpoint_step, prefer)
+    first = _pick_step(ckpt, checkpoint_step, prefer)
     repl = NamedSharding(mesh or steps.make_mesh(), P())
     # Any optimizer with this config restores the same state tree.
     tx = optim.create_optimizer(config, 1)
     graphdef = steps.model_graphdef(config, info.num_classes)
-    _check_checkpoint_model(ckpt, step, config.model)
-    state, meta = ckpt.restore(
-        step, steps.abstract_state(config, info.num_classes, tx, repl))
+    abstract = steps.abstract_state(config, info.num_classes, tx, repl)
+    # The latest (or best) step, else, when it is unreadable and no step
+    # was asked for, the newest one before it that restores.
+    candidates = [first] + ([] if checkpoint_step >= 0 else sorted(
+        (s for s in ckpt.all_steps() if s != first), reverse=True))
+    failed = None
+    for step in candidates:
+      _check_checkpoint_model(ckpt, step, config.model)
+      error = None
+      try:
+        state, meta = ckpt.restore(step, abstract)
+      except UserError as e:
+        error = e
+      if distributed.any_process(error is not None):
+        failed = failed or error or UserError(
+            f'{ckpt.directory}/{step}: unreadable on another process')
+        logging.warning('%s; trying the checkpoint before it', error)
+        continue
+      break
+    else:
+      raise failed
+    if failed:
+      logging.warning('Using checkpoint step %d: the newer step %d is '
+                      'unreadable', step, first)
     if meta.get('model') != config.model:
       raise UserError(f'{ckpt.directory}/{step}: checkpoint of model '
                       f'{meta.get("model")!r}, config says {config.model!r}')
@@ -137,9 +158,34 @@ def write_probabilities(path: str, probs: np.ndarray, labels: np.ndarray,
                meta=np.array(json.dumps(meta, sort_keys=True)))
 
 
-def read_probabilities(path: str, meta: dict):
-  """(probabilities, labels) of `path` if it was computed from `meta`;
-  None if it is missing, unreadable or stale."""
+def check_probabilities(probs, labels, num_classes: int | None = None
+                        ) -> str | None:
+  """None when `probs` (N, C) are probabilities of `labels` (N,): finite,
+  non-negative rows summing to 1, labels in [0, C); else what is wrong."""
+  probs, labels = np.asarray(probs), np.asarray(labels)
+  if probs.ndim != 2 or probs.dtype.kind != 'f':
+    return f'probabilities of shape {probs.shape} {probs.dtype}; expected ' \
+        'floats (N, C)'
+  n, c = probs.shape
+  if num_classes is not None and c != num_classes:
+    return f'{c} classes, expected {num_classes}'
+  if labels.shape != (n,) or labels.dtype.kind not in 'iu':
+    return f'labels of shape {labels.shape} {labels.dtype}; expected ' \
+        f'integers ({n},)'
+  if n and (labels.min() < 0 or labels.max() >= c):
+    return f'labels outside 0..{c - 1}'
+  if not np.all(np.isfinite(probs)) or (n and probs.min() < 0):
+    return 'probabilities that are not finite and non-negative'
+  if n and np.abs(probs.sum(1, dtype=np.float64) - 1).max() > 1e-3:
+    return 'probability rows that do not sum to 1'
+  return None
+
+
+def read_probabilities(path: str, meta: dict,
+                       num_classes: int | None = None):
+  """(probabilities, labels) of `path` if it was computed from `meta` and
+  holds valid probabilities (`check_probabilities`); None, with a warning
+  when it is damaged, if it is missing, unreadable or stale."""
   if not os.path.exists(path):
     return None
   try:
@@ -147,10 +193,16 @@ def read_probabilities(path: str, meta: dict):
       if json.loads(str(f['meta'])) != json.loads(
           json.dumps(meta, sort_keys=True)):
         return None
-      return f['probabilities'], f['labels']
-  except (OSError, ValueError, KeyError) as e:
-    logging.warning('%s: not reused (%s)', path, e)
+      probs, labels = f['probabilities'], f['labels']
+    problem = check_probabilities(probs, labels, num_classes)
+  except Exception as e:  # pylint: disable=broad-except
+    # np.load raises many types for a damaged file: BadZipFile, EOFError,
+    # ValueError, OSError, KeyError, UnicodeDecodeError.
+    problem = f'unreadable: {one_line(e)}'
+  if problem:
+    logging.warning('%s: not reused, computed again (%s)', path, problem)
     return None
+  return probs, labels
 
 
 def evaluate(config: ml_collections.ConfigDict | None, workdir: str,

@@ -4,13 +4,17 @@ Every file the package writes (metrics, configs, results, plots, CSVs, models,
 downloads, cached libraries) goes through `atomic_path`: the content goes to a
 temporary file in the same folder, which is renamed over the target only once
 it is complete; on any error the temporary file is removed and the target is
-left as it was. New files get the permissions the umask allows (0666 & ~umask),
-as `open()` would give them.
+left as it was. The content is synced to disk before the rename, and the
+folder after it, so that a power cut leaves the old file or the new one,
+never a short one under the target's name. A folder at the target is
+refused before any work. New files get the permissions the umask allows
+(0666 & ~umask), as `open()` would give them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -21,6 +25,19 @@ def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)
   return mask
+
+
+def fsync(path: str) -> None:
+  """Flushes a file's (or a folder's entries') data to disk; a file system
+  that cannot sync folders is let be."""
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  except OSError:
+    if not os.path.isdir(path):
+      raise
+  finally:
+    os.close(fd)
 
 
 @contextlib.contextmanager
@@ -34,12 +51,17 @@ def atomic_path(path: str | os.PathLike[str], mode: int | None = None
   path = os.fspath(path)
   folder = os.path.dirname(os.path.abspath(path))
   base = os.path.basename(path)
+  if os.path.isdir(path) and not os.path.islink(path):
+    # The rename would fail after all the work, naming the temporary file.
+    raise IsADirectoryError(errno.EISDIR, 'Is a directory', path)
   fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix='.tmp', dir=folder)
   os.close(fd)
   try:
     yield tmp
     os.chmod(tmp, (0o666 & ~_umask()) if mode is None else mode)
+    fsync(tmp)  # On disk before the name: a power cut leaves old or new.
     os.replace(tmp, path)
+    fsync(folder)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import unicodedata
 import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -32,8 +31,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
 
-from kmnist_jax.errors import one_line
+from kmnist_jax.errors import UserError, one_line
+# Re-exported: callers show names with inputs.display_name.
+from kmnist_jax.names import as_utf8, display_name  # pylint: disable=W0611
 from kmnist_jax.preprocess import SIZE, InputError
 from kmnist_jax.preprocess import pil_gray, pil_rgb, to_gray, to_kmnist
 
@@ -48,6 +50,10 @@ _EXPECTED_ARRAY = 'expected a NumPy file of shape (N, 28, 28) or (28, 28)'
 # 232,365 KMNIST-49 training images fit, as uint8 or float16.
 MAX_ARRAY_IMAGES = 250_000
 MAX_ARRAY_BYTES = 512 << 20
+# Over all inputs of one call: images kept (each 28x28, with a thumbnail of
+# at most DISPLAY_SIDE on a side for the gallery) and their bytes.
+MAX_TOTAL_IMAGES = 1_000_000
+MAX_TOTAL_BYTES = 2 << 30
 _MAX_NPY_HEADER = 10_000  # numpy's limit; longer headers are refused.
 # (first bytes, kind, what): kind 'npy', 'zip', 'image' or 'other'.
 _SIGNATURES = (
@@ -88,43 +94,20 @@ class Item:
   display: np.ndarray
 
 
-_ESCAPES = {'\t': '\\t', '\n': '\\n', '\r': '\\r'}
-
-
-def as_utf8(name: str) -> str:
-  """`name` encodable as UTF-8: the bytes of a POSIX file name that are not
-  UTF-8 (read with surrogateescape) become the text `\\xff`."""
+def _upright(im: Image.Image) -> Image.Image:
+  """`im` turned as its EXIF orientation tag says (phone photos are stored
+  sideways with the tag); as stored when it has none or a broken one."""
   try:
-    return name.encode('utf-8', 'surrogateescape').decode(
-        'utf-8', 'backslashreplace')
-  except UnicodeEncodeError:  # A lone surrogate that is not an escaped byte.
-    return name.encode('utf-8', 'backslashreplace').decode('utf-8')
-
-
-def display_name(name: str) -> str:
-  """`name` safe to show in a terminal or a picture, one line.
-
-  Bytes that are not UTF-8 (a POSIX file name read with surrogateescape)
-  become `\\xff`; control, format (such as bidirectional overrides) and
-  line-separator characters become `\\t`, `\\n`, `\\r`, `\\x1b`, `\\u202e`.
-  Everything else, `$ = + - @` and backslashes included, is kept as is.
-  """
-  out = []
-  for c in as_utf8(name):
-    if unicodedata.category(c) in ('Cc', 'Cf', 'Cs', 'Zl', 'Zp'):
-      o = ord(c)
-      out.append(_ESCAPES.get(c) or (f'\\x{o:02x}' if o < 0x100 else
-                                     f'\\u{o:04x}' if o < 0x10000 else
-                                     f'\\U{o:08x}'))
-    else:
-      out.append(c)
-  return ''.join(out)
+    return ImageOps.exif_transpose(im)
+  except Exception:  # pylint: disable=broad-except
+    return im  # Malformed EXIF: the pixels as stored.
 
 
 def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
   """(grayscale float32 (H, W), display thumbnail uint8) of an image file.
 
-  GIFs and multi-page TIFFs give their first frame.
+  GIFs and multi-page TIFFs give their first frame; the EXIF orientation
+  tag is honoured.
 
   Raises:
     InputError: unreadable, truncated, empty, too large, or not an image.
@@ -145,6 +128,7 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
         if max(im.size) > MAX_SIDE:
           im = pil_gray(im) if im.mode.startswith(('I', 'F')) else pil_rgb(im)
           im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BOX)
+        im = _upright(im)
         gray = pil_gray(im)
         display = pil_rgb(im) if not im.mode.startswith(('I', 'F')) else gray
         display = display.copy()
@@ -332,6 +316,9 @@ def expand(path: str | os.PathLike[str]) -> list[str]:
   Raises:
     InputError: a missing path or a folder without image or array files.
   """
+  if not os.fspath(path):  # pathlib reads '' as '.', the current folder.
+    raise InputError('empty path; expected an image, a folder or a .npy/.npz '
+                     'array')
   p = pathlib.Path(path)
   if p.is_dir():
     suffixes = IMAGE_SUFFIXES + ARRAY_SUFFIXES
@@ -413,8 +400,8 @@ def collect(inputs: Any) -> tuple[list[Item], list[tuple[str, str]]]:
   """
   if isinstance(inputs, (str, os.PathLike, np.ndarray, Image.Image)):
     inputs = [inputs]
-  items, errors = [], []
-  for index, x in enumerate(_as_list(inputs)):
+  items, errors, total = [], [], (0, 0)
+  for index, x in enumerate(as_list(inputs)):
     if isinstance(x, (str, os.PathLike)):
       try:
         paths = expand(x)
@@ -426,15 +413,35 @@ def collect(inputs: Any) -> tuple[list[Item], list[tuple[str, str]]]:
           items.extend(_file_items(path))
         except InputError as e:
           errors.append((path, str(e)))
+        total = _check_total(items, total, path)
     else:
       try:
         items.extend(_memory_items(index, x))
       except InputError as e:
         errors.append((f'<array {index}>', str(e)))
+      total = _check_total(items, total, f'<array {index}>')
   return items, errors
 
 
-def _as_list(inputs: Any) -> Sequence[Any]:
+def _check_total(items: list[Item], total: tuple[int, int], where: str
+                 ) -> tuple[int, int]:
+  """(count, bytes) of `items` so far, given those of a shorter prefix;
+  `UserError` past `MAX_TOTAL_IMAGES` or `MAX_TOTAL_BYTES`."""
+  count, nbytes = total
+  nbytes += sum(it.image.nbytes + it.display.nbytes for it in items[count:])
+  count = len(items)
+  if count > MAX_TOTAL_IMAGES or nbytes > MAX_TOTAL_BYTES:
+    raise UserError(
+        f'the inputs up to {display_name(where)} hold {count:,} images '
+        f'({nbytes:,} bytes); expected at most {MAX_TOTAL_IMAGES:,} images '
+        f'and {MAX_TOTAL_BYTES:,} bytes in all: predict them in several runs')
+  return count, nbytes
+
+
+def as_list(inputs: Any) -> Sequence[Any]:
+  """`inputs` as a list: one path, array or image becomes a list of one."""
+  if isinstance(inputs, (str, os.PathLike, np.ndarray, Image.Image)):
+    return [inputs]
   if isinstance(inputs, Iterable):
     return list(inputs)
   raise UserError(f'inputs of type {type(inputs).__name__}; expected paths, '

@@ -35,10 +35,11 @@ from kmnist_jax import console
 from kmnist_jax import data as data_lib
 from kmnist_jax import distributed
 from kmnist_jax import evaluate as evaluate_lib
+from kmnist_jax import fields
 from kmnist_jax import fileio
 from kmnist_jax import metrics as metrics_lib
 from kmnist_jax import workdir as workdir_lib
-from kmnist_jax.errors import UserError
+from kmnist_jax.errors import UserError, one_line
 
 METHODS = ('knn', 'pca_knn')
 MARGIN = 12
@@ -62,6 +63,7 @@ class Fitted:
 
 
 def check_config(config) -> None:
+  fields.check_config(config)
   if config.model not in METHODS:
     raise UserError(f'config.model={config.model!r}: expected one of '
                     f'{", ".join(METHODS)}')
@@ -277,6 +279,26 @@ def score_splits(config, workdir: str, score, t0: float,
   return summary
 
 
+def _read_model(path: str, config):
+  """((mean, components), training-file md5s) of a saved fit; one line if
+  the file is damaged or not of `config`'s PCA."""
+  dims = config.get('pca_components', 60) if config.model == 'pca_knn' else 0
+  try:
+    with np.load(path) as f:
+      mean, components = f['mean'], f['components']
+      recorded = {str(a): str(b) for a, b in f['train_checksums']}
+    if mean.shape != (784,) or components.shape != (dims, 784):
+      raise ValueError(f'PCA of shapes {mean.shape} and {components.shape}, '
+                       f'expected (784,) and ({dims}, 784)')
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(components))):
+      raise ValueError('PCA values that are not finite')
+  except Exception as e:  # pylint: disable=broad-except
+    # np.load raises many types for a damaged file (BadZipFile, EOFError).
+    raise UserError(f'{path}: not a readable k-NN fit ({one_line(e)}); '
+                    'run --mode train on this workdir again') from e
+  return (mean, components), recorded
+
+
 def load_fitted(workdir: str, data_dir: str = '') -> Fitted:
   """The k-NN of a trained workdir: its recorded PCA on its training split,
   after checking that the training files are those of the fit."""
@@ -286,9 +308,7 @@ def load_fitted(workdir: str, data_dir: str = '') -> Fitted:
   path = os.path.join(workdir, MODEL_FILE)
   if not os.path.exists(path):
     raise UserError(f'{path}: missing; run --mode train on this workdir first')
-  with np.load(path) as f:
-    pca = (f['mean'], f['components'])
-    recorded = {str(a): str(b) for a, b in f['train_checksums']}
+  pca, recorded = _read_model(path, saved)
   now = data_lib.file_checksums(saved.dataset, saved.train_split,
                                 saved.data_dir or None)
   if now != recorded:

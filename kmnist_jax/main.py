@@ -12,15 +12,20 @@ tests), and a dataset to run the recipe on: :mnist, :fashion_mnist,
 second Ctrl-C aborts at once, keeping the last complete checkpoint.
 
 Errors in input print one line and exit non-zero; `--debug` shows the
-traceback.
+traceback. Exit codes: 0 done; 1 predict with bad inputs; 2 bad input, or a
+full disk or read-only folder; 130 (SIGINT, Ctrl-C) and 143 (SIGTERM): a
+training interrupted after saving a checkpoint, resumable by rerunning the
+same command (Ctrl-C elsewhere also exits 130, writing nothing half).
 """
 
 from __future__ import annotations
 
 import difflib
 import logging as logging_std
+import os
 import re
 import sys
+import threading
 import time
 
 from absl import app
@@ -31,6 +36,8 @@ from ml_collections import config_flags
 from kmnist_jax import console
 from kmnist_jax.errors import UserError
 from kmnist_jax.errors import one_line
+from kmnist_jax.errors import path_error
+from kmnist_jax.errors import resource_error
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file and variant: configs/<exp>.py '
@@ -125,16 +132,32 @@ def _run(argv) -> int:
 
   if not _WORKDIR.value:
     raise UserError('--workdir is required')
+  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import environment
+  from kmnist_jax import fields
+  # pylint: enable=g-import-not-at-top
+  environment.check_environment()
+  if _CONFIG.value is not None:  # Every mode: one line before any work.
+    fields.check_config(_CONFIG.value)
   if not flags.FLAGS['verbosity'].present:  # --verbosity=0: every INFO line.
     runtime.quiet_library_logs()
   runtime.setup()  # Before JAX starts its threads: see keep_freed_memory.
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value,
                          _NUM_PROCESSES.value, _PROCESS_ID.value)
+  try:
+    devices = jax.devices()
+  except (RuntimeError, AssertionError) as e:
+    # JAX_PLATFORMS names a platform this machine lacks (JAX asserts when
+    # its plugin is not installed).
+    platforms = os.environ.get('JAX_PLATFORMS', '')
+    raise UserError(f'JAX_PLATFORMS={platforms!r}: JAX could not start a '
+                    f'backend ({one_line(e)}); expected a platform this '
+                    'machine has, e.g. cpu') from None
   if not distributed.is_main():  # Process 0 logs for all.
     logging.set_verbosity(logging.WARNING)
     console.set_quiet(True)
   console.say(f'JAX process {jax.process_index()}/{jax.process_count()}, '
-              f'devices: {jax.devices()}')
+              f'devices: {devices}')
   if jax.default_backend() == 'cpu':  # What picks oneDNN's kernels.
     from kmnist_jax.cpu import features  # pylint: disable=g-import-not-at-top
     console.say(f'CPU: {features.describe()}')
@@ -149,7 +172,7 @@ def _run(argv) -> int:
                                       time.time() - t0):
       console.say(line)
     if summary['interrupted']:
-      return 130 if summary['interrupted'] == 'SIGINT' else 0
+      return console.EXIT_INTERRUPTED[summary['interrupted']]
     return 0
   if mode == 'eval':
     return _eval_command()
@@ -285,12 +308,17 @@ def _parse_flags(argv):
     error = _flag_error(e, argv)
   path = _config_arg(argv)
   if error is None and path is not None:
+    value = flags.FLAGS['config'].value
     try:
-      flags.FLAGS['config'].value.keys()  # Raises for a file that failed.
+      value.keys()  # Raises for a file that failed.
     except OSError as e:
       if debug:
         raise
       error = _config_file_error(path, e)
+    except AttributeError:  # get_config() returned no ConfigDict.
+      error = (f'--config {path}: get_config() returned a '
+               f'{type(value).__name__}; expected an ml_collections.'
+               'ConfigDict built on configlib.base_config()')
   if error is not None:
     print(f'error: {error}', file=sys.stderr)
     sys.exit(2)
@@ -304,7 +332,8 @@ def _unraisable(hook):
 
   def unraisable(args):
     if not (isinstance(args.exc_value, RuntimeError)
-            and str(args.exc_value) == 'Event loop is closed'):
+            and str(args.exc_value) == 'Event loop is closed') and (
+                resource_error(args.exc_value) is None):
       hook(args)
 
   return unraisable
@@ -317,10 +346,25 @@ def _orphan_read(record: logging_std.LogRecord) -> bool:
   return 'exception was never retrieved' not in record.getMessage()
 
 
+def _not_resource_error(record: logging_std.LogRecord) -> bool:
+  """False for the reports (with tracebacks) of a full disk or a read-only
+  folder that Orbax's and TensorBoard's background threads log: the one
+  `error:` line at exit says it."""
+  if record.levelno < logging_std.ERROR:
+    return True
+  error = record.exc_info[1] if record.exc_info else None
+  return resource_error(error or Exception(record.getMessage())) is None
+
+
 def main(argv):
   if not _DEBUG.value:
     sys.unraisablehook = _unraisable(sys.unraisablehook)
     logging_std.getLogger('asyncio').addFilter(_orphan_read)
+    for name in ('absl', ''):
+      logging_std.getLogger(name).addFilter(_not_resource_error)
+    thread_hook = threading.excepthook
+    threading.excepthook = lambda args: (
+        resource_error(args.exc_value) is None and thread_hook(args))
   try:
     return _run(argv)
   except UserError as e:
@@ -328,11 +372,20 @@ def main(argv):
       raise
     print(f'error: {e}', file=sys.stderr)
     return 2
-  except KeyboardInterrupt:  # Ctrl-C outside training's steps.
+  except KeyboardInterrupt:
+    # Ctrl-C outside the training loop (which saves and stops cleanly):
+    # startup, eval, predict. Every file is written whole or not at all.
     if _DEBUG.value:
       raise
-    print('\nerror: interrupted (Ctrl-C)', file=sys.stderr)
-    return 130
+    print('\nerror: interrupted (Ctrl-C); nothing was half-written, rerun '
+          'the same command', file=sys.stderr)
+    return console.EXIT_INTERRUPTED['SIGINT']
+  except Exception as e:  # pylint: disable=broad-except
+    line = resource_error(e, _WORKDIR.value or '') or path_error(e)
+    if _DEBUG.value or line is None:
+      raise
+    print(f'error: {line}', file=sys.stderr)
+    return 2
 
 
 if __name__ == '__main__':

@@ -74,7 +74,11 @@ class MetricWriter:
     self._tb = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      folder = os.path.join(workdir, 'tensorboard')
+      if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise UserError(f'{folder}: not a folder; expected the run\'s '
+                        'TensorBoard folder (remove or rename it)')
+      self._tb = SummaryWriter(folder)
 
   def truncate_after(self, step: int) -> None:
     """Drops records newer than `step` (a resume replays them exactly), and
@@ -89,7 +93,11 @@ class MetricWriter:
   def write(self, record: dict) -> None:
     if not self.enabled:
       return
-    with open(self.path, 'a') as f:
+    # Not through a link: a planted metrics.jsonl symlink would have the
+    # records appended to its target.
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                 | getattr(os, 'O_NOFOLLOW', 0), 0o666)
+    with os.fdopen(fd, 'a') as f:
       f.write(json.dumps(record) + '\n')
     for k, v in record.items():
       if k not in ('step', 'epoch', 'split') and isinstance(v, (int, float)):
@@ -98,8 +106,17 @@ class MetricWriter:
 
   def close(self) -> None:
     if self._tb is not None:
-      self._tb.close()
-      self._tb = None
+      tb, self._tb = self._tb, None
+      try:
+        tb.close()
+      except OSError:
+        # A full disk fails the final flush, which leaves tensorboardX's
+        # writer thread waiting on a queue that is then closed under it.
+        worker = getattr(getattr(getattr(tb, 'file_writer', None),
+                                 'event_writer', None), '_worker', None)
+        if worker is not None and worker.is_alive():
+          worker.stop()
+        raise
 
 
 def read_metrics(path: str) -> list[dict]:

@@ -39,6 +39,7 @@ from kmnist_jax import fileio
 from kmnist_jax import inputs as inputs_lib
 from kmnist_jax import steps
 from kmnist_jax.errors import UserError
+from kmnist_jax.preprocess import InputError
 
 GALLERY_ROWS = 16
 
@@ -213,6 +214,72 @@ def write_csv(table: pd.DataFrame, path: str) -> None:
                     f'cannot write it ({e.strerror or e})') from None
 
 
+# The workdir files predict writes; any other file there is not its to write.
+_OWN_OUTPUTS = ('predictions.csv', os.path.join('plots', 'predictions.png'))
+_CSV_HEAD = 'path,top1_index,'
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  return st.st_dev, st.st_ino
+
+
+def _is_own_csv(path: str) -> bool:
+  """Whether `path` is a CSV an earlier predict wrote (its header)."""
+  try:
+    with open(path, encoding='utf-8', errors='replace') as f:
+      return f.read(len(_CSV_HEAD)) == _CSV_HEAD
+  except OSError:
+    return False
+
+
+def input_files(inputs: Any) -> set[tuple[int, int]]:
+  """(device, inode) of every file the path inputs name or hold."""
+  ids = set()
+  for x in inputs_lib.as_list(inputs):
+    if isinstance(x, (str, os.PathLike)):
+      try:
+        ids.update(_file_id(f) for f in inputs_lib.expand(x))
+      except InputError:
+        pass  # Reported with the predictions.
+  return ids - {None}
+
+
+def check_output(output_csv: str, inputs: Any, workdir: str) -> None:
+  """Refuses an output that would replace one of the inputs, or a file of
+  the workdir other than predict's own outputs (config.json, checkpoints,
+  results): one line naming it.
+
+  In the workdir, predict writes `predictions.csv`, a new .csv file
+  directly in it, or over a CSV an earlier predict wrote.
+  """
+  show = inputs_lib.display_name
+  flag = f'--predict_output {show(output_csv)}'
+  path = os.path.realpath(output_csv)
+  if os.path.isdir(path):
+    raise UserError(f'{flag}: is a folder; expected a CSV file name')
+  target = _file_id(path)
+  if target is not None and target in input_files(inputs):
+    raise UserError(f'{flag}: is one of the --predict_input files; expected '
+                    'a new file name, so that no input is overwritten')
+  root = os.path.realpath(workdir)
+  if os.path.commonpath([root, path]) != root:
+    return
+  rel = os.path.relpath(path, root)
+  new_csv = (rel.endswith('.csv') and os.sep not in rel
+             and not rel.startswith('.'))
+  if rel == _OWN_OUTPUTS[0] or (new_csv and (
+      not os.path.lexists(path) or _is_own_csv(path))):
+    return
+  default = show(os.path.join(workdir, _OWN_OUTPUTS[0]))
+  raise UserError(f'{flag}: a file of the workdir that predict does not '
+                  'write; expected a path outside it, or a new .csv file in '
+                  f'it (default {default})')
+
+
 def main(workdir: str, inputs: list[str], output_csv: str = '',
          top_k: int = 3, checkpoint_step: int = -1) -> int:
   """The `--mode predict` command; returns the exit code.
@@ -225,9 +292,14 @@ def main(workdir: str, inputs: list[str], output_csv: str = '',
     raise UserError('--predict_input is required for --mode predict: an '
                     'image, a folder or a .npy/.npz array (repeat the flag '
                     'for several)')
+  if any(isinstance(x, (str, os.PathLike)) and not os.fspath(x)
+         for x in inputs):
+    raise UserError("--predict_input '': empty path; expected an image, a "
+                    'folder or a .npy/.npz array')
   if not isinstance(top_k, int) or top_k < 1:
     raise UserError(f'--top_k={top_k}: expected a positive integer')
   output_csv = output_csv or os.path.join(workdir, 'predictions.csv')
+  check_output(output_csv, inputs, workdir)
   predictor = Predictor.from_workdir(workdir, checkpoint_step)
   result = predictor.run(inputs, top_k)
   show = inputs_lib.display_name
@@ -239,8 +311,10 @@ def main(workdir: str, inputs: list[str], output_csv: str = '',
     which = ', the latest' if checkpoint_step < 0 else ''
     print(f'wrote {show(output_csv)} ({len(result.items)} predictions, '
           f'checkpoint step {predictor.step}{which})')
-    gallery = os.path.join(workdir, 'plots', 'predictions.png')
+    gallery = os.path.join(workdir, _OWN_OUTPUTS[1])
     try:
+      if _file_id(gallery) in input_files(inputs):
+        raise UserError(f'{gallery} is one of the --predict_input files')
       from kmnist_jax import plots  # pylint: disable=g-import-not-at-top
       plots.prediction_gallery(result.items, result.probs, predictor.classes,
                                top_k=min(top_k, 3), max_rows=GALLERY_ROWS,

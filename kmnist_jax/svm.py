@@ -37,11 +37,12 @@ from kmnist_jax import console
 from kmnist_jax import data as data_lib
 from kmnist_jax import distributed
 from kmnist_jax import evaluate as evaluate_lib
+from kmnist_jax import fields
 from kmnist_jax import fileio
 from kmnist_jax import knn
 from kmnist_jax import metrics as metrics_lib
 from kmnist_jax import workdir as workdir_lib
-from kmnist_jax.errors import UserError
+from kmnist_jax.errors import UserError, one_line
 
 METHODS = ('svm',)
 MODEL_FILE = 'svm_model.npz'
@@ -63,21 +64,11 @@ class Machine:
   intercept: np.ndarray  # (K (K - 1) / 2,): -rho of pairs (0,1), (0,2), ...
 
 
-def _positive(config, field: str) -> float:
-  value = config.get(field)
-  if (isinstance(value, bool) or not isinstance(value, (int, float))
-      or not value > 0 or not np.isfinite(value)):
-    raise UserError(f'config.{field}={value!r}: expected a positive number')
-  return float(value)
-
-
 def check_config(config) -> None:
+  fields.check_config(config)  # svm_c and svm_gamma: positive, finite.
   if config.model not in METHODS:
     raise UserError(f'config.model={config.model!r}: expected one of '
                     f'{", ".join(METHODS)}')
-  _positive(config, 'svm_c')
-  _positive(config, 'svm_gamma')
-  data_lib.get_info(config.dataset)
 
 
 def features(images: np.ndarray) -> np.ndarray:
@@ -175,8 +166,10 @@ def load(path: str) -> Machine:
   try:
     with np.load(path) as f:
       fields = {k.name: f[k.name] for k in dataclasses.fields(Machine)}
-  except (OSError, ValueError, KeyError) as e:
-    raise UserError(f'{path}: not a saved SVM ({e}); train again') from e
+  except Exception as e:  # pylint: disable=broad-except
+    # np.load raises many types for a damaged file (BadZipFile, EOFError).
+    raise UserError(f'{path}: not a saved SVM ({one_line(e)}); train '
+                    'again') from e
   fields['gamma'] = float(fields['gamma'])
   fields['num_classes'] = int(fields['num_classes'])
   return Machine(**fields)

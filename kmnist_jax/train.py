@@ -23,6 +23,7 @@ from kmnist_jax import console
 from kmnist_jax import data as data_lib
 from kmnist_jax import datacheck
 from kmnist_jax import distributed
+from kmnist_jax import fields
 from kmnist_jax import input_pipeline
 from kmnist_jax import metrics as metrics_lib
 from kmnist_jax import models
@@ -36,36 +37,10 @@ StopRequest = stopping.StopRequest  # Its old home.
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Field-level checks that give one clear line before any work."""
-  for field in ('num_epochs', 'batch_size', 'eval_batch_size',
-                'keep_checkpoints', 'log_every_steps', 'eval_from_epoch'):
-    if not isinstance(config[field], int) or config[field] <= 0:
-      raise UserError(f'config.{field}={config[field]!r}: expected a positive '
-                      'integer')
-  if not isinstance(config.get('log_loss_steps', 0), int) or (
-      config.get('log_loss_steps', 0) < 0):
-    raise UserError(f'config.log_loss_steps={config.log_loss_steps!r}: '
-                    'expected an integer >= 0 (0 = none)')
-  if config.checkpoint_every_steps < 0:
-    raise UserError(f'config.checkpoint_every_steps='
-                    f'{config.checkpoint_every_steps}: expected >= 0 '
-                    '(0 = at each epoch end)')
-  if not config.learning_rate > 0:
-    raise UserError(f'config.learning_rate={config.learning_rate}: expected '
-                    'a positive number')
-  if config.get('compute_dtype', 'float32') not in steps.COMPUTE_DTYPES:
-    raise UserError(f'config.compute_dtype={config.compute_dtype!r}: expected '
-                    f'one of {", ".join(steps.COMPUTE_DTYPES)}')
-  if steps.matmul_precision(config) not in steps.MATMUL_PRECISIONS:
-    raise UserError(f'config.matmul_precision={config.matmul_precision!r}: '
-                    f'expected one of {", ".join(steps.MATMUL_PRECISIONS)}')
-  if not 0 <= config.label_smoothing < 1:
-    raise UserError(f'config.label_smoothing={config.label_smoothing}: '
-                    'expected a number in [0, 1)')
-  if not config.get('input_std', 1.0) > 0:
-    raise UserError(f'config.input_std={config.input_std}: expected a '
-                    'positive number')
-  data_lib.get_info(config.dataset)
+  """Field-level checks that give one clear line before any work: each
+  field (`fields.check_config`), then the model, optimizer and
+  augmentation they make up together."""
+  fields.check_config(config)
   if config.model not in models.MODELS:
     models.create_model(config.model, 1)  # Raises with the valid names.
   optim.create_optimizer(config, 1)  # Unknown optimizer / schedule.

@@ -9,16 +9,20 @@ k-NN and SVM fits all prepare it, hold its lock on process 0
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import re
+import stat
 
 import ml_collections
 
 from kmnist_jax import configlib
 from kmnist_jax import distributed
+from kmnist_jax import fields
 from kmnist_jax import fileio
+from kmnist_jax import splits
 from kmnist_jax.errors import UserError, one_line
 
 # Fields that may change between a run and its resume.
@@ -52,11 +56,39 @@ def prepare_workdir(workdir: str) -> None:
     raise UserError(f'--workdir {workdir}: not writable')
 
 
+def _open_lock(path: str):
+  """The lock file, opened for update without following a link: a planted
+  symlink, fifo or device is refused, never written through."""
+  flags = os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0) | getattr(
+      os, 'O_NONBLOCK', 0) | getattr(os, 'O_CLOEXEC', 0)
+  expected = 'expected a regular file this program writes; remove it'
+  try:
+    st = os.lstat(path)
+  except FileNotFoundError:
+    st = None
+  if st is not None and not stat.S_ISREG(st.st_mode):
+    what = 'a symbolic link' if stat.S_ISLNK(st.st_mode) else 'not a file'
+    raise UserError(f'{path}: {what}; {expected}')
+  try:
+    fd = os.open(path, flags, 0o666)
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      raise UserError(f'{path}: a symbolic link; {expected}') from None
+    raise UserError(f'{path}: cannot open the lock '
+                    f'({one_line(e.strerror or e)})') from None
+  st = os.fstat(fd)
+  if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+    os.close(fd)
+    what = 'a hard link to another file' if stat.S_ISREG(st.st_mode) else (
+        'not a file')
+    raise UserError(f'{path}: {what}; {expected}')
+  return os.fdopen(fd, 'r+')
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: str):
   """Refuses a second training on the same workdir."""
-  path = os.path.join(workdir, '.lock')
-  f = open(path, 'a+')
+  f = _open_lock(os.path.join(workdir, '.lock'))
   try:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
@@ -115,7 +147,9 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
   if missing:
     raise UserError(f'{path}: expected the JSON object a training run writes, '
                     f'with fields dataset and model; lacks {", ".join(missing)}')
-  return ml_collections.ConfigDict(saved)
+  config = ml_collections.ConfigDict(saved)
+  fields.check_config(config, source=path, complete=False)
+  return config
 
 
 def check_same_run(config, workdir: str) -> None:
@@ -162,6 +196,7 @@ def eval_config(config: ml_collections.ConfigDict | None,
   saved = load_workdir_config(workdir)
   if config is None:
     return saved
+  fields.check_config(config)
   diff = config_diff(json.loads(saved.to_json()), json.loads(config.to_json()),
                      RESUMABLE_FIELDS | EVAL_FIELDS)
   if diff:
@@ -170,6 +205,37 @@ def eval_config(config: ml_collections.ConfigDict | None,
   return config
 
 
+def _bound_name(bound) -> str:
+  return f'{bound.value}{"pct" if bound.percent else ""}'
+
+
 def split_name(split: str) -> str:
-  """A split as a file-name part: 'test[8000:]' -> 'test_8000'."""
-  return re.sub(r'[^A-Za-z0-9.%-]+', '_', split).strip('_')
+  """A split as a file-name part, one name per split and back
+  (`split_from_name`): 'test' -> 'test', 'test[8000:]' -> 'test_from8000',
+  'test[:-2000]' -> 'test_to-2000', 'test[10%:20%]' ->
+  'test_from10pct_to20pct', 'test[:]' -> 'test_all'."""
+  spec = splits.parse_split(split)
+  if '[' not in split:
+    return spec.base
+  parts = [f'from{_bound_name(spec.start)}' if spec.start else '',
+           f'to{_bound_name(spec.stop)}' if spec.stop else '']
+  return '_'.join([spec.base] + ([p for p in parts if p] or ['all']))
+
+
+_NAME_RE = re.compile(r'([a-z]+)(?:_all|(?:_from(-?[0-9]+(?:pct)?))?'
+                      r'(?:_to(-?[0-9]+(?:pct)?))?)', re.ASCII)
+
+
+def split_from_name(name: str) -> str:
+  """The split `split_name` gave `name`; UserError for another name."""
+  m = _NAME_RE.fullmatch(name)
+  if m is None or m.group(0) != name:
+    raise UserError(f'{name!r}: not a split file name; expected e.g. test, '
+                    'test_from8000 or train_to90pct')
+  base, start, stop = m.groups()
+  if name == base:
+    return base
+  start, stop = ((b or '').replace('pct', '%') for b in (start, stop))
+  split = f'{base}[{start}:{stop}]'
+  splits.parse_split(split)
+  return split

@@ -310,7 +310,7 @@ LIBRARY_CASES = {
     'label_smoothing_one': (None, _train(label_smoothing=1.0), [
         'config.label_smoothing=1.0', 'expected a number in [0, 1)']),
     'checkpoint_every_negative': (None, _train(checkpoint_every_steps=-1), [
-        'config.checkpoint_every_steps=-1', 'expected >= 0']),
+        'config.checkpoint_every_steps=-1', 'expected an integer >= 0']),
     'classmap_wrong_char': (None, _classmap(
         '\n'.join(_ROWS[:3] + ['2,U+3059,X'] + _ROWS[4:]) + '\n'), [
             CLASSMAP, 'row 3', "character 'X' does not match U+3059"]),

@@ -1,6 +1,7 @@
 """kmnist_jax.cpu.onednn: oneDNN's convolutions, its build, its cache, its
 checks."""
 
+import hashlib
 import os
 
 import jax
@@ -113,7 +114,8 @@ def test_build_is_cached_atomic_and_reports_compiler_errors(tmp_path,
   mtime = os.stat(path).st_mtime_ns
   assert onednn.build(lib, cache_root=str(tmp_path)) == path  # cached
   assert os.stat(path).st_mtime_ns == mtime
-  assert os.listdir(tmp_path) == [os.path.basename(path)]
+  assert sorted(os.listdir(tmp_path)) == [os.path.basename(path),
+                                         os.path.basename(path) + '.sha256']
   blocked = tmp_path / 'a_file'
   blocked.write_text('')  # the cache folder cannot be made below a file
   elsewhere = onednn.build(lib, cache_root=str(blocked / 'cache'))
@@ -155,7 +157,8 @@ def test_cache_folder_and_library_are_created_private(tmp_path, fake_cxx):
   assert os.path.dirname(path) == str(root)
   assert _mode(root) == 0o700 and _mode(path) == 0o700
   assert open(path).read() == 'built'
-  assert sorted(os.listdir(root)) == [os.path.basename(path)]
+  assert sorted(os.listdir(root)) == [os.path.basename(path),
+                                      os.path.basename(path) + '.sha256']
 
 
 @pytest.mark.parametrize('plant', ['writable_by_others', 'symlink'])
@@ -186,6 +189,41 @@ def test_a_cache_folder_others_can_write_is_not_used(tmp_path, fake_cxx):
   assert not path.startswith(str(shared)) and os.listdir(shared) == []
   assert _mode(os.path.dirname(path)) == 0o700 and _mode(path) == 0o700
   assert open(path).read() == 'built'
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'garbage', 'empty',
+                                    'no_record', 'record_garbage'])
+def test_a_damaged_cached_library_is_rebuilt_with_one_warning(
+    tmp_path, fake_cxx, damage, caplog):
+  """A library cut short by a power cut would crash the loading process
+  (a bus error): its size and digest are checked against the record written
+  after the build, and it is rebuilt."""
+  root = tmp_path / 'onednn'
+  path = onednn.build(fake_cxx, cache_root=str(root))
+  record = path + '.sha256'
+  assert open(record).read() == ('5 ' + hashlib.sha256(b'built').hexdigest()
+                                 + '\n')
+  if damage == 'truncated':
+    with open(path, 'r+b') as f:
+      f.truncate(2)
+  elif damage == 'garbage':
+    with open(path, 'wb') as f:
+      f.write(b'\0' * 5)
+  elif damage == 'empty':
+    open(path, 'wb').close()
+  elif damage == 'no_record':
+    os.remove(record)
+  else:
+    with open(record, 'w') as f:
+      f.write('nonsense')
+  with caplog.at_level('WARNING'):
+    assert onednn.build(fake_cxx, cache_root=str(root)) == path
+  assert open(path).read() == 'built' and _mode(path) == 0o700
+  assert open(record).read().startswith('5 ')
+  warned = [r.getMessage() for r in caplog.records if 'rebuilding' in
+            r.getMessage()]
+  assert len(warned) == (damage in ('truncated', 'garbage', 'empty',
+                                    'record_garbage')), warned
 
 
 # --- The handlers check their buffers ---------------------------------------

@@ -220,6 +220,12 @@ def test_cluster_detection():
           process_id=2), '--process_id=2: expected 0 <= id < '),
     (dict(coordinator_address='localhost', num_processes=2, process_id=0),
      'expected host:port'),
+    (dict(coordinator_address='localhost:http', num_processes=2,
+          process_id=0), 'expected host:port of process 0, port 1..65535'),
+    (dict(coordinator_address=':1234', num_processes=2, process_id=0),
+     'expected host:port'),
+    (dict(coordinator_address='localhost:70000', num_processes=2,
+          process_id=0), 'port 1..65535'),
     (dict(mode='off', num_processes=2), 'contradicts --num_processes'),
     (dict(mode='sometimes'), 'expected one of auto, on, off'),
 ])

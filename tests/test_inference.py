@@ -41,7 +41,7 @@ def test_predict_top1_equals_eval_accuracy_with_tta(tta_workdir,
   top1 = table['top1_index'].to_numpy()
   assert np.mean(top1 == labels) == result['accuracy']
   # The same probabilities, bit for bit, as eval wrote.
-  with np.load(os.path.join(tta_workdir, 'probabilities_test_20.npz')) as f:
+  with np.load(os.path.join(tta_workdir, 'probabilities_test_from20.npz')) as f:
     np.testing.assert_array_equal(predictor.probabilities(images),
                                   f['probabilities'])
     np.testing.assert_array_equal(top1, f['probabilities'].argmax(1))
@@ -59,7 +59,7 @@ def test_tta_changes_the_probabilities(tta_workdir, learnable_data_dir):
 
 def test_probabilities_file(tta_workdir):
   result = evaluate.evaluate(None, tta_workdir)
-  with np.load(os.path.join(tta_workdir, 'probabilities_test_20.npz')) as f:
+  with np.load(os.path.join(tta_workdir, 'probabilities_test_from20.npz')) as f:
     probs, labels, indices = f['probabilities'], f['labels'], f['indices']
     meta = json.loads(str(f['meta']))
   assert probs.shape == (180, 10) and probs.dtype == np.float32

@@ -44,7 +44,7 @@ def test_notebook_runs(real_data_dir, tmp_path, monkeypatch):
       o.get('text', '') + json.dumps(o.get('data', {}).get('text/plain', ''))
       for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
   assert 'eval accuracy after 2 epochs:' in text
-  assert "'class_distribution.png', 'confusion_test_8000.png', " in text
+  assert "'class_distribution.png', 'confusion_test_from8000.png', " in text
   assert 'top1_char' in text
   images = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs
             if 'image/png' in o.get('data', {})]

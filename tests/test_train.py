@@ -205,8 +205,10 @@ def test_init_state_equals_the_default_optimisation_level(model):
 
 @pytest.mark.parametrize('field,value,match', [
     ('model', 'resnet9000', 'valid: .*keras_cnn.*seed_cnn'),
-    ('optimizer', 'adamax', 'valid: adadelta, adam, adamw, sgd'),
-    ('lr_schedule', 'linear', 'valid: constant, cosine, multistep, onecycle'),
+    ('optimizer', 'adamax', "config.optimizer='adamax': expected one of "
+     'adadelta, adam, adamw, sgd'),
+    ('lr_schedule', 'linear', "config.lr_schedule='linear': expected one of "
+     'constant, cosine, multistep, onecycle'),
     ('dataset', 'mnist', "unknown dataset 'mnist'.*kmnist, k49"),
     ('batch_size', 0, 'config.batch_size=0: expected a positive integer'),
     ('batch_size', 1000, 'larger than split'),

@@ -89,11 +89,8 @@ def build(libdnnl: str, cache_root: str | None = None) -> str:
     # Unwritable, or others' to change: build for this process only.
     root = tempfile.mkdtemp(prefix='kmnist_jax_onednn_')  # 0700
   target = os.path.join(root, f'onednn_conv-{key}.so')
-  try:
-    if runtime.private(os.lstat(target)):
-      return target
-  except FileNotFoundError:
-    pass
+  if _cached(target):
+    return target
   libdir = os.path.dirname(libdnnl)
   # Compile into a temporary file, then rename: concurrent processes and
   # interrupted builds never leave a half-written library behind.
@@ -104,7 +101,45 @@ def build(libdnnl: str, cache_root: str | None = None) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
       raise RuntimeError(f'{compiler} failed: {proc.stderr.strip()[-500:]}')
+    record = _record(tmp)
+  # Written after the library is in place: a library without its record,
+  # or whose size or digest differ from it, is never loaded but rebuilt.
+  fileio.write_text(target + RECORD_SUFFIX, record)
   return target
+
+
+RECORD_SUFFIX = '.sha256'
+
+
+def _record(path: str) -> str:
+  """'<size> <sha256>' of a file: what `build` checks before reuse."""
+  digest = hashlib.sha256()
+  size = 0
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+      size += len(block)
+  return f'{size} {digest.hexdigest()}\n'
+
+
+def _cached(target: str) -> bool:
+  """Whether `target` is a whole library this user built: private, with a
+  private record of its size and digest that it matches. A truncated or
+  damaged library (a power cut mid-build, a disk fault) would crash the
+  process that loads it with a bus error; it is rebuilt with one warning."""
+  try:
+    if not (runtime.private(os.lstat(target)) and
+            runtime.private(os.lstat(target + RECORD_SUFFIX))):
+      return False
+    with open(target + RECORD_SUFFIX, encoding='ascii') as f:
+      recorded = f.read()
+    if _record(target) == recorded:
+      return True
+  except (OSError, UnicodeDecodeError):
+    return False
+  logging.warning('kmnist_jax: %s does not match its record %s (damaged); '
+                  'rebuilding it', target, RECORD_SUFFIX)
+  return False
 
 
 def _reason_unavailable() -> str | None:
