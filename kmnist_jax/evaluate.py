@@ -35,6 +35,7 @@ from kmnist_jax import splits
 from kmnist_jax import steps
 from kmnist_jax import workdir as workdir_lib
 from kmnist_jax.errors import UserError, one_line
+from kmnist_jax.errors import path_error, resource_error
 
 
 def restore_for_inference(workdir: str, checkpoint_step: int = -1,
@@ -266,10 +267,14 @@ def write_results(config, workdir: str, images, labels, indices, probs,
 
 
 def write_error(path: str, error: OSError) -> str:
-  """The one line for results computed but not written to `path`."""
-  return (f'{os.path.dirname(os.path.abspath(path))}: cannot write '
-          f'{os.path.basename(path)} ({error.strerror or error}); the result '
-          'above is not saved')
+  """The one line for results computed but not written to `path`: what is
+  wrong with the folder or the path (`errors.resource_error`, `path_error`)
+  where known, and that the result shown is not saved."""
+  folder = os.path.dirname(os.path.abspath(path))
+  line = resource_error(error, folder) or path_error(error) or (
+      f'{folder}: cannot write {os.path.basename(path)} '
+      f'({error.strerror or error})')
+  return f'{line}; the result above is not saved'
 
 
 def _write_eval_plots(config, workdir, split, images, labels, probs, result):

@@ -184,7 +184,7 @@ def _run(argv) -> int:
 
 def _eval_command() -> int:
   """`--mode eval`, of one workdir or an ensemble: prints the result; a
-  result that cannot be written is printed, then one error line (exit 1)."""
+  result that cannot be written is printed, then one error line (exit 2)."""
   from kmnist_jax import distributed  # pylint: disable=g-import-not-at-top
   members = [w for v in _ENSEMBLE.value for w in v.split(',') if w]
   if members:
@@ -210,7 +210,7 @@ def _eval_command() -> int:
     print(f'wrote {result["path"]}')
   if 'write_error' in result:
     print(f'error: {result["write_error"]}', file=sys.stderr)
-    return 1
+    return 2  # As every full-disk or path error.
   return 0
 
 

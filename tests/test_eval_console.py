@@ -80,7 +80,7 @@ def test_eval_and_predict_use_the_same_default_checkpoint(
   ev = _main('--mode', 'eval', '--workdir', str(trained))
   assert ev.returncode == 0, ev.stderr
   _no_orbax_warnings(ev.stderr)
-  result = json.loads((trained / 'eval_test_8000_8064.json').read_text())
+  result = json.loads((trained / 'eval_test_from8000_to8064.json').read_text())
   assert result['checkpoint_step'] == 6  # The latest.
   assert ev.stdout.splitlines()[0] == (
       'kmnist test[8000:8064] (checkpoint step 6, the latest, 64 examples): '
@@ -108,14 +108,15 @@ def test_eval_of_a_read_only_workdir_prints_the_accuracy_and_one_error(
   guard = tmp_path / 'guard'
   guard.mkdir()
   (guard / 'sitecustomize.py').write_text(_READ_ONLY)
-  for name in ('eval_test_8000_8064.json', 'probabilities_test_8000_8064.npz'):
+  for name in ('eval_test_from8000_to8064.json',
+               'probabilities_test_from8000_to8064.npz'):
     if (trained / name).exists():
       (trained / name).unlink()
   before = sorted(p.name for p in trained.iterdir())
   proc = _main('--mode', 'eval', '--workdir', str(trained), env=_env(
       PYTHONPATH=f'{guard}{os.pathsep}{ROOT}',
       KMNIST_JAX_TEST_READ_ONLY=str(trained)))
-  assert proc.returncode == 1, proc.stderr
+  assert proc.returncode == 2, proc.stderr
   assert 'Traceback' not in proc.stderr, proc.stderr
   _no_orbax_warnings(proc.stderr)
   assert proc.stdout.startswith('kmnist test[8000:8064] (checkpoint step 6, '
@@ -123,9 +124,9 @@ def test_eval_of_a_read_only_workdir_prints_the_accuracy_and_one_error(
                                     proc.stdout)
   assert 'wrote' not in proc.stdout
   errors = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
-  assert errors == [f'error: {trained}: cannot write eval_test_8000_8064.json '
-                    '(Read-only file system); the result above is not '
-                    'saved'], proc.stderr
+  assert len(errors) == 1, proc.stderr
+  assert errors[0].startswith(f'error: {trained}: read-only file system; ')
+  assert errors[0].endswith('; the result above is not saved'), errors
   assert sorted(p.name for p in trained.iterdir()) == before
 
 
