@@ -88,7 +88,8 @@ def test_recipe_of_the_cosine_cutout_and_onecycle_configs():
 
 @pytest.mark.parametrize('name, match', [
     ('k49_densenet100', r"^--configs k49_densenet100: dataset 'k49': the "
-     r'offline proxy is KMNIST \(--k49_on_kmnist runs a K49 recipe on it\)$'),
+     r'proxy is a 10-class test set \(kmnist, mnist, fashion_mnist; '
+     r"--k49_on_kmnist runs a K49 recipe on KMNIST's\)$"),
     ('knn', "^--configs knn: model 'knn' has no PyTorch port"),
     ('no_such_config', "^config 'no_such_config': .* does not exist$")])
 def test_configs_without_a_pytorch_side_are_refused(name, match):

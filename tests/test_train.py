@@ -209,7 +209,7 @@ def test_init_state_equals_the_default_optimisation_level(model):
      'adadelta, adam, adamw, sgd'),
     ('lr_schedule', 'linear', "config.lr_schedule='linear': expected one of "
      'constant, cosine, multistep, onecycle'),
-    ('dataset', 'mnist', "unknown dataset 'mnist'.*kmnist, k49"),
+    ('dataset', 'mnsit', "unknown dataset 'mnsit'.*kmnist, k49"),
     ('batch_size', 0, 'config.batch_size=0: expected a positive integer'),
     ('batch_size', 1000, 'larger than split'),
     ('num_epochs', -1, 'config.num_epochs=-1'),
