@@ -146,6 +146,31 @@ class Checkpointer:
                       f'this model or is unreadable ({msg})') from e
     return out['state'], meta
 
+  def restore_first(self, steps, abstract_state: Any, check=None):
+    """(step, state, meta, failed): the first of `steps` that restores on
+    every process, after `check(step)` (which may raise); `failed` lists the
+    (step, error) of those before it, each with a warning. (None, None,
+    None, failed) when none restores."""
+    failed = []
+    for step in steps:
+      if check is not None:
+        check(step)
+      error = None
+      try:
+        state, meta = self.restore(step, abstract_state)
+      except UserError as e:
+        error = e
+      # Every process takes the same step: one that cannot read it sends
+      # all of them to the step before.
+      if distributed.any_process(error is not None):
+        error = error or UserError(f'{self.directory}/{step}: unreadable on '
+                                   'another process')
+        logging.warning('%s; trying the checkpoint before it', error)
+        failed.append((step, error))
+        continue
+      return step, state, meta, failed
+    return None, None, None, failed
+
   def restore_latest(self, abstract_state: Any
                      ) -> tuple[int, Any, dict] | None:
     """(step, state, meta) of the newest checkpoint that restores, or None
@@ -155,21 +180,9 @@ class Checkpointer:
     `workdir/unreadable_checkpoints/` (so that the resumed run can save that
     step again); if no step restores, one line says so.
     """
-    failed = []
-    for step in sorted(self.all_steps(), reverse=True):
-      error = None
-      try:
-        state, meta = self.restore(step, abstract_state)
-      except UserError as e:
-        error = e
-      # Every process resumes from the same step: one that cannot read it
-      # sends all of them to the step before.
-      if distributed.any_process(error is not None):
-        error = error or UserError(f'{self.directory}/{step}: unreadable on '
-                                   'another process')
-        logging.warning('%s; trying the checkpoint before it', error)
-        failed.append((step, error))
-        continue
+    step, state, meta, failed = self.restore_first(
+        sorted(self.all_steps(), reverse=True), abstract_state)
+    if step is not None:
       if failed:
         self._set_aside([s for s, _ in failed])
         logging.warning('Resuming from step %d: the newer checkpoint(s) %s '

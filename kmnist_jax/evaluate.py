@@ -61,22 +61,11 @@ def restore_for_inference(workdir: str, checkpoint_step: int = -1,
     # was asked for, the newest one before it that restores.
     candidates = [first] + ([] if checkpoint_step >= 0 else sorted(
         (s for s in ckpt.all_steps() if s != first), reverse=True))
-    failed = None
-    for step in candidates:
-      _check_checkpoint_model(ckpt, step, config.model)
-      error = None
-      try:
-        state, meta = ckpt.restore(step, abstract)
-      except UserError as e:
-        error = e
-      if distributed.any_process(error is not None):
-        failed = failed or error or UserError(
-            f'{ckpt.directory}/{step}: unreadable on another process')
-        logging.warning('%s; trying the checkpoint before it', error)
-        continue
-      break
-    else:
-      raise failed
+    step, state, meta, failed = ckpt.restore_first(
+        candidates, abstract,
+        check=lambda s: _check_checkpoint_model(ckpt, s, config.model))
+    if step is None:
+      raise failed[0][1]
     if failed:
       logging.warning('Using checkpoint step %d: the newer step %d is '
                       'unreadable', step, first)
