@@ -19,7 +19,7 @@ on a 2-core CPU about 11 s/epoch unloaded (experiments/results/parity_best/parit
 99.38 ± 0.19% at 60 proxy epochs, 3 seeds; a proxy figure, not KMNIST).
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

@@ -17,7 +17,7 @@ network's 12 epochs over 60,000 Fashion-MNIST images took 266 s on that CPU
 recorded (the development machines hold only the KMNIST test set).
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

@@ -44,7 +44,7 @@ README.md); on one current GPU an estimated 10-30 h (350M training images).
 There is no K49 data offline: `:proxy` trains on K49's test[:8000].
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

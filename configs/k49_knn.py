@@ -11,7 +11,7 @@ There is no K49 data offline: `:proxy` trains on K49's
 test[:8000].
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

@@ -10,7 +10,7 @@ Expected wall time: No training; about a minute on one GPU. There is no K49
 data offline: `:proxy` trains on K49's test[:8000].
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

@@ -12,7 +12,7 @@ Expected wall time: about 1 h 30 min for the 200 epochs on one GPU (estimate,
 There is no K49 data offline: `:proxy` trains on K49's test[:8000].
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

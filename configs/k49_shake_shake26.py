@@ -40,7 +40,7 @@ README.md); about 70 h on one A100-class GPU (estimate: 9x the epochs and
 There is no K49 data offline: `:proxy` trains on K49's test[:8000].
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

@@ -14,7 +14,7 @@ the full 60,000 (estimate). Expected wall time on one GPU: about 5 s/epoch,
 1 min for the 12 epochs (estimate).
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

@@ -14,7 +14,7 @@ Expected wall time: under a minute on one GPU; about 3 s on the offline
 proxy on a 2-core CPU.
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

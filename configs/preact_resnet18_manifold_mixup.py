@@ -21,7 +21,7 @@ Expected wall time on one GPU: about 10 s/epoch, 35 min for the 200 epochs
 60-90 s/epoch.
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

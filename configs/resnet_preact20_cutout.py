@@ -25,7 +25,7 @@ its KMNIST results; "H" below):
   pixel value 0.1904 before: `cutout_fill=0.1904`. The crop comes before
   normalising, so its padding is black (0), as `augment_translate`'s;
 * the network sees (x - 0.1904) / 0.3475 (same source): `input_mean`,
-  `input_std` (kmnist_jax.models.Normalized, after the augmentations).
+  `input_std` (kmnist_jax.models.factory.Normalized, after the augmentations).
 
 Not settled, or differing from the source:
 * H draws an even-sized square's centre from 29 positions per axis, ours
@@ -51,7 +51,7 @@ Expected wall time on one GPU: 24 min for the 200 epochs on a GTX 1080 Ti
 10-15 s/epoch.
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

@@ -10,7 +10,7 @@ Expected runtime on a 2-core CPU: about 2 s/epoch on the offline proxy,
 about 12 s/epoch on the full 60,000.
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

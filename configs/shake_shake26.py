@@ -39,7 +39,7 @@ Expected wall time on one GPU: 6 h 46 min for the 200 epochs on a GTX 1080 Ti
 2-core CPU 29 min/epoch (measured, idle).
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

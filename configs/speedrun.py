@@ -22,7 +22,7 @@ Expected wall time on a 2-core CPU: about 12 s/epoch, 22 s with the
 evaluation; about 5 min in all.
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

@@ -1,7 +1,7 @@
 """Tuned SVM (RBF kernel) on KMNIST (rois-codh issue #3, by TomZephire).
 
 scikit-learn's SVC(kernel='rbf', C=svm_c, gamma=svm_gamma), one-vs-one, on
-the 784 pixels scaled to [0, 1] (kmnist_jax.svm). The fit needs
+the 784 pixels scaled to [0, 1] (kmnist_jax.baselines.svm). The fit needs
 scikit-learn: pip install 'kmnist-jax[svm]'. No training epochs (epoch 0),
 deterministic: every seed gives the same number.
 Published: 92.82% KMNIST test accuracy, 85.61% K49 balanced accuracy, both on
@@ -25,7 +25,7 @@ Not settled by the source (our choices):
   train accuracy of the source agrees with a large C.
 * input scaling: pixels / 255 assumed (the attachment is not readable).
 * probabilities: libsvm's vote fractions, not Platt scaling (see
-  kmnist_jax.svm); accuracy is SVC.predict's.
+  kmnist_jax.baselines.svm); accuracy is SVC.predict's.
 
   python -m kmnist_jax.main --config configs/svm.py --workdir W
   python -m kmnist_jax.main --config configs/svm.py:proxy --workdir W
@@ -36,7 +36,7 @@ with the square of the examples); the offline proxy (8,000 images) 18 s
 on a 2-core CPU (13 s of it the fit).
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

@@ -11,7 +11,7 @@ Source: ranihorev/Kuzushiji_MNIST at
 trained with fastai v1 ("FA": fastai/fastai1 at
 53080d4b488b874da5d37cf0116e2d5e3ee40970, 1.0.38.dev0 of 2018-12-14, the
 day after HN's commit):
-* network: HN class `VGG` (kmnist_jax/vgg.py, model 'horev_vgg');
+* network: HN class `VGG` (kmnist_jax/models/vgg.py, model 'horev_vgg');
 * input: pixels / 255 normalised by the training set's mean 0.190362 and
   std 0.347463 (HN cell 2 output and `transforms.Normalize`), here the
   dataset's recipe constants 0.1904 and 0.3475 (the same, rounded; MNIST's
@@ -36,7 +36,7 @@ Not settled by the source (our choices):
 * the ensemble: HN averages the two models' log-probabilities (a geometric
   mean) and trains the pair one more epoch on that average, scoring the
   test set as its validation set. Ours averages the probabilities of two
-  independently trained workdirs (kmnist_jax/ensemble.py), no joint epoch.
+  independently trained workdirs (kmnist_jax/methods/ensemble.py), no joint epoch.
 * the ResNet-18 member: HN's `MyResNet` is torchvision's ResNet-18 (7x7/2
   stem, 3x3/2 max pooling) with a dropout-BN MLP head; it is not in the
   model registry yet. The closest registered one is PreActResNet-18
@@ -54,7 +54,7 @@ Expected wall time: about 5 s/epoch, a minute for the 10 epochs on one GPU
 per epoch.
 """
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 
 def get_config(arg=None):

@@ -71,7 +71,7 @@ for _p in (ROOT, HERE):
 import reproduce  # pylint: disable=g-import-not-at-top,wrong-import-position
 import schedules  # pylint: disable=g-import-not-at-top,wrong-import-position
 import throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
-from kmnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
+from kmnist_jax.core.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # The models experiments/torch_models.py ports (torch is not importable here).
 TORCH_MODELS = ('seed_cnn', 'keras_cnn', 'preact_resnet18', 'resnet_preact20',
@@ -91,7 +91,7 @@ PROXY_DATASETS = ('kmnist', 'mnist', 'fashion_mnist')
 
 
 def onecycle_params() -> dict:
-  """The optax.cosine_onecycle_schedule defaults kmnist_jax.optim runs."""
+  """The optax.cosine_onecycle_schedule defaults kmnist_jax.train.optim runs."""
   import optax  # pylint: disable=g-import-not-at-top
   sig = inspect.signature(optax.cosine_onecycle_schedule).parameters
   return {k: sig[k].default for k in ('pct_start', 'div_factor',
@@ -162,9 +162,9 @@ def check_portable(name: str, c) -> None:
 
 def torch_recipe(c, sizes: tuple[int, int] = PROXY_SIZES) -> dict:
   """The plain dict the PyTorch side trains from (see torch_fit.py)."""
-  from kmnist_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from kmnist_jax import optim  # pylint: disable=g-import-not-at-top
-  from kmnist_jax import resnets  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.data import datasets as data_lib  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.train import optim  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.models import resnets  # pylint: disable=g-import-not-at-top
   r = {k: c[k] for k in RECIPE_FIELDS}
   r['lr_milestones'] = (optim.parse_milestones(c)
                         if c.lr_schedule == 'multistep' else [])
@@ -179,7 +179,7 @@ def run_jax(config, workdir: str, eval_every_epoch: bool = False) -> dict:
   """Trains `config` with the real trainer; its accuracy, epochs, losses
   (and, with `eval_every_epoch`, its eval accuracy after each epoch)."""
   from kmnist_jax import main as main_lib  # pylint: disable=g-import-not-at-top
-  from kmnist_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.core import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   t = time.perf_counter()
   _, summary = main_lib.train_and_evaluate(config, workdir)
   wall = time.perf_counter() - t
@@ -578,7 +578,7 @@ def main(argv=None) -> int:
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  from kmnist_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.data import datasets as data_lib  # pylint: disable=g-import-not-at-top
   torch_data = str(data_lib.resolve_data_dir(args.dataset or 'kmnist',
                                              args.data_dir))
   worker = (throughput.start_torch(args.torch_python, torch_data, notes)

@@ -42,10 +42,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-from kmnist_jax import configlib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from kmnist_jax import data as data_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from kmnist_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from kmnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
+from kmnist_jax.config import base as configlib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from kmnist_jax.data import datasets as data_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from kmnist_jax.core import metrics as metrics_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from kmnist_jax.core.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CONFIG_DIR = REPO / 'configs'
 RESULTS_DIR = REPO / 'experiments' / 'results'
@@ -186,10 +186,10 @@ def run_one(name: str, variant: str, seed: int, overrides: dict,
             workdir: str, data_dir: str = '', dataset: str = '') -> dict:
   """Trains (or resumes) one config/seed; writes and returns its sidecar."""
   # pylint: disable=g-import-not-at-top
-  from kmnist_jax import fileio
-  from kmnist_jax import knn
+  from kmnist_jax.core import fileio
+  from kmnist_jax.baselines import knn
   from kmnist_jax import main
-  from kmnist_jax import svm
+  from kmnist_jax.baselines import svm
   sidecar = os.path.join(workdir, SIDECAR)
   if os.path.exists(sidecar):
     with open(sidecar) as f:

@@ -1,7 +1,7 @@
 """A recipe's learning rate at a train step, in plain Python.
 
 The PyTorch side of experiments/parity.py sets each step's rate from
-`lr_at`. It is written from the definitions `kmnist_jax.optim` uses (optax's
+`lr_at`. It is written from the definitions `kmnist_jax.train.optim` uses (optax's
 cosine_decay_schedule, cosine_onecycle_schedule and
 piecewise_constant_schedule), not by calling them; tests/test_parity.py
 compares the two step by step. Like an optax schedule, `lr_at(recipe, t)` is

@@ -157,7 +157,7 @@ def start_torch(python: str | None, data_dir: str, notes: list[str],
 
 def model_config(name: str):
   """The model's training config (its configs/ recipe, else SGD momentum)."""
-  from kmnist_jax import configlib  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.config import base as configlib  # pylint: disable=g-import-not-at-top
   path = os.path.join(ROOT, 'configs', f'{name}.py')
   if os.path.exists(path):
     import importlib.util  # pylint: disable=g-import-not-at-top
@@ -176,7 +176,9 @@ class JaxBench:
 
   def __init__(self, name: str, data, matmul_precision: str = 'default'):
     import jax  # pylint: disable=g-import-not-at-top
-    from kmnist_jax import input_pipeline, optim, steps  # pylint: disable=g-import-not-at-top
+    from kmnist_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
+    from kmnist_jax.train import optim  # pylint: disable=g-import-not-at-top
+    from kmnist_jax.train import steps  # pylint: disable=g-import-not-at-top
     from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
     self.jax, self.steps_lib = jax, steps
     self.name = name
@@ -272,21 +274,21 @@ def _timed(fn) -> float:
 
 def load_data(data_dir: str):
   # pylint: disable=g-import-not-at-top
-  from kmnist_jax import configlib
-  from kmnist_jax import data as data_lib
+  from kmnist_jax.config import base as configlib
+  from kmnist_jax.data import datasets as data_lib
   return (data_lib.load('kmnist', configlib.PROXY_TRAIN, data_dir),
           data_lib.load('kmnist', configlib.PROXY_EVAL, data_dir))
 
 
 def run_throughput(args, torch, data, sections, results, notes):
-  from kmnist_jax import models as models_lib  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.models import factory as models_lib  # pylint: disable=g-import-not-at-top
   peak = matmul_peak()
   results['peak_gflops'] = peak
   print(f'2-core f32 matmul peak: {peak:.0f} GFLOP/s', flush=True)
   rows = results.setdefault('throughput', [])
   for name in args.models:
     if name not in models_lib.MODELS:
-      notes.append(f'{name}: not in kmnist_jax.models.MODELS; skipped.')
+      notes.append(f'{name}: not in kmnist_jax.models.factory.MODELS; skipped.')
       continue
     bench = JaxBench(name, data, args.jax_matmul_precision)
     flops = bench.forward_flops()
@@ -395,7 +397,7 @@ def run_malloc(args, results, notes):
 
 def run_overhead(args, data, results):
   """Real train loop epoch time vs steps x pure step time (keras_cnn)."""
-  from kmnist_jax import train  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.train import loop as train  # pylint: disable=g-import-not-at-top
   name, epochs = 'keras_cnn', args.overhead_epochs
   bench = JaxBench(name, data)
   spe = bench.n // bench.config.batch_size
@@ -419,7 +421,9 @@ def run_overhead(args, data, results):
 
 _FIRST_STEP = _PRELUDE + r'''
 import jax, numpy as np
-from kmnist_jax import input_pipeline, optim, steps
+from kmnist_jax.data import pipeline as input_pipeline
+from kmnist_jax.train import optim
+from kmnist_jax.train import steps
 config = tp.model_config({name!r})
 tx = optim.create_optimizer(config, 62)
 graphdef, state = steps.init_state(config, 10, tx)
@@ -467,11 +471,11 @@ def _cli(argv: list[str], env: dict) -> float:
 
 def run_predict(args, results, notes):
   try:
-    import kmnist_jax.predict  # pylint: disable=g-import-not-at-top,unused-import
+    import kmnist_jax.inference.predict  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
-    notes.append('predict: kmnist_jax.predict does not exist; not measured.')
+    notes.append('predict: kmnist_jax.inference.predict does not exist; not measured.')
     return
-  from kmnist_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.data import datasets as data_lib  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as tmp:
     env = dict(os.environ, KMNIST_JAX_COMPILATION_CACHE=os.path.join(tmp, 'c'),
                KMNIST_JAX_DATA_DIR=args.data_dir)

@@ -7,7 +7,7 @@ and returns the final eval accuracy, the seconds of each epoch and the loss
 of each of the first train steps. The worker of torch_models.py runs it as
 its `fit` command. Nothing here calls JAX or kmnist_jax: the augmentations,
 the loss and the schedule are written again from what kmnist_jax documents
-(kmnist_jax/augment.py, optim.py, models.Normalized):
+(kmnist_jax/train/augment.py, optim.py, models.Normalized):
 
 * each epoch a fresh permutation of the train images; the last partial batch
   is dropped;

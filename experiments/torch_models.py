@@ -22,7 +22,7 @@ Like the JAX side, the worker keeps freed memory in glibc's malloc
 (`kmnist_jax.cpu.malloc.keep_freed_memory`; that module needs only the
 standard library) unless KMNIST_JAX_MALLOC=0.
 
-The models match `kmnist_jax.models` / `resnets` / `densenet` layer by layer
+The models match `kmnist_jax.models.factory` / `resnets` / `densenet` layer by layer
 (same shapes, initializers, dropout rates and BatchNorm settings: the
 ResNets' heads PyTorch's default weight, their bias zero in hysts' models
 and PyTorch's default in the manifold-mixup code's PreActResNet-18); the
@@ -105,7 +105,7 @@ def _conv(cin, cout, k, stride):
 
 def _hysts_head(cin, num_classes):
   """hysts' / janzd's `initialize_weights`: PyTorch's default Linear
-  weight, a zero bias (kmnist_jax.resnets.head)."""
+  weight, a zero bias (kmnist_jax.models.resnets.head)."""
   head = nn.Linear(cin, num_classes)
   nn.init.zeros_(head.bias)
   return head
@@ -113,7 +113,7 @@ def _hysts_head(cin, num_classes):
 
 class PreActBlock(nn.Module):
   """`preact_shortcut`: the shortcut starts from the pre-activated input,
-  else from the raw input (see kmnist_jax.resnets.PreActBlock)."""
+  else from the raw input (see kmnist_jax.models.resnets.PreActBlock)."""
 
   def __init__(self, cin, cout, stride, preact_shortcut):
     super().__init__()
@@ -136,7 +136,7 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet18(nn.Module):
-  """kmnist_jax.resnets.PreActResNet18 (see there how it differs from the
+  """kmnist_jax.models.resnets.PreActResNet18 (see there how it differs from the
   manifold-mixup code)."""
 
   def __init__(self, num_classes=10):
@@ -236,7 +236,7 @@ class _ShakeBlock(nn.Module):
 
 
 class ShakeShake(nn.Module):
-  """hysts' shake-shake for 28x28 inputs (kmnist_jax.resnets.ShakeShake)."""
+  """hysts' shake-shake for 28x28 inputs (kmnist_jax.models.resnets.ShakeShake)."""
 
   def __init__(self, num_classes=10, depth=26, base=96):
     super().__init__()
@@ -278,7 +278,7 @@ class _DenseBlock(nn.Module):
 class DenseNet(nn.Module):
   """janzd's (hysts') DenseNet for 28x28 inputs: three stages of n blocks,
   BN-ReLU-conv1x1 + 2x2 average-pool transitions compressing the channels,
-  final BN-ReLU, pooling, head (kmnist_jax.densenet.DenseNet)."""
+  final BN-ReLU, pooling, head (kmnist_jax.models.densenet.DenseNet)."""
 
   def __init__(self, num_classes=10, depth=100, growth=12, bottleneck=True,
                compression=0.5):

@@ -30,13 +30,13 @@ FIELDS = {
     'input_mean': 'the model sees (pixel / 255 - input_mean) / input_std.',
     'input_std': 'see input_mean; > 0.',
     # Optimizer.
-    'optimizer': 'the optimizer (kmnist_jax.optim).',
+    'optimizer': 'the optimizer (kmnist_jax.train.optim).',
     'learning_rate': 'peak learning rate.',
-    'lr_schedule': 'the learning-rate schedule (kmnist_jax.optim).',
+    'lr_schedule': 'the learning-rate schedule (kmnist_jax.train.optim).',
     'warmup_epochs': 'linear warm-up length in epochs; 0 = none.',
     'lr_milestones': "multistep: comma-separated epochs, e.g. '100,150'.",
     'lr_decay': 'multistep: factor applied at each milestone.',
-    'weight_decay': 'weight decay (kmnist_jax.optim); 0 = off.',
+    'weight_decay': 'weight decay (kmnist_jax.train.optim); 0 = off.',
     'label_smoothing': 'in [0, 1); 0 = off.',
     'momentum': 'sgd momentum.',
     'nesterov': 'sgd: Nesterov momentum.',
@@ -72,11 +72,11 @@ FIELDS = {
 def choices() -> dict[str, list[str]]:
   """The valid values of the fields that name one thing."""
   # pylint: disable=g-import-not-at-top
-  from kmnist_jax import data
-  from kmnist_jax import knn
-  from kmnist_jax import models
-  from kmnist_jax import optim
-  from kmnist_jax import svm
+  from kmnist_jax.data import datasets as data
+  from kmnist_jax.baselines import knn
+  from kmnist_jax.models import factory as models
+  from kmnist_jax.train import optim
+  from kmnist_jax.baselines import svm
   return {'dataset': sorted(data.DATASETS),
           'model': sorted(models.MODELS) + list(knn.METHODS + svm.METHODS),
           'optimizer': sorted(optim.OPTIMIZERS),

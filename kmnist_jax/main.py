@@ -33,11 +33,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from kmnist_jax import console
-from kmnist_jax.errors import UserError
-from kmnist_jax.errors import one_line
-from kmnist_jax.errors import path_error
-from kmnist_jax.errors import resource_error
+from kmnist_jax.core import console
+from kmnist_jax.core.errors import UserError
+from kmnist_jax.core.errors import one_line
+from kmnist_jax.core.errors import path_error
+from kmnist_jax.core.errors import resource_error
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file and variant: configs/<exp>.py '
@@ -84,10 +84,10 @@ def train_and_evaluate(config, workdir: str):
   """Trains `config` in `workdir`: gradient training (`train`), or the fit
   of a k-NN (`knn`) or SVM (`svm`) baseline when `config.model` names one."""
   # pylint: disable=g-import-not-at-top
-  from kmnist_jax import configlib
-  from kmnist_jax import datacheck
-  from kmnist_jax import knn
-  from kmnist_jax import svm
+  from kmnist_jax.config import base as configlib
+  from kmnist_jax.data import check as datacheck
+  from kmnist_jax.baselines import knn
+  from kmnist_jax.baselines import svm
   configlib.check_dataset_stats(config)
   if config.model in knn.METHODS + svm.METHODS:
     datacheck.fetch_missing(config)  # All missing files named at once.
@@ -95,7 +95,7 @@ def train_and_evaluate(config, workdir: str):
     return knn.train_and_evaluate(config, workdir)
   if config.model in svm.METHODS:
     return svm.train_and_evaluate(config, workdir)
-  from kmnist_jax import train
+  from kmnist_jax.train import loop as train
   return train.train_and_evaluate(config, workdir)
 
 
@@ -103,15 +103,15 @@ def evaluate(config, workdir: str, checkpoint_step: int = -1) -> dict:
   """`--mode eval` of `workdir`: `evaluate` for a trained network, `knn`
   or `svm` for a baseline (by the workdir's saved model)."""
   # pylint: disable=g-import-not-at-top
-  from kmnist_jax import knn
-  from kmnist_jax import svm
-  from kmnist_jax import workdir as workdir_lib
+  from kmnist_jax.baselines import knn
+  from kmnist_jax.baselines import svm
+  from kmnist_jax.config import workdir as workdir_lib
   model = workdir_lib.load_workdir_config(workdir).model
   if model in knn.METHODS:
     return knn.evaluate(config, workdir)
   if model in svm.METHODS:
     return svm.evaluate(config, workdir)
-  from kmnist_jax import evaluate as evaluate_lib
+  from kmnist_jax.inference import evaluate as evaluate_lib
   return evaluate_lib.evaluate(config, workdir, checkpoint_step)
 
 
@@ -127,14 +127,14 @@ def _run(argv) -> int:
     return 0
   # Imported here so `--help` and flag errors stay fast.
   import jax  # pylint: disable=g-import-not-at-top
-  from kmnist_jax import distributed  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.core import distributed  # pylint: disable=g-import-not-at-top
   from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
 
   if not _WORKDIR.value:
     raise UserError('--workdir is required')
   # pylint: disable=g-import-not-at-top
-  from kmnist_jax import environment
-  from kmnist_jax import fields
+  from kmnist_jax.core import environment
+  from kmnist_jax.config import fields
   # pylint: enable=g-import-not-at-top
   environment.check_environment()
   if _CONFIG.value is not None:  # Every mode: one line before any work.
@@ -176,7 +176,7 @@ def _run(argv) -> int:
     return 0
   if mode == 'eval':
     return _eval_command()
-  from kmnist_jax import predict  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.inference import predict  # pylint: disable=g-import-not-at-top
   return predict.main(_WORKDIR.value, _PREDICT_INPUT.value,
                       _PREDICT_OUTPUT.value, _TOP_K.value,
                       _CHECKPOINT_STEP.value)
@@ -185,10 +185,10 @@ def _run(argv) -> int:
 def _eval_command() -> int:
   """`--mode eval`, of one workdir or an ensemble: prints the result; a
   result that cannot be written is printed, then one error line (exit 2)."""
-  from kmnist_jax import distributed  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.core import distributed  # pylint: disable=g-import-not-at-top
   members = [w for v in _ENSEMBLE.value for w in v.split(',') if w]
   if members:
-    from kmnist_jax import ensemble  # pylint: disable=g-import-not-at-top
+    from kmnist_jax.methods import ensemble  # pylint: disable=g-import-not-at-top
     result = ensemble.evaluate([_WORKDIR.value] + members, _CONFIG.value,
                                _CHECKPOINT_STEP.value)
   else:

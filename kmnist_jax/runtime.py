@@ -9,41 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 
-# The off-words of every KMNIST_JAX_* switch; defined beside the malloc
-# settings, which must not import this module.
-from kmnist_jax.cpu.malloc import switched_off  # pylint: disable=unused-import
-
-
-def user_cache_dir(name: str) -> str:
-  """`name` in the user cache folder ($XDG_CACHE_HOME or ~/.cache)."""
-  base = os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache')
-  return os.path.join(base, 'kmnist_jax', name)
+from kmnist_jax.core.environment import switched_off
+from kmnist_jax.core.fileio import private_dir, user_cache_dir
 
 
 def cache_dir() -> str:
   return user_cache_dir('jax_compilation_cache')
-
-
-def private_dir(path: str) -> bool:
-  """Creates folder `path` private (0700) if absent. True if it is safe.
-
-  Safe: a folder (not a link) of this user that nobody else can write, so
-  the compiled code cached in it is this user's own.
-  """
-  try:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.lstat(path)
-  except OSError:
-    return False
-  return private(st, stat.S_ISDIR)
-
-
-def private(st: os.stat_result, kind=stat.S_ISREG) -> bool:
-  """Whether `st` is of `kind`, this user's, and not writable by others."""
-  return (kind(st.st_mode) and st.st_uid == os.getuid()
-          and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def setup() -> None:

@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kmnist_jax import augment
-from kmnist_jax import configlib
-from kmnist_jax import steps
-from kmnist_jax import train
-from kmnist_jax.errors import UserError
+from kmnist_jax.train import augment
+from kmnist_jax.config import base as configlib
+from kmnist_jax.train import steps
+from kmnist_jax.train import loop as train
+from kmnist_jax.core.errors import UserError
 
 
 def images(n=8, seed=0):

@@ -23,11 +23,11 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from kmnist_jax import configlib
-from kmnist_jax import data
-from kmnist_jax import evaluate
-from kmnist_jax import train
-from kmnist_jax.errors import UserError
+from kmnist_jax.config import base as configlib
+from kmnist_jax.data import datasets as data
+from kmnist_jax.inference import evaluate
+from kmnist_jax.train import loop as train
+from kmnist_jax.core.errors import UserError
 
 from faults import conftest as fc
 from test_preprocess import lying_inputs
@@ -36,7 +36,7 @@ IMGS, LABELS = 'kmnist-train-imgs.npz', 'kmnist-train-labels.npz'
 CLASSMAP = 'kmnist_classmap.csv'
 
 # The synthetic files differ from the official release, which warns.
-pytestmark = pytest.mark.filterwarnings('ignore::kmnist_jax.data.DataWarning')
+pytestmark = pytest.mark.filterwarnings('ignore::kmnist_jax.data.datasets.DataWarning')
 
 
 @pytest.fixture(scope='module', autouse=True)

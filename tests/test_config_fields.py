@@ -20,8 +20,8 @@ import threading
 from absl import flags
 import pytest
 
-from kmnist_jax import configlib
-from kmnist_jax import fields
+from kmnist_jax.config import base as configlib
+from kmnist_jax.config import fields
 from kmnist_jax import main
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -162,7 +162,7 @@ def test_a_config_that_lacks_fields_is_one_line(cli, tmp_path):
 def test_every_shipped_config_passes(tmp_path):
   import glob  # pylint: disable=g-import-not-at-top
   for path in sorted(glob.glob(str(fields.__file__).replace(
-      'kmnist_jax/fields.py', 'configs/*.py'))):
+      'kmnist_jax/config/fields.py', 'configs/*.py'))):
     for variant in ('', 'proxy', 'smoke'):
       fields.check_config(configlib.load_config_file(path, variant))
 
@@ -173,7 +173,7 @@ def test_every_shipped_config_passes(tmp_path):
 @pytest.mark.parametrize('mode,target', [
     ('train', 'kmnist_jax.main.train_and_evaluate'),
     ('eval', 'kmnist_jax.main.evaluate'),
-    ('predict', 'kmnist_jax.predict.main')])
+    ('predict', 'kmnist_jax.inference.predict.main')])
 def test_ctrl_c_outside_the_training_loop_is_one_line(cli, tmp_path,
                                                       monkeypatch, mode,
                                                       target):

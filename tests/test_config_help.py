@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from kmnist_jax import config_help
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -16,14 +16,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from kmnist_jax import augment
-from kmnist_jax import configlib
-from kmnist_jax import data
-from kmnist_jax import knn
+from kmnist_jax.train import augment
+from kmnist_jax.config import base as configlib
+from kmnist_jax.data import datasets as data
+from kmnist_jax.baselines import knn
 from kmnist_jax import main
-from kmnist_jax import svm
+from kmnist_jax.baselines import svm
 from kmnist_jax.cpu import compiler
-from kmnist_jax.errors import UserError
+from kmnist_jax.core.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py'))

@@ -10,11 +10,11 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 from kmnist_jax import cpu
-from kmnist_jax import models
-from kmnist_jax import optim
-from kmnist_jax import steps
+from kmnist_jax.models import factory as models
+from kmnist_jax.train import optim
+from kmnist_jax.train import steps
 from kmnist_jax.cpu import conv
 from kmnist_jax.cpu import onednn
 
@@ -204,7 +204,7 @@ def test_resnets_equal_lax_convolutions(name, kwargs, train):
   the fast convolution; the network's output and every parameter gradient
   equal those with lax's convolutions, gradients from oneDNN where it is
   available."""
-  from kmnist_jax import resnets  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.models import resnets  # pylint: disable=g-import-not-at-top
   x = jax.random.uniform(jax.random.PRNGKey(3), (4, 28, 28, 1))
   if name == 'shake_shake':
     model = resnets.ShakeShake(10, rngs=nnx.Rngs(params=4), **kwargs)

@@ -1,4 +1,4 @@
-"""Tests for kmnist_jax.data and kmnist_jax.splits."""
+"""Tests for kmnist_jax.data.datasets and kmnist_jax.data.splits."""
 
 import dataclasses
 import gzip
@@ -16,9 +16,9 @@ import hypothesis.strategies as st
 import numpy as np
 import pytest
 
-from kmnist_jax import data
-from kmnist_jax import download
-from kmnist_jax.errors import UserError
+from kmnist_jax.data import datasets as data
+from kmnist_jax.data import download
+from kmnist_jax.core.errors import UserError
 
 from mirror_server import MirrorServer  # pylint: disable=g-bad-import-order
 

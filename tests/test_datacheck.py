@@ -6,9 +6,9 @@ import pathlib
 import subprocess
 import sys
 
-from kmnist_jax import configlib
-from kmnist_jax import data as data_lib
-from kmnist_jax import datacheck
+from kmnist_jax.config import base as configlib
+from kmnist_jax.data import datasets as data_lib
+from kmnist_jax.data import check as datacheck
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAIN = ['kmnist-train-imgs.npz', 'kmnist-train-labels.npz']

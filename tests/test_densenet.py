@@ -1,4 +1,4 @@
-"""DenseNet-100 (k=12): registry, size, shapes (kmnist_jax.densenet).
+"""DenseNet-100 (k=12): registry, size, shapes (kmnist_jax.models.densenet).
 
 The 2-step smoke train is `k49_densenet100:smoke` in tests/test_configs.py.
 """
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from kmnist_jax import densenet
-from kmnist_jax import models
+from kmnist_jax.models import densenet
+from kmnist_jax.models import factory as models
 
 
 def expected_params(depth, k, bottleneck, compression, in_channels,

@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from kmnist_jax import distributed
-from kmnist_jax import evaluate
-from kmnist_jax import train
-from kmnist_jax.errors import UserError
+from kmnist_jax.core import distributed
+from kmnist_jax.inference import evaluate
+from kmnist_jax.train import loop as train
+from kmnist_jax.core.errors import UserError
 from test_train import damage, leaves, make_learnable_dir, read_jsonl
 from test_train import tiny_config
 

@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from kmnist_jax import configlib
-from kmnist_jax import ensemble
-from kmnist_jax import evaluate
-from kmnist_jax import knn
-from kmnist_jax import steps
-from kmnist_jax import train
-from kmnist_jax.errors import UserError
+from kmnist_jax.config import base as configlib
+from kmnist_jax.methods import ensemble
+from kmnist_jax.inference import evaluate
+from kmnist_jax.baselines import knn
+from kmnist_jax.train import steps
+from kmnist_jax.train import loop as train
+from kmnist_jax.core.errors import UserError
 
 
 def nn_config(data_dir, **kw):

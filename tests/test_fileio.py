@@ -1,4 +1,4 @@
-"""kmnist_jax.fileio: atomic writes and their permissions; errors.one_line."""
+"""kmnist_jax.core.fileio: atomic writes and their permissions; errors.one_line."""
 
 import json
 import os
@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from kmnist_jax import errors
-from kmnist_jax import fileio
+from kmnist_jax.core import errors
+from kmnist_jax.core import fileio
 
 
 def test_write_json_replaces_and_leaves_no_temp_file(tmp_path):

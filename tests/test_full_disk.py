@@ -14,11 +14,11 @@ import jax
 import numpy as np
 import pytest
 
-from kmnist_jax import evaluate
+from kmnist_jax.inference import evaluate
 
 from faults import conftest as fc
 
-pytestmark = pytest.mark.filterwarnings('ignore::kmnist_jax.data.DataWarning')
+pytestmark = pytest.mark.filterwarnings('ignore::kmnist_jax.data.datasets.DataWarning')
 
 _SIZE = 3 << 20
 

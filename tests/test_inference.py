@@ -8,12 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from kmnist_jax import configlib
-from kmnist_jax import data
-from kmnist_jax import evaluate
-from kmnist_jax import predict
-from kmnist_jax import steps
-from kmnist_jax import train
+from kmnist_jax.config import base as configlib
+from kmnist_jax.data import datasets as data
+from kmnist_jax.inference import evaluate
+from kmnist_jax.inference import predict
+from kmnist_jax.train import steps
+from kmnist_jax.train import loop as train
 
 
 @pytest.fixture(scope='module')

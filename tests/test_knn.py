@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from kmnist_jax import configlib
-from kmnist_jax import knn
-from kmnist_jax.errors import UserError
+from kmnist_jax.config import base as configlib
+from kmnist_jax.baselines import knn
+from kmnist_jax.core.errors import UserError
 
 
 def reference_predict(train_x, train_y, test_x, k, num_classes):

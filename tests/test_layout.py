@@ -1,15 +1,32 @@
-"""The package's layout (issue 19): no import cycle, small modules, a short
-training loop."""
+"""The package's layout (issues 19 and 33): no import cycle, no import that
+runs back up the layers, small modules, short functions."""
 
 import ast
 import inspect
 import pathlib
 
-from kmnist_jax import train
+from kmnist_jax.train import loop
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'kmnist_jax'
 MAX_MODULE_LINES = 450
 MAX_LOOP_LINES = 100
+MAX_FUNCTION_LINES = 80
+# The layers, lowest first: a module imports its own layer's and lower
+# layers' modules only. In the order data -> model -> step -> checkpoint ->
+# predict, under the methods and the CLI.
+LAYERS = (
+    ('kmnist_jax.core',),  # errors, files, console, devices, metrics
+    ('kmnist_jax.cpu',),  # the XLA:CPU speed code
+    ('kmnist_jax.data',),  # datasets, splits, downloads, training batches
+    ('kmnist_jax.report',),  # plots
+    ('kmnist_jax.models',),  # the networks
+    ('kmnist_jax.train',),  # optimizers, steps, checkpoints, the loop
+    ('kmnist_jax.config',),  # config fields, checks, the workdir's record
+    ('kmnist_jax.inference', 'kmnist_jax.baselines'),  # restore, score, fit
+    ('kmnist_jax.methods',),  # the method registry and the harness
+    ('kmnist_jax.main', 'kmnist_jax.runtime', 'kmnist_jax.config_help',
+     'kmnist_jax'),  # the CLI and process setup
+)
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -90,14 +107,36 @@ def test_find_cycle_finds_the_cycles_of_the_old_layout():
 
 def test_no_import_cycle():
   graph = import_graph()
-  assert 'kmnist_jax.steps' in graph['kmnist_jax.train']
+  assert 'kmnist_jax.train.steps' in graph['kmnist_jax.train.loop']
   assert find_cycle(graph) == []
+
+
+def layer(module: str) -> int:
+  """The index in `LAYERS` of `module`'s layer."""
+  for i, prefixes in enumerate(LAYERS):
+    if any(module == p or module.startswith(p + '.') for p in prefixes):
+      return i
+  raise AssertionError(f'{module}: in no layer of LAYERS')
+
+
+def test_every_module_has_a_layer():
+  for name in _modules():
+    layer(name)
+
+
+def test_no_import_runs_back_up():
+  up = sorted(f'{name} -> {dep}'
+              for name, deps in import_graph().items() for dep in deps
+              if layer(dep) > layer(name))
+  assert not up, f'imports that run back up the layers: {up}'
 
 
 def test_the_trainer_imports_no_method():
   graph = import_graph()
-  assert 'kmnist_jax.knn' not in graph['kmnist_jax.train']
-  assert 'kmnist_jax.train' not in graph['kmnist_jax.knn']
+  trainer = {d for n, deps in graph.items() if n.startswith('kmnist_jax.train')
+             for d in deps}
+  assert not {d for d in trainer if d.startswith('kmnist_jax.baselines')}
+  assert 'kmnist_jax.train.loop' not in graph['kmnist_jax.baselines.knn']
 
 
 def test_no_module_is_long():
@@ -107,5 +146,16 @@ def test_no_module_is_long():
 
 
 def test_the_training_loop_is_short():
-  lines = inspect.getsource(train.train_and_evaluate).splitlines()
+  lines = inspect.getsource(loop.train_and_evaluate).splitlines()
   assert len(lines) <= MAX_LOOP_LINES, len(lines)
+
+
+def test_no_function_is_long():
+  long = {}
+  for name, path in _modules().items():
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        if (n := node.end_lineno - first + 1) > MAX_FUNCTION_LINES:
+          long[f'{name}.{node.name}'] = n
+  assert not long, f'functions over {MAX_FUNCTION_LINES} lines: {long}'

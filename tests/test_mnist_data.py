@@ -15,9 +15,9 @@ import socket
 import numpy as np
 import pytest
 
-from kmnist_jax import data
-from kmnist_jax import download
-from kmnist_jax.errors import UserError
+from kmnist_jax.data import datasets as data
+from kmnist_jax.data import download
+from kmnist_jax.core.errors import UserError
 
 from mirror_server import MirrorServer  # pylint: disable=g-bad-import-order
 
@@ -260,9 +260,9 @@ def test_fashion_mnist_train_predict_and_plots_show_class_names(tmp_path):
   and the plots carry its class names, with no codepoint."""
   # pylint: disable=g-import-not-at-top
   import pandas as pd
-  from kmnist_jax import configlib
+  from kmnist_jax.config import base as configlib
   from kmnist_jax import main
-  from kmnist_jax import predict
+  from kmnist_jax.inference import predict
   root = _shared('fashion_mnist').parent
   c = configlib.load_config_file('configs/keras_cnn.py', 'fashion_mnist,smoke')
   c.data_dir, c.write_plots = str(root), True

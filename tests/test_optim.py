@@ -1,11 +1,11 @@
-"""Learning-rate schedules and optimizers picked by name (kmnist_jax.optim)."""
+"""Learning-rate schedules and optimizers picked by name (kmnist_jax.train.optim)."""
 
 import numpy as np
 import pytest
 
-from kmnist_jax import configlib
-from kmnist_jax import optim
-from kmnist_jax.errors import UserError
+from kmnist_jax.config import base as configlib
+from kmnist_jax.train import optim
+from kmnist_jax.core.errors import UserError
 
 
 def config(**fields):

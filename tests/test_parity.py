@@ -14,10 +14,10 @@ import sys
 import numpy as np
 import pytest
 
-from kmnist_jax import augment
-from kmnist_jax import configlib
-from kmnist_jax import optim
-from kmnist_jax.errors import UserError
+from kmnist_jax.train import augment
+from kmnist_jax.config import base as configlib
+from kmnist_jax.train import optim
+from kmnist_jax.core.errors import UserError
 
 from conftest import make_learnable_dir  # pylint: disable=g-bad-import-order
 
@@ -372,7 +372,7 @@ print(json.dumps({k: [h.weight.detach().abs().max().item(),
 
 @needs_torch
 def test_torch_heads_initialised_as_ours():
-  """The PyTorch ports' heads as kmnist_jax.resnets.head: the bias zero in
+  """The PyTorch ports' heads as kmnist_jax.models.resnets.head: the bias zero in
   hysts' models, PyTorch's default in PreActResNet-18."""
   out = json.loads(subprocess.run(
       [TORCH_PYTHON, '-c', _TORCH_HEADS, str(REPO / 'experiments')],
@@ -465,7 +465,7 @@ def test_torch_ports_have_our_layers():
   shapes, as many (shake-shake: hysts' 96-channel stem in both)."""
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from kmnist_jax import models  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.models import factory as models  # pylint: disable=g-import-not-at-top
   names = ['densenet_bc100_k12', 'densenet100_k12', 'shake_shake26_2x96d',
            'resnet_preact20', 'preact_resnet18']
   out = json.loads(subprocess.run(

@@ -12,14 +12,14 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from kmnist_jax import configlib
-from kmnist_jax import data
-from kmnist_jax import evaluate
-from kmnist_jax import inputs
-from kmnist_jax import optim
-from kmnist_jax import plots
-from kmnist_jax import steps
-from kmnist_jax import train
+from kmnist_jax.config import base as configlib
+from kmnist_jax.data import datasets as data
+from kmnist_jax.inference import evaluate
+from kmnist_jax.inference import prediction_inputs as inputs
+from kmnist_jax.train import optim
+from kmnist_jax.report import plots
+from kmnist_jax.train import steps
+from kmnist_jax.train import loop as train
 
 from conftest import make_learnable_dir  # pylint: disable=g-bad-import-order
 

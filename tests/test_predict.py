@@ -10,14 +10,14 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from kmnist_jax import configlib
-from kmnist_jax import data
-from kmnist_jax import evaluate
-from kmnist_jax import predict
-from kmnist_jax import train
-from kmnist_jax import workdir as workdir_lib
-from kmnist_jax.metrics import read_metrics
-from kmnist_jax.errors import UserError
+from kmnist_jax.config import base as configlib
+from kmnist_jax.data import datasets as data
+from kmnist_jax.inference import evaluate
+from kmnist_jax.inference import predict
+from kmnist_jax.train import loop as train
+from kmnist_jax.config import workdir as workdir_lib
+from kmnist_jax.core.metrics import read_metrics
+from kmnist_jax.core.errors import UserError
 
 from conftest import make_learnable_dir
 from test_preprocess import scan

@@ -12,10 +12,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from kmnist_jax import data
-from kmnist_jax import inputs
-from kmnist_jax import preprocess
-from kmnist_jax.preprocess import InputError
+from kmnist_jax.data import datasets as data
+from kmnist_jax.inference import prediction_inputs as inputs
+from kmnist_jax.inference import framing as preprocess
+from kmnist_jax.inference.framing import InputError
 
 
 def glyph(seed=0, h=28, w=20) -> np.ndarray:

@@ -21,11 +21,11 @@ import pandas as pd
 from PIL import Image
 import pytest
 
-from kmnist_jax import predict
-from kmnist_jax import inputs
-from kmnist_jax import preprocess
-from kmnist_jax import splits
-from kmnist_jax.errors import UserError
+from kmnist_jax.inference import predict
+from kmnist_jax.inference import prediction_inputs as inputs
+from kmnist_jax.inference import framing as preprocess
+from kmnist_jax.data import splits
+from kmnist_jax.core.errors import UserError
 
 pytestmark = pytest.mark.filterwarnings(
     'ignore:(Truncated File Read|Corrupt EXIF):UserWarning')

@@ -114,7 +114,7 @@ def _extras() -> frozenset[str]:
 
 
 def _load_config(spec: str):
-  from kmnist_jax import configlib  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.config import base as configlib  # pylint: disable=g-import-not-at-top
   path, _, variant = spec.partition(':')
   if not (REPO / path).is_file():
     raise ValueError(f'{path}: no such config file')

@@ -18,15 +18,15 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from kmnist_jax import configlib
-from kmnist_jax import ensemble
-from kmnist_jax import evaluate
-from kmnist_jax import inputs as inputs_lib
-from kmnist_jax import knn
-from kmnist_jax import predict
-from kmnist_jax import train
-from kmnist_jax import workdir as workdir_lib
-from kmnist_jax.errors import UserError
+from kmnist_jax.config import base as configlib
+from kmnist_jax.methods import ensemble
+from kmnist_jax.inference import evaluate
+from kmnist_jax.inference import prediction_inputs as inputs_lib
+from kmnist_jax.baselines import knn
+from kmnist_jax.inference import predict
+from kmnist_jax.train import loop as train
+from kmnist_jax.config import workdir as workdir_lib
+from kmnist_jax.core.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # Orbax's failed TensorStore reads (torn checkpoints) close their event
 # loop late, in whichever test runs then.
 pytestmark = [
-    pytest.mark.filterwarnings('ignore::kmnist_jax.data.DataWarning'),
+    pytest.mark.filterwarnings('ignore::kmnist_jax.data.datasets.DataWarning'),
     pytest.mark.filterwarnings(
         'ignore::pytest.PytestUnraisableExceptionWarning')]
 
@@ -161,14 +161,14 @@ _SPLITS = ['test', 'train', 'test[8000:]', 'test[:8000]', 'test[-2000:]',
 
 
 def test_split_names_are_distinct_and_round_trip():
-  names = [workdir_lib.split_name(s) for s in _SPLITS]
+  names = [splits.split_name(s) for s in _SPLITS]
   assert len(set(names)) == len(_SPLITS), names
-  assert [workdir_lib.split_from_name(n) for n in names] == _SPLITS
+  assert [splits.split_from_name(n) for n in names] == _SPLITS
   assert names[2:6] == ['test_from8000', 'test_to8000', 'test_from-2000',
                         'test_to-2000']
   assert all(re.fullmatch(r'[A-Za-z0-9_-]+', n) for n in names), names
   with pytest.raises(UserError, match="'test_8000': not a split file name"):
-    workdir_lib.split_from_name('test_8000')
+    splits.split_from_name('test_8000')
 
 
 def _fitted_workdir(tmp_path, data_dir):
@@ -501,7 +501,7 @@ def test_the_inputs_are_bounded_in_all_not_only_per_file(tmp_path,
     ('U+2028', '\u2028')])
 def test_a_control_character_in_the_class_map_is_one_line(
     synthetic_data_dir, codepoint, char):
-  from kmnist_jax import data  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.data import datasets as data  # pylint: disable=g-import-not-at-top
   path = synthetic_data_dir / 'kmnist_classmap.csv'
   rows = path.read_text(encoding='utf-8').splitlines()
   rows[3] = f'2,{codepoint},"{char}"'

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kmnist_jax import data
-from kmnist_jax.errors import UserError
+from kmnist_jax.data import datasets as data
+from kmnist_jax.core.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location(

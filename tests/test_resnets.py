@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from kmnist_jax import models
-from kmnist_jax import resnets
+from kmnist_jax.models import factory as models
+from kmnist_jax.models import resnets
 
 # Published parameter counts (CIFAR versions; the 1-channel stem differs by
 # a few hundred): PreActResNet-18 11.17M, ResNet-preact-20 0.27M,

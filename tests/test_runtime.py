@@ -10,6 +10,8 @@ import jax
 import pytest
 
 from kmnist_jax import runtime
+from kmnist_jax.core import environment
+from kmnist_jax.core import fileio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ('0', True), ('false', True), ('OFF', True), ('no', True), ('1', False),
     ('yes', False), ('/some/folder', False)])
 def test_switched_off_words(value, off):
-  assert runtime.switched_off(value) is off
+  assert environment.switched_off(value) is off
 
 
 def test_import_needs_only_the_standard_library():
@@ -77,4 +79,4 @@ def _stat(mode, uid=None):
     (_stat(stat.S_IFDIR | 0o700, uid=os.getuid() + 1), stat.S_ISDIR, False),
 ])
 def test_private_means_this_users_and_nobody_elses_to_write(st, kind, safe):
-  assert runtime.private(st, kind) is safe
+  assert fileio.private(st, kind) is safe

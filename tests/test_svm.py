@@ -1,4 +1,4 @@
-"""The RBF SVM baseline (kmnist_jax.svm): libsvm's votes against
+"""The RBF SVM baseline (kmnist_jax.baselines.svm): libsvm's votes against
 scikit-learn, the missing-scikit-learn error, config errors and the workdir
 API (fit, --mode eval, ensembles)."""
 
@@ -9,13 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from kmnist_jax import configlib
-from kmnist_jax import ensemble
-from kmnist_jax import knn
+from kmnist_jax.config import base as configlib
+from kmnist_jax.methods import ensemble
+from kmnist_jax.baselines import knn
 from kmnist_jax import main
-from kmnist_jax import svm
-from kmnist_jax import workdir as workdir_lib
-from kmnist_jax.errors import UserError
+from kmnist_jax.baselines import svm
+from kmnist_jax.config import workdir as workdir_lib
+from kmnist_jax.core.errors import UserError
 
 sk_svm = pytest.importorskip('sklearn.svm')
 

@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from kmnist_jax import configlib
-from kmnist_jax import densenet
-from kmnist_jax import evaluate
-from kmnist_jax import input_pipeline
-from kmnist_jax import metrics as metrics_lib
-from kmnist_jax import models
-from kmnist_jax import optim
-from kmnist_jax import resnets
-from kmnist_jax import steps
+from kmnist_jax.config import base as configlib
+from kmnist_jax.models import densenet
+from kmnist_jax.inference import evaluate
+from kmnist_jax.data import pipeline as input_pipeline
+from kmnist_jax.core import metrics as metrics_lib
+from kmnist_jax.models import factory as models
+from kmnist_jax.train import optim
+from kmnist_jax.models import resnets
+from kmnist_jax.train import steps
 from kmnist_jax.cpu import compiler
-from kmnist_jax import train
-from kmnist_jax.errors import UserError
+from kmnist_jax.train import loop as train
+from kmnist_jax.core.errors import UserError
 
 from conftest import make_learnable_dir  # pylint: disable=g-bad-import-order
 

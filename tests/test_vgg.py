@@ -1,4 +1,4 @@
-"""Rani Horev's VGG (kmnist_jax.vgg): registry, size, shapes, modes, init.
+"""Rani Horev's VGG (kmnist_jax.models.vgg): registry, size, shapes, modes, init.
 
 The 2-step smoke train is `vgg:smoke` in tests/test_configs.py.
 """
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from kmnist_jax import models
-from kmnist_jax import vgg
+from kmnist_jax.models import factory as models
+from kmnist_jax.models import vgg
 
 
 def expected_params(num_classes):

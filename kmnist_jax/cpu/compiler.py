@@ -1,7 +1,7 @@
 """XLA compiler options of the jitted init, train and eval functions.
 
 Both were measured on XLA:CPU, where compiling a small CNN's step takes longer
-than running it; `kmnist_jax.steps` reads them at jit time.
+than running it; `kmnist_jax.train.steps` reads them at jit time.
 """
 
 from __future__ import annotations

@@ -14,17 +14,14 @@ import importlib.metadata
 import os
 import re
 
+from kmnist_jax.core.environment import switched_off
+
 ENV = 'KMNIST_JAX_MALLOC'
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _GPU_PLUGIN = re.compile(r'(cuda|rocm)', re.IGNORECASE)
 _kept = False
 _skipped = ''
-
-
-def switched_off(value: str) -> bool:
-  """Whether an environment switch's value turns its feature off."""
-  return value.lower() in ('0', 'false', 'off', 'no')
 
 
 def _gpu_plugins() -> list[str]:

@@ -33,8 +33,8 @@ import tempfile
 import jax
 import numpy as np
 
-from kmnist_jax import fileio
-from kmnist_jax import runtime
+from kmnist_jax.core import environment
+from kmnist_jax.core import fileio
 
 ENV = 'KMNIST_JAX_ONEDNN'
 FWD, BWD, BWD_DATA, BWD_WEIGHTS = (
@@ -48,7 +48,7 @@ _WHEEL = 'onednn-cpu-gomp'
 
 
 def enabled_by_env() -> bool:
-  return not runtime.switched_off(os.environ.get(ENV, '1'))
+  return not environment.switched_off(os.environ.get(ENV, '1'))
 
 
 def find_libdnnl() -> str | None:
@@ -84,8 +84,8 @@ def build(libdnnl: str, cache_root: str | None = None) -> str:
   key = hashlib.sha256(b'\0'.join([
       source, jax.__version__.encode(), include.encode(),
       os.path.realpath(libdnnl).encode(), compiler.encode()])).hexdigest()[:16]
-  root = cache_root or runtime.user_cache_dir('onednn')
-  if not runtime.private_dir(root):
+  root = cache_root or fileio.user_cache_dir('onednn')
+  if not fileio.private_dir(root):
     # Unwritable, or others' to change: build for this process only.
     root = tempfile.mkdtemp(prefix='kmnist_jax_onednn_')  # 0700
   target = os.path.join(root, f'onednn_conv-{key}.so')
@@ -128,8 +128,8 @@ def _cached(target: str) -> bool:
   damaged library (a power cut mid-build, a disk fault) would crash the
   process that loads it with a bus error; it is rebuilt with one warning."""
   try:
-    if not (runtime.private(os.lstat(target)) and
-            runtime.private(os.lstat(target + RECORD_SUFFIX))):
+    if not (fileio.private(os.lstat(target)) and
+            fileio.private(os.lstat(target + RECORD_SUFFIX))):
       return False
     with open(target + RECORD_SUFFIX, encoding='ascii') as f:
       recorded = f.read()

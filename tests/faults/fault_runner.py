@@ -22,9 +22,9 @@ import sys
 import threading
 import time
 
-from kmnist_jax import checkpointing
-from kmnist_jax import metrics
-from kmnist_jax import steps
+from kmnist_jax.train import checkpoints as checkpointing
+from kmnist_jax.core import metrics
+from kmnist_jax.train import steps
 
 
 def _install(kind: str, n: int, delay_ms: str, signame: str) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from kmnist_jax import data
+from kmnist_jax.data import datasets as data
 
 from faults import conftest as fc
 from mirror_server import MirrorServer

@@ -12,8 +12,8 @@ rerun, metrics.jsonl and the final state equal the reference's exactly.
 import os
 import random
 
-from kmnist_jax import checkpointing
-from kmnist_jax import evaluate
+from kmnist_jax.train import checkpoints as checkpointing
+from kmnist_jax.inference import evaluate
 
 from faults import conftest as fc
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from kmnist_jax import evaluate
+from kmnist_jax.inference import evaluate
 
 from faults import conftest as fc
 

@@ -16,10 +16,10 @@ import shutil
 
 import pytest
 
-from kmnist_jax import configlib
+from kmnist_jax.config import base as configlib
 from kmnist_jax import main
-from kmnist_jax import workdir as workdir_lib
-from kmnist_jax.errors import UserError
+from kmnist_jax.config import workdir as workdir_lib
+from kmnist_jax.core.errors import UserError
 
 from faults import conftest as fc
 

@@ -1,0 +1,1 @@
+"""The methods (see `registry`) and the harness that runs them."""

@@ -1,0 +1,1 @@
+"""The Flax NNX networks, built by name (`factory.create_model`)."""

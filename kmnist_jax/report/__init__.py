@@ -1,0 +1,1 @@
+"""Pictures of the data, the training and the predictions."""

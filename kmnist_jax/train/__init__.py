@@ -1,0 +1,2 @@
+"""Gradient training: optimizers, augmentation, the jitted steps, checkpoints
+and the loop."""
