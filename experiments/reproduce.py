@@ -186,10 +186,9 @@ def run_one(name: str, variant: str, seed: int, overrides: dict,
             workdir: str, data_dir: str = '', dataset: str = '') -> dict:
   """Trains (or resumes) one config/seed; writes and returns its sidecar."""
   # pylint: disable=g-import-not-at-top
-  from kmnist_jax.core import fileio
-  from kmnist_jax.baselines import knn
   from kmnist_jax import main
-  from kmnist_jax.baselines import svm
+  from kmnist_jax.core import fileio
+  from kmnist_jax.methods import registry
   sidecar = os.path.join(workdir, SIDECAR)
   if os.path.exists(sidecar):
     with open(sidecar) as f:
@@ -210,7 +209,7 @@ def run_one(name: str, variant: str, seed: int, overrides: dict,
       'epochs': (rec['step'] // steps) if steps else 0,
       'recipe_epochs': load_config(name, '', seed, {}, '',
                                    dataset).num_epochs,
-      'trained': config.model not in knn.METHODS + svm.METHODS,
+      'trained': registry.get(config.model).trains,
       'wall_time': rec.get('wall_time', time.time() - t0),
       'device': machine(),
       'release': data_lib.release_id(config.dataset, config.data_dir or None),

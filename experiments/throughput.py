@@ -397,7 +397,7 @@ def run_malloc(args, results, notes):
 
 def run_overhead(args, data, results):
   """Real train loop epoch time vs steps x pure step time (keras_cnn)."""
-  from kmnist_jax.train import loop as train  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.methods import harness  # pylint: disable=g-import-not-at-top
   name, epochs = 'keras_cnn', args.overhead_epochs
   bench = JaxBench(name, data)
   spe = bench.n // bench.config.batch_size
@@ -407,7 +407,7 @@ def run_overhead(args, data, results):
   config.num_epochs, config.write_plots = epochs, False
   config.data_dir = args.data_dir
   with tempfile.TemporaryDirectory() as workdir:
-    _, summary = train.train_and_evaluate(config, workdir)
+    _, summary = harness.fit(config, workdir)
   pure.append(bench.train(bench.config.batch_size, spe) / spe)
   epoch = median(summary['epoch_seconds'][1:])  # The first one compiles.
   step = median(pure)

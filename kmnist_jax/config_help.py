@@ -73,12 +73,10 @@ def choices() -> dict[str, list[str]]:
   """The valid values of the fields that name one thing."""
   # pylint: disable=g-import-not-at-top
   from kmnist_jax.data import datasets as data
-  from kmnist_jax.baselines import knn
-  from kmnist_jax.models import factory as models
+  from kmnist_jax.methods import registry
   from kmnist_jax.train import optim
-  from kmnist_jax.baselines import svm
   return {'dataset': sorted(data.DATASETS),
-          'model': sorted(models.MODELS) + list(knn.METHODS + svm.METHODS),
+          'model': registry.names(),
           'optimizer': sorted(optim.OPTIMIZERS),
           'lr_schedule': sorted(optim.SCHEDULES)}
 

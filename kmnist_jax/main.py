@@ -80,39 +80,18 @@ _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'This process, 0 .. --num_processes - 1.')
 
 
-def train_and_evaluate(config, workdir: str):
-  """Trains `config` in `workdir`: gradient training (`train`), or the fit
-  of a k-NN (`knn`) or SVM (`svm`) baseline when `config.model` names one."""
-  # pylint: disable=g-import-not-at-top
-  from kmnist_jax.config import base as configlib
-  from kmnist_jax.data import check as datacheck
-  from kmnist_jax.baselines import knn
-  from kmnist_jax.baselines import svm
-  configlib.check_dataset_stats(config)
-  if config.model in knn.METHODS + svm.METHODS:
-    datacheck.fetch_missing(config)  # All missing files named at once.
-  if config.model in knn.METHODS:
-    return knn.train_and_evaluate(config, workdir)
-  if config.model in svm.METHODS:
-    return svm.train_and_evaluate(config, workdir)
-  from kmnist_jax.train import loop as train
-  return train.train_and_evaluate(config, workdir)
+def train_and_evaluate(config, workdir: str,
+                       compiler_options: dict | None = None):
+  """Trains `config` in `workdir` with the method `config.model` names (a
+  network, or a k-NN or SVM fit): (final state or None, summary)."""
+  from kmnist_jax.methods import harness  # pylint: disable=g-import-not-at-top
+  return harness.fit(config, workdir, compiler_options)
 
 
 def evaluate(config, workdir: str, checkpoint_step: int = -1) -> dict:
-  """`--mode eval` of `workdir`: `evaluate` for a trained network, `knn`
-  or `svm` for a baseline (by the workdir's saved model)."""
-  # pylint: disable=g-import-not-at-top
-  from kmnist_jax.baselines import knn
-  from kmnist_jax.baselines import svm
-  from kmnist_jax.config import workdir as workdir_lib
-  model = workdir_lib.load_workdir_config(workdir).model
-  if model in knn.METHODS:
-    return knn.evaluate(config, workdir)
-  if model in svm.METHODS:
-    return svm.evaluate(config, workdir)
-  from kmnist_jax.inference import evaluate as evaluate_lib
-  return evaluate_lib.evaluate(config, workdir, checkpoint_step)
+  """`--mode eval` of `workdir`, with the method its saved config names."""
+  from kmnist_jax.methods import harness  # pylint: disable=g-import-not-at-top
+  return harness.evaluate(config, workdir, checkpoint_step)
 
 
 def _run(argv) -> int:

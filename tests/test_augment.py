@@ -10,6 +10,7 @@ from kmnist_jax.config import base as configlib
 from kmnist_jax.train import steps
 from kmnist_jax.train import loop as train
 from kmnist_jax.core.errors import UserError
+from kmnist_jax.methods import harness
 
 
 def images(n=8, seed=0):
@@ -141,10 +142,10 @@ def test_augmented_training_runs_and_is_deterministic(learnable_data_dir,
              batch_size=32, eval_batch_size=100, write_plots=False,
              learning_rate=3e-3, augment_translate=2, cutout_size=6,
              mixup_alpha=0.4, tta_shift=1)
-  _, m1 = train.train_and_evaluate(c, str(tmp_path / 'a'))
-  _, m2 = train.train_and_evaluate(c, str(tmp_path / 'b'))
+  _, m1 = harness.fit(c, str(tmp_path / 'a'))
+  _, m2 = harness.fit(c, str(tmp_path / 'b'))
   assert np.isfinite(m1['train']['loss'])
   assert m1['train'] == m2['train'] and m1['eval'] == m2['eval']
   c2 = config(**{k: c[k] for k in c}); c2.augment_translate = 0
-  _, m3 = train.train_and_evaluate(c2, str(tmp_path / 'c'))
+  _, m3 = harness.fit(c2, str(tmp_path / 'c'))
   assert m3['train']['loss'] != m1['train']['loss']

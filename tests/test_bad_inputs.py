@@ -28,6 +28,7 @@ from kmnist_jax.data import datasets as data
 from kmnist_jax.inference import evaluate
 from kmnist_jax.train import loop as train
 from kmnist_jax.core.errors import UserError
+from kmnist_jax.methods import harness
 
 from faults import conftest as fc
 from test_preprocess import lying_inputs
@@ -250,12 +251,12 @@ def _config(case, **overrides):
 
 
 def _train(**overrides):
-  return lambda c: train.train_and_evaluate(_config(c, **overrides),
+  return lambda c: harness.fit(_config(c, **overrides),
                                             str(c.workdir))
 
 
 def _evaluate(c):
-  return evaluate.evaluate(None, str(c.workdir))
+  return harness.evaluate(None, str(c.workdir))
 
 
 def _classmap(text):

@@ -58,7 +58,7 @@ def config_file(tmp_path, name, value) -> str:
   path = tmp_path / f'bad_{name}.py'
   path.write_text(
       'import ml_collections\n'
-      'from kmnist_jax import configlib\n\n'
+      'from kmnist_jax.config import base as configlib\n\n'
       'nan, inf = float("nan"), float("inf")\n\n'
       'def get_config(arg=None):\n'
       '  d = configlib.base_config().to_dict()\n'

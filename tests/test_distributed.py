@@ -29,6 +29,7 @@ from kmnist_jax.core import distributed
 from kmnist_jax.inference import evaluate
 from kmnist_jax.train import loop as train
 from kmnist_jax.core.errors import UserError
+from kmnist_jax.methods import harness
 from test_train import damage, leaves, make_learnable_dir, read_jsonl
 from test_train import tiny_config
 
@@ -108,7 +109,7 @@ def runs(tmp_path_factory):
   }
   out = {}
   try:
-    train.train_and_evaluate(tiny_config(root / 'data', **CONFIG),
+    harness.fit(tiny_config(root / 'data', **CONFIG),
                              str(root / 'one'))
     out['one'] = (root / 'one', [])
     for name, ps in procs.items():
@@ -165,7 +166,7 @@ def test_checkpoint_saved_on_four_devices_evaluates_the_same_on_one(runs):
   workdir = _finished(runs, 'four')
   final = read_jsonl(workdir / 'metrics.jsonl')[-1]
   assert final['split'] == 'eval' and final['step'] == 20
-  result = evaluate.evaluate(None, str(workdir))  # This process: 1 device.
+  result = harness.evaluate(None, str(workdir))  # This process: 1 device.
   assert jax.device_count() == 1
   assert result['checkpoint_step'] == 20
   assert result['accuracy'] == final['accuracy']
@@ -183,21 +184,21 @@ def test_batch_size_must_divide_by_device_count(runs):
 def test_bfloat16_compute_runs_and_learns(tmp_path):
   data_dir = make_learnable_dir(tmp_path / 'data')
   workdir = str(tmp_path / 'w')
-  state, m = train.train_and_evaluate(
+  state, m = harness.fit(
       tiny_config(data_dir, num_epochs=2, compute_dtype='bfloat16'), workdir)
   assert m['eval']['accuracy'] > 0.8, m['eval']  # Chance is 0.1.
   assert {str(x.dtype) for x in jax.tree.leaves(state.params)} == {'float32'}
   _, graphdef, restored, _ = evaluate.restore_for_inference(workdir)
   model = nnx.merge(graphdef, restored.params, restored.batch_stats)
   assert model.conv1.dtype == jax.numpy.bfloat16
-  result = evaluate.evaluate(None, workdir)
+  result = harness.evaluate(None, workdir)
   assert result['accuracy'] == m['eval']['accuracy']
 
 
 def test_compute_dtype_is_checked(tmp_path):
   with pytest.raises(UserError, match="compute_dtype='float16': expected one "
                      'of float32, bfloat16'):
-    train.train_and_evaluate(
+    harness.fit(
         tiny_config(tmp_path, compute_dtype='float16'), str(tmp_path / 'w'))
 
 

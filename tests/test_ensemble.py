@@ -15,6 +15,7 @@ from kmnist_jax.baselines import knn
 from kmnist_jax.train import steps
 from kmnist_jax.train import loop as train
 from kmnist_jax.core.errors import UserError
+from kmnist_jax.methods import harness
 
 
 def nn_config(data_dir, **kw):
@@ -29,11 +30,11 @@ def nn_config(data_dir, **kw):
 def test_ensemble_of_cnn_seeds_and_knn(learnable_data_dir, tmp_path):
   ws = [str(tmp_path / f'w{s}') for s in range(2)]
   for s, w in enumerate(ws):
-    train.train_and_evaluate(nn_config(learnable_data_dir, seed=s,
+    harness.fit(nn_config(learnable_data_dir, seed=s,
                                        tta_shift=1 if s else 0), w)
   w_knn = str(tmp_path / 'knn')
   c = nn_config(learnable_data_dir, model='knn')
-  knn.train_and_evaluate(c, w_knn)
+  harness.fit(c, w_knn)
   labels = np.load(learnable_data_dir / 'kmnist-test-labels.npz')['arr_0']
   config = nn_config(learnable_data_dir)
   members = [ensemble.member_probs(w, config) for w in ws + [w_knn]]
@@ -42,7 +43,7 @@ def test_ensemble_of_cnn_seeds_and_knn(learnable_data_dir, tmp_path):
     np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(member_labels, labels)
   # Members agree with their own --mode eval, whose probabilities they are.
-  result0 = evaluate.evaluate(None, ws[0])
+  result0 = harness.evaluate(None, ws[0])
   assert np.mean(probs[0].argmax(1) == labels) == result0['accuracy']
   with np.load(os.path.join(ws[0], 'probabilities_test.npz')) as f:
     np.testing.assert_array_equal(f['probabilities'], probs[0])
@@ -69,8 +70,8 @@ def test_ensemble_reads_current_probabilities_and_recomputes_stale_ones(
     learnable_data_dir, tmp_path, monkeypatch):
   ws = [str(tmp_path / f'w{s}') for s in range(2)]
   for s, w in enumerate(ws):
-    train.train_and_evaluate(nn_config(learnable_data_dir, seed=s), w)
-    evaluate.evaluate(None, w)
+    harness.fit(nn_config(learnable_data_dir, seed=s), w)
+    harness.evaluate(None, w)
   first = ensemble.evaluate(ws)
 
   def no_inference(*args, **kwargs):
@@ -81,7 +82,7 @@ def test_ensemble_reads_current_probabilities_and_recomputes_stale_ones(
     assert ensemble.evaluate(ws) == first
   # Another checkpoint step, and a file of another split, are recomputed.
   path = os.path.join(ws[1], 'probabilities_test.npz')
-  train.train_and_evaluate(nn_config(learnable_data_dir, seed=1,
+  harness.fit(nn_config(learnable_data_dir, seed=1,
                                      num_epochs=2), ws[1])
   old = os.stat(path).st_mtime_ns
   second = ensemble.evaluate(ws)

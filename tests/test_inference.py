@@ -14,6 +14,7 @@ from kmnist_jax.inference import evaluate
 from kmnist_jax.inference import predict
 from kmnist_jax.train import steps
 from kmnist_jax.train import loop as train
+from kmnist_jax.methods import harness
 
 
 @pytest.fixture(scope='module')
@@ -26,13 +27,13 @@ def tta_workdir(learnable_data_dir, tmp_path_factory):
       eval_split='test[20:]', num_epochs=1, batch_size=32, eval_batch_size=64,
       tta_shift=1, write_plots=False, learning_rate=3e-3))
   workdir = str(tmp_path_factory.mktemp('tta') / 'w')
-  train.train_and_evaluate(config, workdir)
+  harness.fit(config, workdir)
   return workdir
 
 
 def test_predict_top1_equals_eval_accuracy_with_tta(tta_workdir,
                                                     learnable_data_dir):
-  result = evaluate.evaluate(None, tta_workdir)
+  result = harness.evaluate(None, tta_workdir)
   images, labels = data.load('kmnist', 'test[20:]', str(learnable_data_dir))
   # The same default checkpoint, without checkpoint_step.
   predictor = predict.Predictor.from_workdir(tta_workdir)
@@ -58,7 +59,7 @@ def test_tta_changes_the_probabilities(tta_workdir, learnable_data_dir):
 
 
 def test_probabilities_file(tta_workdir):
-  result = evaluate.evaluate(None, tta_workdir)
+  result = harness.evaluate(None, tta_workdir)
   with np.load(os.path.join(tta_workdir, 'probabilities_test_from20.npz')) as f:
     probs, labels, indices = f['probabilities'], f['labels'], f['indices']
     meta = json.loads(str(f['meta']))

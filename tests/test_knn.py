@@ -10,6 +10,7 @@ import pytest
 from kmnist_jax.config import base as configlib
 from kmnist_jax.baselines import knn
 from kmnist_jax.core.errors import UserError
+from kmnist_jax.methods import harness
 
 
 def reference_predict(train_x, train_y, test_x, k, num_classes):
@@ -48,7 +49,7 @@ def test_matches_reference(method):
   xt, xq = random_images(300, 0), random_images(80, 1)
   yt = np.random.default_rng(2).integers(0, 5, 300)
   xq[:5] = xt[:5]  # Zero distances.
-  fitted = knn.fit(method, xt, yt, 5, k=4, n_components=10)
+  fitted = knn.fit_arrays(method, xt, yt, 5, k=4, n_components=10)
   pred = knn.predict(fitted, xq)
   feats_t = knn.features(fitted, xt)
   feats_q = knn.features(fitted, xq)
@@ -61,7 +62,7 @@ def test_zero_distance_neighbours_outvote_closer_ones():
   xt = np.zeros((5, 28, 28), np.uint8)
   xt[1:, 0, 0] = 1  # Four points at distance 1 from the origin.
   yt = np.array([3, 1, 1, 1, 1])
-  fitted = knn.fit('knn', xt, yt, 4)
+  fitted = knn.fit_arrays('knn', xt, yt, 4)
   assert knn.predict(fitted, xt[:1])[0] == 3
   np.testing.assert_array_equal(knn.predict_proba(fitted, xt[:1])[0],
                                 [0, 0, 0, 1])
@@ -71,7 +72,7 @@ def test_vote_ties_go_to_the_smaller_class():
   xt = np.zeros((4, 28, 28), np.uint8)
   xt[0, 0, 0] = xt[1, 0, 1] = xt[2, 0, 2] = xt[3, 0, 3] = 10
   yt = np.array([2, 1, 2, 1])  # Equal distances: votes 2 vs 2.
-  fitted = knn.fit('knn', xt, yt, 3)
+  fitted = knn.fit_arrays('knn', xt, yt, 3)
   q = np.zeros((1, 28, 28), np.uint8)
   assert knn.predict(fitted, q)[0] == 1
 
@@ -83,7 +84,7 @@ def test_distance_ties_go_to_the_lower_index_and_fallback_is_exact():
   for i in range(40):
     xt[i, i // 28, i % 28] = 7
   yt = np.arange(40) % 4
-  fitted = knn.fit('knn', xt, yt, 4)
+  fitted = knn.fit_arrays('knn', xt, yt, 4)
   d2, idx = knn.kneighbors(fitted, knn.features(fitted, np.zeros((1, 28, 28),
                                                                  np.uint8)))
   np.testing.assert_array_equal(idx[0], [0, 1, 2, 3])
@@ -109,13 +110,13 @@ def test_against_scikit_learn():
   yt = np.random.default_rng(6).integers(0, 10, 500)
   clf = neighbors.KNeighborsClassifier(n_neighbors=4, weights='distance')
   clf.fit(xt.reshape(500, -1), yt)
-  fitted = knn.fit('knn', xt, yt, 10)
+  fitted = knn.fit_arrays('knn', xt, yt, 10)
   np.testing.assert_array_equal(knn.predict(fitted, xq),
                                 clf.predict(xq.reshape(150, -1)))
   pca = decomposition.PCA(n_components=20, svd_solver='full')
   a = pca.fit_transform(xt.reshape(500, -1))
   clf.fit(a, yt)
-  fitted = knn.fit('pca_knn', xt, yt, 10, n_components=20)
+  fitted = knn.fit_arrays('pca_knn', xt, yt, 10, n_components=20)
   np.testing.assert_array_equal(
       knn.predict(fitted, xq), clf.predict(pca.transform(xq.reshape(150, -1))))
 
@@ -133,7 +134,7 @@ def test_proxy_accuracies_on_real_files(real_data_dir, tmp_path):
   """The published-script numbers of the offline proxy, exact: 1856 and
   1891 of 2000 (scikit-learn 1.9 gives the same predictions)."""
   for method, expected in (('knn', 0.928), ('pca_knn', 0.9455)):
-    state, m = knn.train_and_evaluate(knn_config(method, real_data_dir),
+    state, m = harness.fit(knn_config(method, real_data_dir),
                                       str(tmp_path / method))
     assert state is None
     assert m['eval']['accuracy'] == expected
@@ -144,13 +145,13 @@ def test_workdir_train_eval_and_changed_data(learnable_data_dir, tmp_path):
   w = str(tmp_path / 'w')
   c = knn_config('pca_knn', learnable_data_dir, train_split='train',
                  eval_split='test', pca_components=20)
-  state, m = knn.train_and_evaluate(c, w)
+  state, m = harness.fit(c, w)
   assert state is None and m['steps_per_epoch'] == 0
   assert m['eval']['accuracy'] > 0.9  # The learnable data is easy.
   recs = [json.loads(l) for l in open(os.path.join(w, 'metrics.jsonl'))]
   assert [r['split'] for r in recs] == ['eval']
   assert recs[0]['accuracy'] == m['eval']['accuracy']
-  result = knn.evaluate(None, w)
+  result = harness.evaluate(None, w)
   assert result['accuracy'] == m['eval']['accuracy']
   assert os.path.exists(os.path.join(w, 'eval_test.json'))
   with np.load(os.path.join(w, 'probabilities_test.npz')) as f:
@@ -159,7 +160,7 @@ def test_workdir_train_eval_and_changed_data(learnable_data_dir, tmp_path):
     assert np.mean(f['probabilities'].argmax(1) == f['labels']) == (
         result['accuracy'])
   # Same numbers twice: deterministic.
-  _, m2 = knn.train_and_evaluate(c, str(tmp_path / 'w2'))
+  _, m2 = harness.fit(c, str(tmp_path / 'w2'))
   assert m2['eval'] == m['eval']
   # Changed training files are refused at eval.
   imgs = np.load(learnable_data_dir / 'kmnist-train-imgs.npz')['arr_0']
@@ -172,13 +173,13 @@ def test_workdir_train_eval_and_changed_data(learnable_data_dir, tmp_path):
   c2 = knn_config('pca_knn', changed, train_split='train', eval_split='test',
                   pca_components=20)
   with pytest.raises(UserError, match='training files changed'):
-    knn.evaluate(c2, w)
+    harness.evaluate(c2, w)
 
 
 def test_config_errors(tmp_path):
   c = knn_config('knn', tmp_path, knn_k=0)
   with pytest.raises(UserError, match='knn_k'):
-    knn.train_and_evaluate(c, str(tmp_path / 'w'))
+    harness.fit(c, str(tmp_path / 'w'))
   c = knn_config('pca_knn', tmp_path, pca_components=1000)
   with pytest.raises(UserError, match='pca_components'):
-    knn.train_and_evaluate(c, str(tmp_path / 'w'))
+    harness.fit(c, str(tmp_path / 'w'))

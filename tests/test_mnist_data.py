@@ -297,7 +297,7 @@ def test_download_shows_a_bar_on_a_terminal_only(tmp_path):
     env = dict(os.environ, KMNIST_JAX_MIRROR=server.url,
                KMNIST_JAX_MIRROR_ONLY='1')
     env.pop('KMNIST_JAX_PROGRESS', None)
-    code = ('from kmnist_jax import data; '
+    code = ('from kmnist_jax.data import datasets as data; '
             f'print(data.load("mnist", "test[:2]", {str(tmp_path / "d")!r})'
             '[1].tolist())')
     proc = subprocess.run([sys.executable, '-c', code], stdout=follower,

@@ -20,6 +20,7 @@ from kmnist_jax.train import optim
 from kmnist_jax.report import plots
 from kmnist_jax.train import steps
 from kmnist_jax.train import loop as train
+from kmnist_jax.methods import harness
 
 from conftest import make_learnable_dir  # pylint: disable=g-bad-import-order
 
@@ -171,8 +172,8 @@ def test_training_and_eval_write_their_plots(tmp_path):
   workdir = str(tmp_path / 'w')
   with warnings.catch_warnings(record=True) as record:
     warnings.simplefilter('always')
-    _, summary = train.train_and_evaluate(config, workdir)
-    result = evaluate.evaluate(None, workdir)
+    _, summary = harness.fit(config, workdir)
+    result = harness.evaluate(None, workdir)
   assert glyph_warnings(record) == []
   plot_dir = os.path.join(workdir, 'plots')
   assert sorted(os.listdir(plot_dir)) == [

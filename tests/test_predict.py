@@ -18,6 +18,7 @@ from kmnist_jax.train import loop as train
 from kmnist_jax.config import workdir as workdir_lib
 from kmnist_jax.core.metrics import read_metrics
 from kmnist_jax.core.errors import UserError
+from kmnist_jax.methods import harness
 
 from conftest import make_learnable_dir
 from test_preprocess import scan
@@ -39,7 +40,7 @@ def tiny(tmp_path_factory):
       eval_split='test', num_epochs=3, batch_size=32, eval_batch_size=64,
       log_every_steps=100, learning_rate=3e-3, write_plots=False))
   workdir = str(root / 'w')
-  _, summary = train.train_and_evaluate(config, workdir)
+  _, summary = harness.fit(config, workdir)
   assert summary['eval']['accuracy'] > 0.8
   images, labels = data.load('kmnist', 'test', data_dir)
   return workdir, images, labels
@@ -282,7 +283,7 @@ def proxy_workdir(tmp_path_factory):
                      data_dir=str(real_data_dir),
                      write_plots=False))
   workdir = str(tmp_path_factory.mktemp('proxy') / 'w')
-  train.train_and_evaluate(config, workdir)
+  harness.fit(config, workdir)
   return workdir
 
 

@@ -27,6 +27,10 @@ from kmnist_jax.inference import predict
 from kmnist_jax.train import loop as train
 from kmnist_jax.config import workdir as workdir_lib
 from kmnist_jax.core.errors import UserError
+from kmnist_jax.methods import harness
+from kmnist_jax.data import splits
+from kmnist_jax.inference import results
+from kmnist_jax.data import datasets as data_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -189,20 +193,20 @@ def test_two_slices_of_a_split_keep_their_own_results(tmp_path,
   config, workdir = _fitted_workdir(tmp_path, learnable_data_dir)
   written = {}
   for i, split in enumerate(pair):
-    _, labels, indices = evaluate.load_split(config, split)
+    _, labels, indices = data_lib.load_indexed(config, split)
     probs = np.full((len(labels), 10), 0.1, np.float32)
     probs[:, i] = 0.91 - 0.1 * i  # One file each, told apart by this.
     probs /= probs.sum(1, keepdims=True)
     result = {'split': split, 'checkpoint_step': 7, 'accuracy': i}
-    evaluate.write_results(config, str(workdir), None, labels, indices,
+    results.write_results(config, str(workdir), None, labels, indices,
                            probs, result, plots=False)
     written[split] = (result['path'], probs)
   assert len({path for path, _ in written.values()}) == 2
   for split, (path, probs) in written.items():
     assert json.loads(pathlib.Path(path).read_text())['split'] == split
-    found = evaluate.read_probabilities(
-        evaluate.probabilities_path(str(workdir), split),
-        evaluate.probabilities_meta(config, str(workdir), split, 7))
+    found = results.read_probabilities(
+        results.probabilities_path(str(workdir), split),
+        results.probabilities_meta(config, str(workdir), split, 7))
     assert found is not None, split
     np.testing.assert_array_equal(found[0], probs)
 
@@ -222,8 +226,8 @@ def _knn_members(tmp_path, data_dir):
   workdirs = []
   for k in (1, 5):
     workdir = str(tmp_path / f'knn{k}')
-    knn.train_and_evaluate(_knn_config(data_dir, knn_k=k), workdir)
-    knn.evaluate(None, workdir)
+    harness.fit(_knn_config(data_dir, knn_k=k), workdir)
+    harness.evaluate(None, workdir)
     workdirs.append(workdir)
   return workdirs
 
@@ -262,7 +266,7 @@ def test_an_ensemble_recomputes_a_damaged_member_file(
     tmp_path, learnable_data_dir, how, caplog):
   workdirs = _knn_members(tmp_path, learnable_data_dir)
   clean = ensemble.evaluate(workdirs)
-  path = evaluate.probabilities_path(workdirs[1], 'test')
+  path = results.probabilities_path(workdirs[1], 'test')
   _damage(path, how)
   with caplog.at_level('WARNING'):
     again = ensemble.evaluate(workdirs)
@@ -272,8 +276,8 @@ def test_an_ensemble_recomputes_a_damaged_member_file(
               if 'not reused, computed again' in r.getMessage()]
   assert len(warnings) == 1 and path in warnings[0], warnings
   # Computed again, the file is whole: the next ensemble reads it.
-  assert evaluate.read_probabilities(
-      path, evaluate.probabilities_meta(
+  assert results.read_probabilities(
+      path, results.probabilities_meta(
           workdir_lib.load_workdir_config(workdirs[1]), workdirs[1], 'test',
           0), 10) is not None
 
@@ -282,7 +286,7 @@ def test_an_ensemble_recomputes_a_damaged_member_file(
                                  'nan'])
 def test_a_damaged_knn_fit_is_one_line(tmp_path, learnable_data_dir, how):
   workdir = str(tmp_path / 'pca')
-  knn.train_and_evaluate(_knn_config(learnable_data_dir, model='pca_knn',
+  harness.fit(_knn_config(learnable_data_dir, model='pca_knn',
                                      pca_components=5), workdir)
   path = os.path.join(workdir, knn.MODEL_FILE)
   if how == 'truncated':
@@ -299,7 +303,7 @@ def test_a_damaged_knn_fit_is_one_line(tmp_path, learnable_data_dir, how):
   with pytest.raises(UserError, match=f'{re.escape(path)}: not a readable '
                      r'k-NN fit \(.+\); run --mode train on this workdir '
                      'again'):
-    knn.evaluate(None, workdir)
+    harness.evaluate(None, workdir)
 
 
 # --- 8. A torn file in the latest checkpoint: the one before is used ---------
@@ -322,7 +326,7 @@ def _seed_cnn(data_dir, **fields):
 def two_epochs(tmp_path_factory, learnable_data_dir):
   """seed_cnn after 2 epochs of 10 steps: checkpoints 4, 8, 10, 12, 16, 20."""
   workdir = tmp_path_factory.mktemp('two_epochs') / 'w'
-  train.train_and_evaluate(_seed_cnn(learnable_data_dir), str(workdir))
+  harness.fit(_seed_cnn(learnable_data_dir), str(workdir))
   return workdir
 
 
@@ -330,7 +334,7 @@ def two_epochs(tmp_path_factory, learnable_data_dir):
 def three_epochs(tmp_path_factory, learnable_data_dir):
   """The same run, uninterrupted, for 3 epochs."""
   workdir = tmp_path_factory.mktemp('three_epochs') / 'w'
-  train.train_and_evaluate(_seed_cnn(learnable_data_dir, num_epochs=3),
+  harness.fit(_seed_cnn(learnable_data_dir, num_epochs=3),
                            str(workdir))
   return workdir
 
@@ -347,13 +351,13 @@ def test_eval_and_predict_use_the_step_before_a_torn_latest(two_epochs,
   workdir = tmp_path / 'w'
   shutil.copytree(two_epochs, workdir)
   _tear(workdir, 20, name)
-  result = evaluate.evaluate(None, str(workdir))
+  result = harness.evaluate(None, str(workdir))
   assert result['checkpoint_step'] == 16
   predictor = predict.Predictor.from_workdir(str(workdir))
   assert predictor.step in (10, 16)
   with pytest.raises(UserError, match=f'checkpoints/20: checkpoint .*'
                      'unreadable'):
-    evaluate.evaluate(None, str(workdir), checkpoint_step=20)
+    harness.evaluate(None, str(workdir), checkpoint_step=20)
 
 
 def test_an_ensemble_member_with_a_torn_latest_uses_the_step_before(
@@ -375,7 +379,7 @@ def test_training_sets_a_torn_latest_aside_and_resumes_bit_exactly(
   shutil.copytree(two_epochs, workdir)
   _tear(workdir, 20, name)
   config = _seed_cnn(learnable_data_dir, num_epochs=3)
-  train.train_and_evaluate(config, str(workdir))
+  harness.fit(config, str(workdir))
   assert (workdir / 'unreadable_checkpoints' / '20' / name).is_file()
   _, _, resumed, step = evaluate.restore_for_inference(str(workdir))
   _, _, expected, ref_step = evaluate.restore_for_inference(

@@ -16,6 +16,7 @@ from kmnist_jax import main
 from kmnist_jax.baselines import svm
 from kmnist_jax.config import workdir as workdir_lib
 from kmnist_jax.core.errors import UserError
+from kmnist_jax.methods import harness
 
 sk_svm = pytest.importorskip('sklearn.svm')
 
@@ -41,7 +42,7 @@ def test_votes_and_predictions_are_libsvms(classes):
   xt, xq = random_images(240, 0), random_images(120, 1)
   yt = np.random.default_rng(2).choice(classes, 240)
   clf = sklearn_svc(xt, yt, 10.0, 0.02)
-  machine = svm.fit(xt, yt, 10, 10.0, 0.02)
+  machine = svm.fit_arrays(xt, yt, 10, 10.0, 0.02)
   np.testing.assert_array_equal(machine.classes, sorted(classes))
   assert len(machine.support_vectors) == len(clf.support_vectors_)
   flat = xq.reshape(len(xq), -1) / 255.0
@@ -76,7 +77,7 @@ def test_vote_ties_go_to_the_smaller_class():
 def test_save_and_load_round_trip(tmp_path):
   xt = random_images(60, 3)
   yt = np.arange(60) % 3
-  machine = svm.fit(xt, yt, 10, 5.0, 0.05)
+  machine = svm.fit_arrays(xt, yt, 10, 5.0, 0.05)
   path = str(tmp_path / svm.MODEL_FILE)
   svm.save(machine, path)
   loaded = svm.load(path)
@@ -105,7 +106,7 @@ def test_missing_scikit_learn_is_one_line(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, 'sklearn.svm', None)
   w = tmp_path / 'w'
   with pytest.raises(UserError) as e:
-    svm.train_and_evaluate(svm_config(tmp_path), str(w))
+    harness.fit(svm_config(tmp_path), str(w))
   assert str(e.value) == ("config.model='svm' needs scikit-learn: pip "
                           "install 'kmnist-jax[svm]'")
   assert not w.exists()
@@ -118,14 +119,14 @@ def test_config_errors(tmp_path, field, value):
   c[field] = value
   with pytest.raises(UserError,
                      match=rf'^config.{field}=.*: expected a positive number$'):
-    svm.train_and_evaluate(c, str(tmp_path / 'w'))
+    harness.fit(c, str(tmp_path / 'w'))
   assert not (tmp_path / 'w').exists()
 
 
 def test_one_class_is_refused():
   with pytest.raises(UserError, match=r'^SVM: the training split has 1 '
                      r'class; expected at least 2$'):
-    svm.fit(random_images(5, 0), np.zeros(5, int), 10, 1.0, 0.1)
+    svm.fit_arrays(random_images(5, 0), np.zeros(5, int), 10, 1.0, 0.1)
 
 
 def test_workdir_fit_eval_and_ensemble(learnable_data_dir, tmp_path, capsys):
@@ -152,7 +153,7 @@ def test_workdir_fit_eval_and_ensemble(learnable_data_dir, tmp_path, capsys):
   # A workdir of another config is refused, naming the SVM fit.
   with pytest.raises(UserError, match=r'holds an SVM fit of a different '
                      r'config .*svm_c: 10.0 \(saved\) vs 1.0 \(now\)'):
-    svm.train_and_evaluate(svm_config(learnable_data_dir, svm_c=1.0,
+    harness.fit(svm_config(learnable_data_dir, svm_c=1.0,
                                       train_split='train', eval_split='test'),
                            w)
   # An ensemble with a k-NN member reads both members' vote fractions.
@@ -160,7 +161,7 @@ def test_workdir_fit_eval_and_ensemble(learnable_data_dir, tmp_path, capsys):
   ck = configlib.load_config_file(os.path.join(REPO, 'configs', 'knn.py'))
   ck.update(data_dir=str(learnable_data_dir), train_split='train',
             eval_split='test')
-  knn.train_and_evaluate(ck, w_knn)
+  harness.fit(ck, w_knn)
   out = ensemble.evaluate([w, w_knn])
   assert [x['workdir'] for x in out['members']] == [w, w_knn]
   assert out['members'][0]['accuracy'] == result['accuracy']

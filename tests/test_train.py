@@ -26,6 +26,7 @@ from kmnist_jax.train import steps
 from kmnist_jax.cpu import compiler
 from kmnist_jax.train import loop as train
 from kmnist_jax.core.errors import UserError
+from kmnist_jax.methods import harness
 
 from conftest import make_learnable_dir  # pylint: disable=g-bad-import-order
 
@@ -69,7 +70,7 @@ def test_eval_from_epoch_skips_the_early_evaluations(data_dir, tmp_path,
   config = tiny_config(data_dir, train_split='train[:64]', num_epochs=3,
                        eval_from_epoch=5)
   with caplog.at_level('WARNING'):
-    _, m = train.train_and_evaluate(config, str(tmp_path / 'w'))
+    _, m = harness.fit(config, str(tmp_path / 'w'))
     absl_logging.warning('a warning of our own still shows')
   assert 'did not provide metrics' not in caplog.text
   assert 'a warning of our own still shows' in caplog.text
@@ -78,7 +79,7 @@ def test_eval_from_epoch_skips_the_early_evaluations(data_dir, tmp_path,
       (1, 'train'), (2, 'train'), (3, 'train'), (3, 'eval')]
   assert sorted(os.listdir(tmp_path / 'w' / 'checkpoints')) == ['2', '4',
                                                                 '6']
-  _, every = train.train_and_evaluate(
+  _, every = harness.fit(
       tiny_config(data_dir, train_split='train[:64]', num_epochs=3),
       str(tmp_path / 'every'))
   assert m['eval']['accuracy'] == every['eval']['accuracy']
@@ -87,7 +88,7 @@ def test_eval_from_epoch_skips_the_early_evaluations(data_dir, tmp_path,
 
 def test_one_step(data_dir, tmp_path):
   config = tiny_config(data_dir, train_split='train[:32]', num_epochs=1)
-  state, m = train.train_and_evaluate(config, str(tmp_path / 'w'))
+  state, m = harness.fit(config, str(tmp_path / 'w'))
   assert int(state.step) == 1 and m['steps_per_epoch'] == 1
   assert np.isfinite(m['train']['loss']) and m['train']['loss'] > 0
   assert m['eval']['num_examples'] == 200
@@ -99,7 +100,7 @@ def test_one_step(data_dir, tmp_path):
 
 def test_training_learns_and_eval_reproduces(data_dir, tmp_path):
   workdir = str(tmp_path / 'w')
-  state, m = train.train_and_evaluate(tiny_config(data_dir, num_epochs=3),
+  state, m = harness.fit(tiny_config(data_dir, num_epochs=3),
                                       workdir)
   assert int(state.step) == 3 * (320 // 32)
   assert m['eval']['accuracy'] > 0.8, m['eval']  # Chance is 0.1.
@@ -110,7 +111,7 @@ def test_training_learns_and_eval_reproduces(data_dir, tmp_path):
           'wall_time'} <= set(recs[-1])
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
   # Eval of the saved checkpoint reproduces the final training eval exactly.
-  result = evaluate.evaluate(None, workdir)
+  result = harness.evaluate(None, workdir)
   assert result['accuracy'] == m['eval']['accuracy']
   assert result['loss'] == pytest.approx(m['eval']['loss'], rel=1e-6)
   assert result['checkpoint_step'] == int(state.step)
@@ -130,14 +131,14 @@ def test_training_learns_and_eval_reproduces(data_dir, tmp_path):
 def test_same_seed_same_numbers_and_resume_equals_uninterrupted(
     data_dir, tmp_path):
   config = tiny_config(data_dir, num_epochs=2, checkpoint_every_steps=4)
-  state_a, m_a = train.train_and_evaluate(config, str(tmp_path / 'a'))
-  state_b, m_b = train.train_and_evaluate(config, str(tmp_path / 'b'))
+  state_a, m_a = harness.fit(config, str(tmp_path / 'a'))
+  state_b, m_b = harness.fit(config, str(tmp_path / 'b'))
   assert strip_time(m_a['history']) == strip_time(m_b['history'])
   # Resume: stop after epoch 1, then continue to epoch 2.
-  train.train_and_evaluate(tiny_config(data_dir, num_epochs=1,
+  harness.fit(tiny_config(data_dir, num_epochs=1,
                                        checkpoint_every_steps=4),
                            str(tmp_path / 'c'))
-  state_c, _ = train.train_and_evaluate(config, str(tmp_path / 'c'))
+  state_c, _ = harness.fit(config, str(tmp_path / 'c'))
   for a, c in zip(leaves(state_a), leaves(state_c)):
     np.testing.assert_array_equal(a, c)
   assert strip_time(read_jsonl(tmp_path / 'a' / 'metrics.jsonl')) == (
@@ -218,19 +219,19 @@ def test_init_state_equals_the_default_optimisation_level(model):
 ])
 def test_config_errors(data_dir, tmp_path, field, value, match):
   with pytest.raises(UserError, match=match):
-    train.train_and_evaluate(tiny_config(data_dir, **{field: value}),
+    harness.fit(tiny_config(data_dir, **{field: value}),
                              str(tmp_path / 'w'))
   assert not (tmp_path / 'w' / 'checkpoints').exists()
 
 
 def test_different_config_in_workdir_is_refused(data_dir, tmp_path):
   workdir = str(tmp_path / 'w')
-  train.train_and_evaluate(tiny_config(data_dir, num_epochs=1,
+  harness.fit(tiny_config(data_dir, num_epochs=1,
                                        train_split='train[:64]'), workdir)
   before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
   with pytest.raises(UserError, match="model: 'seed_cnn' .saved. vs "
                      "'keras_cnn' .now."):
-    train.train_and_evaluate(
+    harness.fit(
         tiny_config(data_dir, model='keras_cnn', train_split='train[:64]'),
         workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
@@ -239,13 +240,13 @@ def test_different_config_in_workdir_is_refused(data_dir, tmp_path):
 def test_eval_without_checkpoint_and_missing_data(data_dir, tmp_path,
                                                   monkeypatch):
   with pytest.raises(UserError, match='config.json: missing'):
-    evaluate.evaluate(None, str(tmp_path))
+    harness.evaluate(None, str(tmp_path))
   empty = tmp_path / 'empty'
   empty.mkdir()
   monkeypatch.setenv('KMNIST_JAX_MIRROR', 'http://127.0.0.1:9/')
   monkeypatch.setenv('KMNIST_JAX_MIRROR_ONLY', '1')
   with pytest.raises(UserError, match='kmnist-train-imgs.npz'):
-    train.train_and_evaluate(tiny_config(empty), str(tmp_path / 'w'))
+    harness.fit(tiny_config(empty), str(tmp_path / 'w'))
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(data_dir,
@@ -256,7 +257,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(data_dir,
                        optimizer='sgd', checkpoint_every_steps=1)
   with pytest.raises(UserError, match='non-finite loss at step 1 .epoch 1.; '
                      'stopped, last good checkpoint: step 1 in'):
-    train.train_and_evaluate(config, str(workdir))
+    harness.fit(config, str(workdir))
   assert os.listdir(workdir / 'checkpoints') == ['1']
   assert not (workdir / 'metrics.jsonl').exists()
 
@@ -306,7 +307,7 @@ def test_proxy_config_end_to_end_on_real_files(real_data_dir, tmp_path):
   config.num_epochs = 1
   config.write_plots = False
   config.data_dir = str(real_data_dir)
-  _, m = train.train_and_evaluate(config, str(tmp_path / 'w'))
+  _, m = harness.fit(config, str(tmp_path / 'w'))
   assert m['steps_per_epoch'] == 20 and m['eval']['num_examples'] == 2000
   assert m['eval']['accuracy'] > 0.4  # One epoch (20 steps); chance is 0.1.
 
@@ -343,7 +344,7 @@ def _two_epoch_config(data_dir, **overrides):
 def uninterrupted(data_dir, tmp_path_factory):
   """(state, metrics records) of the 4-step run of `_two_epoch_config`."""
   workdir = tmp_path_factory.mktemp('uninterrupted') / 'w'
-  state, _ = train.train_and_evaluate(_two_epoch_config(data_dir),
+  state, _ = harness.fit(_two_epoch_config(data_dir),
                                       str(workdir))
   return state, strip_time(read_jsonl(workdir / 'metrics.jsonl'))
 
@@ -351,12 +352,12 @@ def uninterrupted(data_dir, tmp_path_factory):
 def test_torn_metrics_line_is_dropped_and_the_run_resumes(
     data_dir, tmp_path, uninterrupted, caplog):
   workdir = tmp_path / 'w'
-  train.train_and_evaluate(_two_epoch_config(data_dir, num_epochs=1),
+  harness.fit(_two_epoch_config(data_dir, num_epochs=1),
                            str(workdir))
   with open(workdir / 'metrics.jsonl', 'a') as f:
     f.write('{"step": 4, "epoch": 2, "split": "tr')  # Power loss mid-write.
   with caplog.at_level('WARNING'):
-    state, _ = train.train_and_evaluate(_two_epoch_config(data_dir),
+    state, _ = harness.fit(_two_epoch_config(data_dir),
                                         str(workdir))
   assert 'line 3: dropped a torn last record' in caplog.text
   assert strip_time(read_jsonl(workdir / 'metrics.jsonl')) == uninterrupted[1]
@@ -377,13 +378,13 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(
     data_dir, tmp_path, uninterrupted, caplog):
   workdir = tmp_path / 'w'
   config = _two_epoch_config(data_dir)
-  train.train_and_evaluate(config, str(workdir))
+  harness.fit(config, str(workdir))
   ckpts = workdir / 'checkpoints'
   assert sorted(os.listdir(ckpts)) == ['1', '2', '3', '4']
   damage(ckpts / '4')
   damage(ckpts / '3')
   with caplog.at_level('WARNING'):
-    state, m = train.train_and_evaluate(config, str(workdir))
+    state, m = harness.fit(config, str(workdir))
   assert 'checkpoints/4: checkpoint does not match this model or is ' \
          'unreadable' in caplog.text
   assert 'Resuming from step 2: the newer checkpoint(s) 4, 3 were ' \
@@ -398,7 +399,7 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(
   for step in ('1', '2', '3', '4'):
     damage(ckpts / step)
   with pytest.raises(UserError) as e:
-    train.train_and_evaluate(config, str(workdir))
+    harness.fit(config, str(workdir))
   assert str(e.value).startswith(
       f'{ckpts}: no readable checkpoint (steps 4, 3, 2, 1 failed; latest: '
       f'{ckpts}/4: checkpoint does not match this model or is unreadable (')
@@ -426,7 +427,7 @@ def test_log_loss_steps_records_each_step_loss(data_dir, tmp_path):
   before their epoch's records); an epoch's mean of them is its train loss;
   a resumed run writes the same records."""
   config = tiny_config(data_dir, num_epochs=2, log_loss_steps=13)
-  train.train_and_evaluate(config, str(tmp_path / 'a'))
+  harness.fit(config, str(tmp_path / 'a'))
   recs = strip_time(read_jsonl(tmp_path / 'a' / 'metrics.jsonl'))
   assert [(r['split'], r['step'], r['epoch']) for r in recs] == (
       [('step', s, 1) for s in range(1, 11)] + [('train', 10, 1),
@@ -436,13 +437,13 @@ def test_log_loss_steps_records_each_step_loss(data_dir, tmp_path):
   losses = [r['loss'] for r in recs if r['split'] == 'step']
   assert np.mean(losses[:10]) == pytest.approx(recs[10]['loss'], rel=1e-5)
   assert len(set(losses)) == 13 and np.all(np.isfinite(losses))
-  train.train_and_evaluate(tiny_config(data_dir, num_epochs=1,
+  harness.fit(tiny_config(data_dir, num_epochs=1,
                                        log_loss_steps=13), str(tmp_path / 'b'))
-  train.train_and_evaluate(config, str(tmp_path / 'b'))
+  harness.fit(config, str(tmp_path / 'b'))
   assert strip_time(read_jsonl(tmp_path / 'b' / 'metrics.jsonl')) == recs
   with pytest.raises(UserError, match=r'^config.log_loss_steps=-1: expected '
                      r'an integer >= 0 \(0 = none\)$'):
-    train.train_and_evaluate(tiny_config(data_dir, log_loss_steps=-1),
+    harness.fit(tiny_config(data_dir, log_loss_steps=-1),
                              str(tmp_path / 'c'))
 
 
@@ -469,7 +470,7 @@ def test_bf16_matmul_precision_learns_deterministically(tmp_path):
   runs = {}
   for name, precision in (('a', 'bfloat16'), ('b', 'bfloat16'),
                           ('f32', 'default')):
-    runs[name] = train.train_and_evaluate(
+    runs[name] = harness.fit(
         tiny_config(data_dir, matmul_precision=precision),
         str(tmp_path / name))
   (state, m), (state_b, _), (state_f32, _) = runs['a'], runs['b'], runs['f32']
@@ -480,10 +481,10 @@ def test_bf16_matmul_precision_learns_deterministically(tmp_path):
   assert any(not np.array_equal(x, y)
              for x, y in zip(leaves(state), leaves(state_f32)))
   assert {str(x.dtype) for x in jax.tree.leaves(state.params)} == {'float32'}
-  result = evaluate.evaluate(None, str(tmp_path / 'a'))
+  result = harness.evaluate(None, str(tmp_path / 'a'))
   assert result['accuracy'] == m['eval']['accuracy']
   with pytest.raises(UserError, match="matmul_precision='float16': expected "
                      'one of default, bfloat16'):
-    train.train_and_evaluate(
+    harness.fit(
         tiny_config(data_dir, matmul_precision='float16'),
         str(tmp_path / 'bad'))

@@ -31,17 +31,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kmnist_jax.baselines import scoring
+from kmnist_jax.config import workdir as workdir_lib
 from kmnist_jax.core import console
-from kmnist_jax.data import datasets as data_lib
 from kmnist_jax.core import distributed
-from kmnist_jax.inference import evaluate as evaluate_lib
-from kmnist_jax.config import fields
 from kmnist_jax.core import fileio
 from kmnist_jax.core import metrics as metrics_lib
-from kmnist_jax.config import workdir as workdir_lib
 from kmnist_jax.core.errors import UserError, one_line
+from kmnist_jax.data import datasets as data_lib
+from kmnist_jax.inference import results
 
-METHODS = ('knn', 'pca_knn')
+NAMES = ('knn', 'pca_knn')
 MARGIN = 12
 MODEL_FILE = 'knn_model.npz'
 _EPS32 = float(np.finfo(np.float32).eps)
@@ -63,10 +63,10 @@ class Fitted:
 
 
 def check_config(config) -> None:
-  fields.check_config(config)
-  if config.model not in METHODS:
+  """The k-NN's fields, before the workdir is touched."""
+  if config.model not in NAMES:
     raise UserError(f'config.model={config.model!r}: expected one of '
-                    f'{", ".join(METHODS)}')
+                    f'{", ".join(NAMES)}')
   k = config.get('knn_k', 4)
   if not isinstance(k, int) or k <= 0:
     raise UserError(f'config.knn_k={k!r}: expected a positive integer')
@@ -101,9 +101,9 @@ def features(fitted_or_method, images: np.ndarray, mean=None, components=None):
   return (x - mean) @ components.T if method == 'pca_knn' else x
 
 
-def fit(method: str, images: np.ndarray, labels: np.ndarray, num_classes: int,
-        k: int = 4, n_components: int = 60, mean=None, components=None
-        ) -> Fitted:
+def fit_arrays(method: str, images: np.ndarray, labels: np.ndarray,
+               num_classes: int, k: int = 4, n_components: int = 60,
+               mean=None, components=None) -> Fitted:
   """Fits `method` on uint8 (N, 28, 28) images; reuses a given PCA."""
   if len(images) < k:
     raise UserError(f'k-NN needs at least knn_k={k} training examples, got '
@@ -208,75 +208,32 @@ def evaluate_arrays(fitted: Fitted, images, labels) -> dict:
                                         fitted.num_classes)
 
 
-def load_split(config, split: str):
-  return data_lib.load(config.dataset, split, config.data_dir or None)
-
-
 def _fit_from_config(config, pca=None) -> Fitted:
   info = data_lib.get_info(config.dataset)
-  images, labels = load_split(config, config.train_split)
+  images, labels = data_lib.load_split(config, config.train_split)
   mean, components = pca if pca is not None else (None, None)
-  return fit(config.model, images, labels, info.num_classes,
-             config.get('knn_k', 4), config.get('pca_components', 60),
-             mean, components)
+  return fit_arrays(config.model, images, labels, info.num_classes,
+                    config.get('knn_k', 4), config.get('pca_components', 60),
+                    mean, components)
 
 
-def train_and_evaluate(config, workdir: str):
-  """Fits on `train_split`, scores `eval_split` (and `test_split`).
-
-  Writes config.json, metrics.jsonl (records with step 0, epoch 0) and
-  `knn_model.npz` (the PCA and the md5 of the training files) for
-  `--mode eval`, on process 0, under the workdir lock as training does.
-  Returns (None, summary) with the keys of `train.train_and_evaluate`.
-  """
-  check_config(config)
-  workdir_lib.prepare_workdir(workdir)
-  # A workdir of another run (k-NN or trained) is refused untouched.
-  workdir_lib.check_same_run(config, workdir)
-  with workdir_lib.main_process_lock(workdir):
-    t0 = time.time()
-    workdir_lib.check_same_run(config, workdir)
-    fitted = _fit_from_config(config)
-    workdir_lib.record_config(config, workdir)
-    checksums = data_lib.file_checksums(config.dataset, config.train_split,
-                                        config.data_dir or None)
-    if distributed.is_main():
-      with fileio.atomic_path(os.path.join(workdir, MODEL_FILE)) as tmp:
-        with open(tmp, 'wb') as f:
-          np.savez(f, mean=fitted.mean, components=fitted.components,
-                   train_checksums=np.array(sorted(checksums.items())))
-    summary = score_splits(
-        config, workdir, lambda x, y: evaluate_arrays(fitted, x, y), t0)
-  return None, summary
-
-
-def score_splits(config, workdir: str, score, t0: float,
-                 extra: dict | None = None) -> dict:
-  """A fitted baseline's records and summary: `score(images, labels)` of the
-  eval split (and the test split, if any), one epoch-0 record each in
-  metrics.jsonl (process 0), with `extra` in every record and as 'train'."""
-  extra = dict(extra or {})
-  writer = metrics_lib.MetricWriter(workdir, enabled=distributed.is_main())
-  summary, history = {'train': extra}, []
-  try:
-    writer.truncate_after(-1)
-    splits = [('eval', config.eval_split)]
-    if config.test_split:
-      splits.append(('test', config.test_split))
-    for name, split in splits:
-      m = score(*load_split(config, split))
-      summary[name] = m
-      rec = {'step': 0, 'epoch': 0, 'split': name, 'loss': m['loss'],
-             'accuracy': m['accuracy'],
-             'balanced_accuracy': m['balanced_accuracy'], **extra,
-             'wall_time': time.time() - t0}
-      writer.write(rec)
-      history.append(rec)
-  finally:
-    writer.close()
-  summary.update(history=history, steps_per_epoch=0, epoch_seconds=[],
-                 interrupted='')
-  return summary
+def fit(config, workdir: str, compiler_options: dict | None = None):
+  """The method's fit (`methods.registry`): fits on `train_split`, saves
+  `knn_model.npz` (the PCA and the md5 of the training files, process 0)
+  for `--mode eval`, and scores `eval_split` (and `test_split`). Returns
+  (None, summary)."""
+  del compiler_options  # One small jit, compiled with XLA's defaults.
+  t0 = time.time()
+  fitted = _fit_from_config(config)
+  checksums = data_lib.file_checksums(config.dataset, config.train_split,
+                                      config.data_dir or None)
+  if distributed.is_main():
+    with fileio.atomic_path(os.path.join(workdir, MODEL_FILE)) as tmp:
+      with open(tmp, 'wb') as f:
+        np.savez(f, mean=fitted.mean, components=fitted.components,
+                 train_checksums=np.array(sorted(checksums.items())))
+  return None, scoring.score_splits(
+      config, workdir, lambda images: predict_proba(fitted, images), t0)
 
 
 def _read_model(path: str, config):
@@ -317,22 +274,9 @@ def load_fitted(workdir: str, data_dir: str = '') -> Fitted:
   return _fit_from_config(saved, pca)
 
 
-def evaluate(config, workdir: str) -> dict:
-  """`--mode eval` of a k-NN workdir: scores test_split (else eval_split)
-  with the recorded fit; writes `workdir/eval_<split>.json` and
-  `workdir/probabilities_<split>.npz` as `evaluate.evaluate` does."""
-  return evaluate_probabilities(config, workdir)[0]
-
-
-def evaluate_probabilities(config, workdir: str):
-  """`evaluate`, returning (result, probabilities (N, C), labels (N,))."""
-  config = config or workdir_lib.load_workdir_config(workdir)
-  fitted = load_fitted(workdir, config.data_dir)
-  split = config.test_split or config.eval_split
-  images, labels, indices = evaluate_lib.load_split(config, split)
-  probs = predict_proba(fitted, images)
-  result = metrics_lib.from_probabilities(probs, labels, fitted.num_classes)
-  result.update(split=split, dataset=config.dataset, checkpoint_step=0)
-  evaluate_lib.write_results(config, workdir, images, labels, indices, probs,
-                             result, plots=False)
-  return result, probs, labels
+def probabilities(config, workdir: str, images: np.ndarray,
+                  checkpoint_step: int = -1) -> results.Scores:
+  """The normalised votes of the workdir's recorded fit for `images`."""
+  del checkpoint_step  # A fit has one: 0.
+  return results.Scores(predict_proba(load_fitted(workdir, config.data_dir),
+                                      images), 0)

@@ -33,18 +33,15 @@ import warnings
 
 import numpy as np
 
+from kmnist_jax.baselines import scoring
 from kmnist_jax.core import console
-from kmnist_jax.data import datasets as data_lib
 from kmnist_jax.core import distributed
-from kmnist_jax.inference import evaluate as evaluate_lib
-from kmnist_jax.config import fields
 from kmnist_jax.core import fileio
-from kmnist_jax.baselines import knn
-from kmnist_jax.core import metrics as metrics_lib
-from kmnist_jax.config import workdir as workdir_lib
 from kmnist_jax.core.errors import UserError, one_line
+from kmnist_jax.data import datasets as data_lib
+from kmnist_jax.inference import results
 
-METHODS = ('svm',)
+NAMES = ('svm',)
 MODEL_FILE = 'svm_model.npz'
 # libsvm's kernel cache for the fit (MB): speed only, the result is the same.
 CACHE_MB = 1000
@@ -65,10 +62,12 @@ class Machine:
 
 
 def check_config(config) -> None:
-  fields.check_config(config)  # svm_c and svm_gamma: positive, finite.
-  if config.model not in METHODS:
+  """Before the workdir is touched: the model, and scikit-learn installed
+  (`config.fields` has checked svm_c and svm_gamma: positive, finite)."""
+  if config.model not in NAMES:
     raise UserError(f'config.model={config.model!r}: expected one of '
-                    f'{", ".join(METHODS)}')
+                    f'{", ".join(NAMES)}')
+  _svc_class()
 
 
 def features(images: np.ndarray) -> np.ndarray:
@@ -85,8 +84,8 @@ def _svc_class():
   return SVC
 
 
-def fit(images: np.ndarray, labels: np.ndarray, num_classes: int,
-        c: float, gamma: float) -> Machine:
+def fit_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int,
+               c: float, gamma: float) -> Machine:
   """Fits scikit-learn's RBF `SVC` on uint8 images; returns its machine."""
   svc_class = _svc_class()
   labels = np.asarray(labels, np.int64)
@@ -175,54 +174,29 @@ def load(path: str) -> Machine:
   return Machine(**fields)
 
 
-def train_and_evaluate(config, workdir: str):
-  """Fits on `train_split`, scores `eval_split` (and `test_split`).
-
-  Writes config.json, metrics.jsonl (records with step 0, epoch 0, and the
-  fit's `fit_seconds` and `num_support_vectors`) and `svm_model.npz` for
-  `--mode eval`, on process 0, under the workdir lock, as the k-NN fit does.
-  Returns (None, summary) with the keys of `train.train_and_evaluate`.
-  """
-  check_config(config)
-  _svc_class()  # Before the workdir is touched.
-  workdir_lib.prepare_workdir(workdir)
-  workdir_lib.check_same_run(config, workdir)
-  with workdir_lib.main_process_lock(workdir):
-    t0 = time.time()
-    workdir_lib.check_same_run(config, workdir)
-    info = data_lib.get_info(config.dataset)
-    images, labels = knn.load_split(config, config.train_split)
-    machine = fit(images, labels, info.num_classes, config.svm_c,
-                  config.svm_gamma)
-    fit_seconds = time.time() - t0
-    workdir_lib.record_config(config, workdir)
-    if distributed.is_main():
-      save(machine, os.path.join(workdir, MODEL_FILE))
-    summary = knn.score_splits(
-        config, workdir,
-        lambda x, y: metrics_lib.from_probabilities(
-            predict_proba(machine, x), y, info.num_classes),
-        t0, {'fit_seconds': fit_seconds,
-             'num_support_vectors': len(machine.support_vectors)})
-  return None, summary
+def fit(config, workdir: str, compiler_options: dict | None = None):
+  """The method's fit (`methods.registry`): fits on `train_split`, saves
+  `svm_model.npz` (process 0) for `--mode eval`, and scores `eval_split`
+  (and `test_split`); its records add the fit's `fit_seconds` and
+  `num_support_vectors`. Returns (None, summary)."""
+  del compiler_options  # scikit-learn and NumPy: nothing is compiled.
+  t0 = time.time()
+  info = data_lib.get_info(config.dataset)
+  images, labels = data_lib.load_split(config, config.train_split)
+  machine = fit_arrays(images, labels, info.num_classes, config.svm_c,
+                       config.svm_gamma)
+  fit_seconds = time.time() - t0
+  if distributed.is_main():
+    save(machine, os.path.join(workdir, MODEL_FILE))
+  return None, scoring.score_splits(
+      config, workdir, lambda images: predict_proba(machine, images), t0,
+      {'fit_seconds': fit_seconds,
+       'num_support_vectors': len(machine.support_vectors)})
 
 
-def evaluate(config, workdir: str) -> dict:
-  """`--mode eval` of an SVM workdir: scores test_split (else eval_split)
-  with the saved machine; writes `workdir/eval_<split>.json` and
-  `workdir/probabilities_<split>.npz` as `evaluate.evaluate` does."""
-  return evaluate_probabilities(config, workdir)[0]
-
-
-def evaluate_probabilities(config, workdir: str):
-  """`evaluate`, returning (result, probabilities (N, C), labels (N,))."""
-  config = workdir_lib.eval_config(config, workdir)
-  machine = load(os.path.join(workdir, MODEL_FILE))
-  split = config.test_split or config.eval_split
-  images, labels, indices = evaluate_lib.load_split(config, split)
-  probs = predict_proba(machine, images)
-  result = metrics_lib.from_probabilities(probs, labels, machine.num_classes)
-  result.update(split=split, dataset=config.dataset, checkpoint_step=0)
-  evaluate_lib.write_results(config, workdir, images, labels, indices, probs,
-                             result, plots=False)
-  return result, probs, labels
+def probabilities(config, workdir: str, images: np.ndarray,
+                  checkpoint_step: int = -1) -> results.Scores:
+  """The vote fractions of the workdir's saved machine for `images`."""
+  del config, checkpoint_step  # A fit has one: 0.
+  return results.Scores(
+      predict_proba(load(os.path.join(workdir, MODEL_FILE)), images), 0)

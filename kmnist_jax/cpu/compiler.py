@@ -1,17 +1,11 @@
-"""XLA compiler options of the jitted init, train and eval functions.
+"""XLA compiler options of the jitted init function.
 
-Both were measured on XLA:CPU, where compiling a small CNN's step takes longer
-than running it; `kmnist_jax.train.steps` reads them at jit time.
+Measured on XLA:CPU, where compiling a small CNN's step takes longer than
+running it. The train and eval steps' options are passed to the training
+(`methods.harness.fit(..., compiler_options=...)`): XLA's defaults unless a
+caller asks otherwise (the tests' `:smoke` runs, which compile far longer
+than they run, ask for LLVM optimisation level 0).
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-# XLA compiler options of the train, eval and init jits (None: XLA's
-# defaults). The test suite sets LLVM optimisation level 0 for its `:smoke`
-# runs, which compile far longer than they run.
-COMPILER_OPTIONS: dict[str, Any] | None = None
 
 # The init jit runs once: XLA's backend optimisation level 1 compiles it in
 # under half the time (keras_cnn: 0.4 against 0.84 s) and computes bitwise

@@ -331,6 +331,21 @@ def load(name: 'str | DatasetInfo', split: str,
   return images, labels.astype(np.int32)
 
 
+def load_split(config, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """`load` of `split` of `config`'s dataset and data folder."""
+  return load(config.dataset, split, config.data_dir or None)
+
+
+def load_indexed(config, split: str
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`load_split`, with the indices of the examples in their base split
+  (`test[8000:]`: 8000, 8001, ...)."""
+  images, labels = load_split(config, parse_split(split).base)
+  rows = resolve_split(split, len(labels))
+  return (images[rows], labels[rows],
+          np.arange(rows.start, rows.stop, dtype=np.int64))
+
+
 def file_checksums(name: 'str | DatasetInfo', split: str,
                    data_dir: PathLike | None = None) -> dict[str, str]:
   """md5 per file name of the files `load(name, split, data_dir)` reads."""

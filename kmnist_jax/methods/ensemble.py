@@ -19,16 +19,16 @@ import os
 
 import numpy as np
 
-from kmnist_jax.data import datasets as data_lib
-from kmnist_jax.core import distributed
-from kmnist_jax.inference import evaluate as evaluate_lib
 from kmnist_jax.config import fields
-from kmnist_jax.core import fileio
-from kmnist_jax.baselines import knn
-from kmnist_jax.core import metrics as metrics_lib
-from kmnist_jax.baselines import svm
 from kmnist_jax.config import workdir as workdir_lib
+from kmnist_jax.core import distributed
+from kmnist_jax.core import fileio
+from kmnist_jax.core import metrics as metrics_lib
 from kmnist_jax.core.errors import UserError
+from kmnist_jax.data import datasets as data_lib
+from kmnist_jax.data import splits
+from kmnist_jax.inference import results
+from kmnist_jax.methods import harness
 
 
 def member_probs(workdir: str, config, checkpoint_step: int = -1
@@ -42,28 +42,20 @@ def member_probs(workdir: str, config, checkpoint_step: int = -1
     member.update(test_split=config.test_split, eval_split=config.eval_split,
                   data_dir=config.data_dir)
   split = member.test_split or member.eval_split
-  fitted = saved.model in knn.METHODS + svm.METHODS  # No checkpoints.
-  step = 0 if fitted else evaluate_lib.checkpoint_step(workdir,
-                                                       checkpoint_step)
-  found = evaluate_lib.read_probabilities(
-      evaluate_lib.probabilities_path(workdir, split),
-      evaluate_lib.probabilities_meta(member, workdir, split, step),
+  step = harness.checkpoint_step(workdir, checkpoint_step)
+  found = results.read_probabilities(
+      results.probabilities_path(workdir, split),
+      results.probabilities_meta(member, workdir, split, step),
       data_lib.get_info(member.dataset).num_classes)
   # Every process recomputes, or none: the network's forward pass is
   # collective.
   if not distributed.any_process(found is None):
     return found[0], found[1], step
-  if saved.model in knn.METHODS:
-    _, probs, labels = knn.evaluate_probabilities(member, workdir)
-  elif saved.model in svm.METHODS:
-    _, probs, labels = svm.evaluate_probabilities(member, workdir)
-  else:
-    # The user's step, not `step`: a latest step that turns out unreadable
-    # falls back to the one before, as `--mode eval` does.
-    result, probs, labels = evaluate_lib.evaluate_probabilities(
-        member, workdir, checkpoint_step)
-    step = result['checkpoint_step']
-  return probs, labels, step
+  # The user's step, not `step`: a latest step that turns out unreadable
+  # falls back to the one before, as `--mode eval` does.
+  result, probs, labels = harness.evaluate_probabilities(member, workdir,
+                                                         checkpoint_step)
+  return probs, labels, result['checkpoint_step']
 
 
 def evaluate(workdirs: list[str], config=None,
@@ -108,5 +100,5 @@ def evaluate(workdirs: list[str], config=None,
       fileio.write_json(path, result)
       result['path'] = path
     except OSError as e:
-      result['write_error'] = evaluate_lib.write_error(path, e)
+      result['write_error'] = results.write_error(path, e)
   return result

@@ -1,8 +1,9 @@
-"""Training: `train_and_evaluate(config, workdir)`, the loop.
+"""Training: `train(config, workdir)`, the loop.
 
-The steps and the train state are in `steps`, the workdir's bookkeeping in
-`workdir`; `--mode eval` of a saved checkpoint is `evaluate`. The k-NN and
-SVM baselines have no training loop: `main` sends them to `knn` and `svm`.
+The steps and the train state are in `steps`. The network method
+(`methods.network`) fits with `train`, in a workdir that the harness
+(`methods.harness`) has prepared, locked and recorded the config in;
+`--mode eval` of a saved checkpoint is `inference.evaluate`.
 """
 
 from __future__ import annotations
@@ -17,34 +18,36 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from kmnist_jax.core import console
+from kmnist_jax.core import distributed
+from kmnist_jax.core import metrics as metrics_lib
+from kmnist_jax.core.errors import UserError
+from kmnist_jax.data import datasets as data_lib
+from kmnist_jax.data import pipeline as input_pipeline
+from kmnist_jax.models import factory as models
 from kmnist_jax.train import augment
 from kmnist_jax.train import checkpoints as checkpointing
-from kmnist_jax.core import console
-from kmnist_jax.data import datasets as data_lib
-from kmnist_jax.data import check as datacheck
-from kmnist_jax.core import distributed
-from kmnist_jax.config import fields
-from kmnist_jax.data import pipeline as input_pipeline
-from kmnist_jax.core import metrics as metrics_lib
-from kmnist_jax.models import factory as models
 from kmnist_jax.train import optim
 from kmnist_jax.train import steps
 from kmnist_jax.train import stopping
-from kmnist_jax.config import workdir as workdir_lib
-from kmnist_jax.core.errors import UserError
 
 StopRequest = stopping.StopRequest  # Its old home.
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Field-level checks that give one clear line before any work: each
-  field (`fields.check_config`), then the model, optimizer and
-  augmentation they make up together."""
-  fields.check_config(config)
+  """One clear line before any work (each field's type and range checked
+  already, by `config.fields`): the model, optimizer, augmentation and
+  device count that the fields make up together."""
   if config.model not in models.MODELS:
     models.create_model(config.model, 1)  # Raises with the valid names.
   optim.create_optimizer(config, 1)  # Unknown optimizer / schedule.
   augment.check_config(config)
+  devices = jax.device_count()
+  if config.batch_size % devices:
+    raise UserError(
+        f'config.batch_size={config.batch_size}: must be a multiple of the '
+        f'{devices} devices ({jax.process_count()} process(es)); it is '
+        'the global batch, split evenly across them')
 
 
 @dataclasses.dataclass
@@ -113,10 +116,6 @@ class Run:
     self.ckpt.save(step, state, meta, metrics)
 
 
-def load_split(config, split: str):
-  return data_lib.load(config.dataset, split, config.data_dir or None)
-
-
 def epoch_batches(config, epoch: int, num_examples: int, spe: int, sharding):
   """(steps, batch) example indices of `epoch`, the batch axis sharded."""
   perm = np.asarray(input_pipeline.epoch_permutation(config.seed, epoch,
@@ -127,15 +126,18 @@ def epoch_batches(config, epoch: int, num_examples: int, spe: int, sharding):
 
 
 def restore_or_init(config, ckpt, num_classes: int, tx, sharding,
-                    steps_per_epoch: int = 0
+                    steps_per_epoch: int = 0,
+                    compiler_options: dict | None = None
                     ) -> tuple[steps.TrainState, float, int | None]:
   """(train state, wall time so far, restored step or None): the latest
-  readable checkpoint's (unreadable newer ones are set aside), else new."""
+  readable checkpoint's (unreadable newer ones are set aside), else new
+  (compiled with `compiler_options`)."""
   restored = ckpt.restore_latest(
       steps.abstract_state(config, num_classes, tx, sharding))
   if restored is None:
     # Built on the devices, replicated: nothing crosses hosts.
-    return steps.jit_init_state(config, num_classes, tx, sharding)(), 0.0, None
+    return steps.jit_init_state(config, num_classes, tx, sharding,
+                                compiler_options)(), 0.0, None
   latest, state, meta = restored
   spe = steps_per_epoch or max(latest, 1)
   console.say(f'Resumed from {ckpt.directory} at step {latest} '
@@ -143,8 +145,9 @@ def restore_or_init(config, ckpt, num_classes: int, tx, sharding,
   return state, meta.get('wall_time', 0.0), latest
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> tuple[steps.TrainState, dict]:
+def train(config: ml_collections.ConfigDict, workdir: str,
+          compiler_options: dict | None = None
+          ) -> tuple[steps.TrainState, dict]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
 
   Returns the final train state and a dict of metrics: `train`, `eval` (and
@@ -154,35 +157,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   SIGTERM/SIGINT stopped the run early, else ''), `step` and `total_steps`,
   `already_complete` (the workdir had finished before this call) and
   `wall_seconds` (over all resumes); `console.summary_lines` prints it.
+  `compiler_options`: XLA options of the init, train and eval steps.
   """
-  check_config(config)
-  workdir_lib.prepare_workdir(workdir)
-  workdir_lib.check_same_run(config, workdir)  # Before the lock file exists.
-  with workdir_lib.main_process_lock(workdir), contextlib.ExitStack() as stack:
-    workdir_lib.check_same_run(config, workdir)  # Before checkpoints/ does.
-    datacheck.fetch_missing(config)  # All missing files named at once.
+  with contextlib.ExitStack() as stack:
     t_start = time.time()
     num_classes = data_lib.get_info(config.dataset).num_classes
     mesh = steps.make_mesh()
     repl = NamedSharding(mesh, P())
-    if config.batch_size % mesh.size:
-      raise UserError(
-          f'config.batch_size={config.batch_size}: must be a multiple of the '
-          f'{mesh.size} devices ({jax.process_count()} process(es)); it is '
-          'the global batch, split evenly across them')
-    train_images, train_labels = load_split(config, config.train_split)
-    eval_images, eval_labels = load_split(config, config.eval_split)
+    train_images, train_labels = data_lib.load_split(config,
+                                                     config.train_split)
+    eval_images, eval_labels = data_lib.load_split(config, config.eval_split)
     spe = input_pipeline.steps_per_epoch(len(train_images), config.batch_size,
                                          config.train_split)
     total_steps = spe * config.num_epochs
     tx = optim.create_optimizer(config, spe)
     ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
     stack.callback(ckpt.close)  # Waits for async saves, also on errors.
-    workdir_lib.record_config(config, workdir)
     writer = metrics_lib.MetricWriter(workdir, enabled=distributed.is_main())
     stack.callback(writer.close)
     state, wall_before, latest = restore_or_init(config, ckpt, num_classes, tx,
-                                                 repl, spe)
+                                                 repl, spe, compiler_options)
     already_complete = latest is not None and latest >= total_steps
     if already_complete:
       console.say(f'already complete: {workdir} has finished all '
@@ -195,11 +189,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
     graphdef = steps.model_graphdef(config, num_classes)
     train_step = steps.make_train_step(graphdef, tx, config, num_classes,
-                                       config.batch_size, mesh)
+                                       config.batch_size, mesh,
+                                       compiler_options)
     eval_step = steps.make_eval_step(graphdef, num_classes,
                                      config.eval_batch_size,
                                      config.get('tta_shift', 0),
-                                     steps.matmul_precision(config))
+                                     steps.matmul_precision(config),
+                                     compiler_options)
     # The images go to every device once; per epoch only indices follow.
     images_dev = distributed.put_global(train_images, repl)
     labels_dev = distributed.put_global(train_labels.astype(np.int32), repl)
@@ -350,7 +346,7 @@ def final_evaluations(run: Run, state: steps.TrainState, eval_step,
                                                 num_classes)
   if not config.test_split:
     return
-  test_images, test_labels = load_split(config, config.test_split)
+  test_images, test_labels = data_lib.load_split(config, config.test_split)
   test_data = input_pipeline.make_eval_data(
       test_images, test_labels, config.eval_batch_size, sharding)
   test_m = steps.evaluate_arrays(eval_step, state, test_data, num_classes)

@@ -111,12 +111,14 @@ def init_state(config, num_classes: int, tx) -> tuple[Any, TrainState]:
   return graphdef, state
 
 
-def jit_init_state(config, num_classes: int, tx, sharding):
-  """The jitted initial train state, built on the devices with `sharding`."""
+def jit_init_state(config, num_classes: int, tx, sharding,
+                   compiler_options: dict | None = None):
+  """The jitted initial train state, built on the devices with `sharding`;
+  `compiler_options` (those of the steps) go over the init's own."""
   return jax.jit(lambda: init_state(config, num_classes, tx)[1],
                  out_shardings=sharding,
                  compiler_options={**compiler.INIT_COMPILER_OPTIONS,
-                                   **(compiler.COMPILER_OPTIONS or {})})
+                                   **(compiler_options or {})})
 
 
 def abstract_state(config, num_classes, tx, sharding) -> TrainState:
@@ -140,8 +142,9 @@ def step_key(key: jax.Array, stream: int, step) -> jax.Array:
 
 
 def make_train_step(graphdef, tx, config, num_classes: int, batch_size: int,
-                    mesh: Mesh):
-  """The jitted train step: (state, images, labels, perm, i) -> state."""
+                    mesh: Mesh, compiler_options: dict | None = None):
+  """The jitted train step: (state, images, labels, perm, i) -> state,
+  compiled with XLA's `compiler_options` (None: its defaults)."""
   repl = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P('data'))
   precision = matmul_precision(config)
@@ -192,7 +195,7 @@ def make_train_step(graphdef, tx, config, num_classes: int, batch_size: int,
   # `perm` keeps its own sharding: (steps, batch) indices sharded
   # P(None, 'data') by the training loop, so each device gathers its rows.
   return jax.jit(step_fn, donate_argnums=(0,),
-                 compiler_options=compiler.COMPILER_OPTIONS,
+                 compiler_options=compiler_options,
                  in_shardings=(repl, repl, repl, None, repl),
                  out_shardings=repl)
 
@@ -213,12 +216,13 @@ def eval_logits(graphdef, params, batch_stats, images, tta_shift: int = 0,
 
 
 def make_eval_step(graphdef, num_classes: int, batch_size: int,
-                   tta_shift: int = 0, precision: str = 'default'):
+                   tta_shift: int = 0, precision: str = 'default',
+                   compiler_options: dict | None = None):
   """Jitted eval step of the training loop, accumulating (loss_sum,
   confusion) over the batches of an `input_pipeline.EvalData`."""
 
   @functools.partial(jax.jit, donate_argnums=(5,),
-                     compiler_options=compiler.COMPILER_OPTIONS)
+                     compiler_options=compiler_options)
   def eval_step(params, batch_stats, images, labels, mask, acc, i):
     sl = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)
     x, y, m = sl(images), sl(labels), sl(mask)
@@ -258,7 +262,7 @@ def make_infer_fn(graphdef, tta_shift: int = 0, precision: str = 'default'):
   (B, 28, 28)) -> float32 log-probabilities (B, C), with test-time
   augmentation when `tta_shift` > 0. Run it through `infer`."""
 
-  @functools.partial(jax.jit, compiler_options=compiler.COMPILER_OPTIONS)
+  @jax.jit
   def infer_fn(params, batch_stats, images):
     return jax.nn.log_softmax(
         eval_logits(graphdef, params, batch_stats, images, tta_shift,
