@@ -13,6 +13,7 @@ from jax import lax
 from kmnist_jax.config import base as configlib
 from kmnist_jax import cpu
 from kmnist_jax.models import factory as models
+from kmnist_jax.models import ops
 from kmnist_jax.train import optim
 from kmnist_jax.train import steps
 from kmnist_jax.cpu import conv
@@ -176,9 +177,9 @@ def test_models_equal_lax_convolutions(name):
     return model(x, train=False), jax.grad(loss)(params)
 
   fast, fast_g = out_and_grad(model)
-  model.conv1.conv_general_dilated = lax.conv_general_dilated
-  model.conv2.conv_general_dilated = lax.conv_general_dilated
-  slow, slow_g = out_and_grad(model)
+  plain = models.create_model(name, 10, seed=4, ops=ops.PLAIN)
+  assert plain.conv1.conv_general_dilated is lax.conv_general_dilated
+  slow, slow_g = out_and_grad(plain)
   np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
   assert not np.allclose(fast, 0)
   for a, b in zip(jax.tree.leaves(fast_g), jax.tree.leaves(slow_g)):
@@ -187,6 +188,22 @@ def test_models_equal_lax_convolutions(name):
 
 def _convs(model):
   return [m for _, m in nnx.iter_modules(model) if isinstance(m, nnx.Conv)]
+
+
+@pytest.mark.parametrize('name', sorted(models.MODELS))
+def test_the_ops_are_chosen_once_when_the_model_is_built(name):
+  """Every convolution and dropout of every network is the `ops` that
+  `create_model` was given: the one seam to the speed code."""
+  for chosen in (ops.FAST, ops.PLAIN):
+    model = nnx.eval_shape(
+        lambda c=chosen: models.create_model(name, 10, ops=c))
+    convs = _convs(model)
+    assert convs and all(
+        c.conv_general_dilated is chosen.conv_general_dilated for c in convs)
+    dropouts = [m.dropout for _, m in nnx.iter_modules(model)
+                if callable(getattr(m, 'dropout', None))]
+    assert all(d is chosen.dropout for d in dropouts)
+  assert ops.current() is ops.FAST  # Outside a build: the default.
 
 
 @pytest.mark.parametrize('name, kwargs, train', [

@@ -16,7 +16,11 @@ training runs. On a GPU or TPU backend every piece stands aside.
   `kmnist_jax.runtime.setup` applies it before JAX starts.
 
 * `compiler` (`cpu/compiler.py`): the XLA compiler options of the jitted
-  steps (the init at backend optimisation level 1: half the compile time).
+  init (backend optimisation level 1: half the compile time).
+
+The networks reach `conv_general_dilated` and `dropout` through one seam,
+`kmnist_jax.models.ops`, chosen when a model is built; nothing here imports
+a model.
 
 This package and `cpu.malloc` import only the standard library (the PyTorch
 benchmark worker, which has no jax, uses `cpu.malloc`); `conv_general_dilated`

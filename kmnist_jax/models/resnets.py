@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from kmnist_jax import cpu
+from kmnist_jax.models import ops
 
 _BN = dict(momentum=0.9, epsilon=1e-5)  # PyTorch BatchNorm2d defaults.
 _HE = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -59,11 +59,9 @@ def head(cin, num_classes, rngs, dtype, *, zero_bias: bool):
 
 def _conv(cin, cout, k, stride, rngs, dtype):
   pad = (k - 1) // 2
-  return nnx.Conv(cin, cout, (k, k), strides=stride,
+  return ops.conv(cin, cout, (k, k), strides=stride,
                   padding=((pad, pad), (pad, pad)), use_bias=False,
-                  kernel_init=_HE, dtype=dtype, rngs=rngs,
-                  # lax's convolution, faster on XLA:CPU (kmnist_jax.cpu).
-                  conv_general_dilated=cpu.conv_general_dilated)
+                  kernel_init=_HE, dtype=dtype, rngs=rngs)
 
 
 def _bn(c, rngs, dtype):

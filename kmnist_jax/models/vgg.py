@@ -28,7 +28,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from kmnist_jax import cpu
+from kmnist_jax.models import ops
 from kmnist_jax.models import resnets
 
 _BN = dict(momentum=0.9, epsilon=1e-5)  # PyTorch BatchNorm defaults.
@@ -44,7 +44,7 @@ DROPOUT = 0.5
 def _max_pool(x):
   """2x2/2 max pooling as PyTorch's `nn.MaxPool2d(2, 2)`: odd sizes floor
   (7 -> 3) and a window's gradient goes to one maximum, also among ties
-  (ReLU zeros). Not `models._max_pool`'s reshape-and-max: its gradient
+  (ReLU zeros). Not `cnns._max_pool`'s reshape-and-max: its gradient
   shares ties, and in this network it came out NaN under XLA:CPU
   optimisation level 0, the config smoke tests' level (not on the pooling
   alone; level 2 was finite)."""
@@ -55,11 +55,9 @@ class _ConvBN(nnx.Module):
   """3x3 convolution (padding 1, bias), BatchNorm, ReLU."""
 
   def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs, dtype=None):
-    self.conv = nnx.Conv(
+    self.conv = ops.conv(
         cin, cout, (3, 3), padding=((1, 1), (1, 1)), kernel_init=_HE_FAN_OUT,
-        bias_init=_torch_bias(9 * cin), dtype=dtype, rngs=rngs,
-        # lax's convolution, faster on XLA:CPU (kmnist_jax.cpu).
-        conv_general_dilated=cpu.conv_general_dilated)
+        bias_init=_torch_bias(9 * cin), dtype=dtype, rngs=rngs)
     self.bn = nnx.BatchNorm(cout, dtype=dtype, rngs=rngs, **_BN)
 
   def __call__(self, x, train: bool):
@@ -86,6 +84,7 @@ class HorevVGG(nnx.Module):
     self.fc1 = _linear(cin, HIDDEN, rngs, dtype)  # 1x1 pixels after 4 pools.
     self.bn_fc = nnx.BatchNorm(HIDDEN, dtype=dtype, rngs=rngs, **_BN)
     self.fc2 = _linear(HIDDEN, num_classes, rngs, dtype)
+    self.dropout = ops.current().dropout
 
   def __call__(self, x, *, train: bool = False, dropout_key=None):
     for block in self.blocks:
@@ -93,9 +92,9 @@ class HorevVGG(nnx.Module):
         x = layer(x, train)
       x = _max_pool(x)
     k1, k2 = jax.random.split(dropout_key) if train else (None, None)
-    x = cpu.dropout(x.reshape(x.shape[0], -1), DROPOUT, train, k1)
+    x = self.dropout(x.reshape(x.shape[0], -1), DROPOUT, train, k1)
     x = nnx.relu(self.bn_fc(self.fc1(x), use_running_average=not train))
-    x = cpu.dropout(x, DROPOUT, train, k2)
+    x = self.dropout(x, DROPOUT, train, k2)
     return self.fc2(x)
 
 
