@@ -179,12 +179,14 @@ class JaxBench:
     from kmnist_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
     from kmnist_jax.train import optim  # pylint: disable=g-import-not-at-top
     from kmnist_jax.train import steps  # pylint: disable=g-import-not-at-top
+    from kmnist_jax.train import state as train_state  # pylint: disable=g-import-not-at-top
+    from kmnist_jax.core import distributed  # pylint: disable=g-import-not-at-top
     from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
     self.jax, self.steps_lib = jax, steps
     self.name = name
     self.config = model_config(name)
     self.config.matmul_precision = matmul_precision
-    mesh = steps.make_mesh()
+    mesh = distributed.make_mesh()
     repl = NamedSharding(mesh, P())
     (images, labels), (ev_images, ev_labels) = data
     self.n = len(images)
@@ -192,7 +194,7 @@ class JaxBench:
     self.labels = jax.device_put(labels.astype(np.int32), repl)
     self.perm = input_pipeline.epoch_permutation(0, 0, self.n)
     self.tx = optim.create_optimizer(self.config, self.n // 128)
-    self.graphdef, state = steps.init_state(self.config, 10, self.tx)
+    self.graphdef, state = train_state.init_state(self.config, 10, self.tx)
     self.mesh, self.repl = mesh, repl
     self.state0 = state
     self.steps, self.states = {}, {}
@@ -426,8 +428,8 @@ from kmnist_jax.train import optim
 from kmnist_jax.train import steps
 config = tp.model_config({name!r})
 tx = optim.create_optimizer(config, 62)
-graphdef, state = steps.init_state(config, 10, tx)
-mesh = steps.make_mesh()
+graphdef, state = train_state.init_state(config, 10, tx)
+mesh = distributed.make_mesh()
 step = steps.make_train_step(graphdef, tx, config, 10, config.batch_size, mesh)
 images = np.zeros((8000, 28, 28), np.uint8)
 labels = np.zeros((8000,), np.int32)

@@ -16,6 +16,8 @@ from kmnist_jax.models import factory as models
 from kmnist_jax.models import ops
 from kmnist_jax.train import optim
 from kmnist_jax.train import steps
+from kmnist_jax.train import state as train_state
+from kmnist_jax.core import distributed
 from kmnist_jax.cpu import conv
 from kmnist_jax.cpu import onednn
 
@@ -112,8 +114,8 @@ def test_other_convolutions_go_to_lax_unchanged(case, monkeypatch):
 def _seed_cnn_step_hlo():
   config = configlib.load_config_file('configs/seed_cnn.py', 'proxy')
   tx = optim.create_optimizer(config, 10)
-  graphdef, state = steps.init_state(config, 10, tx)
-  step = steps.make_train_step(graphdef, tx, config, 10, 8, steps.make_mesh())
+  graphdef, state = train_state.init_state(config, 10, tx)
+  step = steps.make_train_step(graphdef, tx, config, 10, 8, distributed.make_mesh())
   images = jnp.zeros((16, 28, 28), jnp.uint8)
   labels = jnp.arange(16, dtype=jnp.int32) % 10
   return step.lower(state, images, labels, jnp.arange(16), 0).compile(
@@ -139,7 +141,7 @@ def test_seed_cnn_train_step_takes_its_gradients_from_onednn():
 def test_eval_forward_pass_is_xla_only():
   config = configlib.load_config_file('configs/keras_cnn.py', 'proxy')
   tx = optim.create_optimizer(config, 10)
-  graphdef, state = steps.init_state(config, 10, tx)
+  graphdef, state = train_state.init_state(config, 10, tx)
   infer_fn = steps.make_infer_fn(graphdef)
   hlo = infer_fn.lower(state.params, state.batch_stats,
                        jnp.zeros((4, 28, 28), jnp.uint8)).as_text()
@@ -285,9 +287,9 @@ def test_resnet_train_step_takes_its_gradients_from_onednn():
   config = configlib.load_config_file('configs/resnet_preact20_cutout.py',
                                       'proxy')
   tx = optim.create_optimizer(config, 10)
-  graphdef, state = steps.init_state(config, 10, tx)
+  graphdef, state = train_state.init_state(config, 10, tx)
   step = steps.make_train_step(graphdef, tx, config, 10, 8,
-                               steps.make_mesh())
+                               distributed.make_mesh())
   images = jnp.zeros((16, 28, 28), jnp.uint8)
   labels = jnp.zeros((16,), jnp.int32)
   hlo = step.lower(state, images, labels, jnp.arange(16), 0).compile(

@@ -19,6 +19,7 @@ from kmnist_jax.inference import prediction_inputs as inputs
 from kmnist_jax.train import optim
 from kmnist_jax.report import plots
 from kmnist_jax.train import steps
+from kmnist_jax.train import state as train_state
 from kmnist_jax.train import loop as train
 from kmnist_jax.methods import harness
 
@@ -189,7 +190,7 @@ def test_training_and_eval_write_their_plots(tmp_path):
 def test_infer_pads_and_compiles_once():
   config = configlib.base_config()
   config.model = 'seed_cnn'
-  graphdef, state = steps.init_state(
+  graphdef, state = train_state.init_state(
       config, 10, optim.create_optimizer(config, 1))
   infer_fn = steps.make_infer_fn(graphdef)
   images, _, _ = synthetic(n=70)

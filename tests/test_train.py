@@ -23,6 +23,8 @@ from kmnist_jax.models import factory as models
 from kmnist_jax.train import optim
 from kmnist_jax.models import resnets
 from kmnist_jax.train import steps
+from kmnist_jax.train import state as train_state
+from kmnist_jax.core import distributed
 from kmnist_jax.cpu import compiler
 from kmnist_jax.train import loop as train
 from kmnist_jax.core.errors import UserError
@@ -170,8 +172,8 @@ def test_eval_counts_every_example_once():
 def test_eval_step_compiles_once_for_all_batches():
   config = tiny_config('unused')
   tx = optim.create_optimizer(config, 1)
-  graphdef, state = steps.init_state(config, 10, tx)
-  repl = NamedSharding(steps.make_mesh(), P())
+  graphdef, state = train_state.init_state(config, 10, tx)
+  repl = NamedSharding(distributed.make_mesh(), P())
   images = np.random.default_rng(0).integers(0, 256, (7, 28, 28), np.uint8)
   ev = input_pipeline.make_eval_data(images, np.arange(7) % 10, 3, repl)
   eval_step = steps.make_eval_step(graphdef, 10, 3)
@@ -189,14 +191,14 @@ _DEEP = set(resnets.MODELS) | set(densenet.MODELS)
     pytest.param(m, marks=pytest.mark.slow) if m in _DEEP else m
     for m in sorted(models.MODELS)])
 def test_init_state_equals_the_default_optimisation_level(model):
-  """steps.jit_init_state compiles at XLA backend optimisation level 1
+  """train_state.jit_init_state compiles at XLA backend optimisation level 1
   (faster to compile); the state must be bitwise the one XLA's default level
   computes."""
   config = tiny_config('unused', model=model)
   tx = optim.create_optimizer(config, 1)
-  repl = NamedSharding(steps.make_mesh(), P())
-  fast = steps.jit_init_state(config, 10, tx, repl)()
-  default = jax.jit(lambda: steps.init_state(config, 10, tx)[1],
+  repl = NamedSharding(distributed.make_mesh(), P())
+  fast = train_state.jit_init_state(config, 10, tx, repl)()
+  default = jax.jit(lambda: train_state.init_state(config, 10, tx)[1],
                     out_shardings=repl)()
   assert compiler.INIT_COMPILER_OPTIONS == {'xla_backend_optimization_level': 1}
   for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(default),
@@ -410,9 +412,9 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(
 def test_input_scaling_feeds_the_model_normalised_pixels():
   """input_mean/input_std wrap the model: its output is the plain model's
   of (x - mean) / std, with the same parameters; the defaults add nothing."""
-  plain = steps.create_model(tiny_config('unused'), 10, seed=3)
+  plain = train_state.build_model(tiny_config('unused'), 10, seed=3)
   assert not isinstance(plain, models.Normalized)
-  scaled = steps.create_model(
+  scaled = train_state.build_model(
       tiny_config('unused', input_mean=0.2, input_std=0.35), 10, seed=3)
   assert isinstance(scaled, models.Normalized)
   x = input_pipeline.to_float(np.random.default_rng(0).integers(

@@ -123,7 +123,7 @@ def check_dataset_stats(config: ml_collections.ConfigDict) -> None:
   constants, as `--config.dataset=mnist` on configs/resnet_preact20_cutout.py
   leaves it; `configs/<exp>.py:mnist` moves them with the dataset."""
   info = data_lib.get_info(config.dataset)
-  stats = (config.get('input_mean', 0.0), config.get('input_std', 1.0))
+  stats = (config.input_mean, config.input_std)
   if stats == (info.mean, info.std) or stats == (0.0, 1.0):
     return
   for other in data_lib.DATASETS.values():

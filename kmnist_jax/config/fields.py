@@ -57,10 +57,10 @@ def _dataset(name):
   data.get_info(name)
 
 
-def _steps(attr):
+def _precision(attr):
   def choices():
-    from kmnist_jax.train import steps  # pylint: disable=g-import-not-at-top
-    return list(getattr(steps, attr))
+    from kmnist_jax.models import precision  # pylint: disable=g-import-not-at-top
+    return list(getattr(precision, attr))
   return choices
 
 
@@ -90,8 +90,8 @@ FIELDS: dict[str, Field] = {
     'num_epochs': _int(1, 100_000),
     'batch_size': _int(1, MAX_BATCH),
     'eval_batch_size': _int(1, MAX_BATCH),
-    'compute_dtype': Field('str', choices=_steps('COMPUTE_DTYPES')),
-    'matmul_precision': Field('str', choices=_steps('MATMUL_PRECISIONS')),
+    'compute_dtype': Field('str', choices=_precision('COMPUTE_DTYPES')),
+    'matmul_precision': Field('str', choices=_precision('MATMUL_PRECISIONS')),
     'input_mean': _float(),
     'input_std': _float(0, lo_open=True),
     'optimizer': Field('str', choices=_optim('OPTIMIZERS')),

@@ -145,9 +145,11 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
   if missing:
     raise UserError(f'{path}: expected the JSON object a training run writes, '
                     f'with fields dataset and model; lacks {", ".join(missing)}')
-  config = ml_collections.ConfigDict(saved)
-  fields.check_config(config, source=path, complete=False)
-  return config
+  fields.check_config(ml_collections.ConfigDict(saved), source=path,
+                      complete=False)
+  # A field newer than the run takes its default.
+  return ml_collections.ConfigDict({**configlib.base_config().to_dict(),
+                                    **saved})
 
 
 def check_same_run(config, workdir: str) -> None:

@@ -15,6 +15,7 @@ from typing import Mapping
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from kmnist_jax.core.errors import UserError
 from kmnist_jax.core.errors import one_line
@@ -135,3 +136,9 @@ def put_global(x: np.ndarray, sharding) -> jax.Array:
     if len(idx) != x.shape[axis]:
       local = np.take(local, idx, axis=axis)
   return jax.make_array_from_process_local_data(sharding, local, x.shape)
+
+
+def make_mesh(devices=None) -> Mesh:
+  """The 1-D data-parallel mesh ('data') over `devices` (default: all)."""
+  devices = np.asarray(devices if devices is not None else jax.devices())
+  return Mesh(devices, ('data',))

@@ -19,6 +19,8 @@ from kmnist_jax.inference import results
 from kmnist_jax.train import checkpoints as checkpointing
 from kmnist_jax.train import optim
 from kmnist_jax.train import steps
+from kmnist_jax.train import state as train_state
+from kmnist_jax.core import distributed
 
 
 def restore_for_inference(workdir: str, checkpoint_step: int = -1,
@@ -35,11 +37,11 @@ def restore_for_inference(workdir: str, checkpoint_step: int = -1,
                                     read_only=True)
   try:  # Closing also on errors: no asyncio noise from Orbax at exit.
     first = _pick_step(ckpt, checkpoint_step, prefer)
-    repl = NamedSharding(mesh or steps.make_mesh(), P())
+    repl = NamedSharding(mesh or distributed.make_mesh(), P())
     # Any optimizer with this config restores the same state tree.
     tx = optim.create_optimizer(config, 1)
-    graphdef = steps.model_graphdef(config, info.num_classes)
-    abstract = steps.abstract_state(config, info.num_classes, tx, repl)
+    graphdef = train_state.model_graphdef(config, info.num_classes)
+    abstract = train_state.abstract_state(config, info.num_classes, tx, repl)
     # The latest (or best) step, else, when it is unreadable and no step
     # was asked for, the newest one before it that restores.
     candidates = [first] + ([] if checkpoint_step >= 0 else sorted(
@@ -105,7 +107,7 @@ def probabilities(config, workdir: str, images: np.ndarray,
   split = config.test_split or config.eval_split
   with console.Bar(batches, f'eval {split}', unit='batch') as bar:
     log_probs = steps.infer(
-        steps.make_infer_fn(graphdef, config.get('tta_shift', 0),
-                            steps.matmul_precision(config)), state,
+        steps.make_infer_fn(graphdef, config.tta_shift,
+                            config.matmul_precision), state,
         images, config.eval_batch_size, bar.update if bar.on else None)
   return results.Scores(steps.probabilities(log_probs), step, log_probs)

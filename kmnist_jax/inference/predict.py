@@ -75,8 +75,8 @@ class Predictor:
     # probabilities.
     self.batch_size = batch_size or config.eval_batch_size
     self.workdir = workdir
-    self._infer_fn = steps.make_infer_fn(graphdef, config.get('tta_shift', 0),
-                                         steps.matmul_precision(config))
+    self._infer_fn = steps.make_infer_fn(graphdef, config.tta_shift,
+                                         config.matmul_precision)
 
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint_step: int = -1,

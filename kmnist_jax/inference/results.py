@@ -50,7 +50,7 @@ def probabilities_meta(config, workdir: str, split: str, step: int) -> dict:
       'split': split, 'checkpoint_step': int(step),
       'config': json.loads(
           workdir_lib.load_workdir_config(workdir).to_json()),
-      'tta_shift': config.get('tta_shift', 0),
+      'tta_shift': config.tta_shift,
       'checksums': data_lib.file_checksums(config.dataset, split,
                                            config.data_dir or None)}
 

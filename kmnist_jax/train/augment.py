@@ -31,32 +31,27 @@ from kmnist_jax.core import streams
 from kmnist_jax.core.errors import UserError
 
 
-def _field(config, name, default):
-  return config.get(name, default)
-
-
 def check_config(config) -> None:
   """One clear line for a bad augmentation field."""
   for name, high in (('augment_translate', 14), ('cutout_size', 28),
                      ('tta_shift', 14)):
-    v = _field(config, name, 0)
+    v = config[name]
     if not isinstance(v, int) or not 0 <= v <= high:
       raise UserError(f'config.{name}={v!r}: expected an integer in '
                       f'[0, {high}] (0 = off)')
   for name in ('mixup_alpha', 'manifold_mixup_alpha'):
-    v = _field(config, name, 0.0)
+    v = config[name]
     if not isinstance(v, (int, float)) or v < 0:
       raise UserError(f'config.{name}={v!r}: expected a number >= 0 (0 = off)')
-  v = _field(config, 'cutout_fill', 0.0)
+  v = config['cutout_fill']
   if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
     raise UserError(f'config.cutout_fill={v!r}: expected a pixel value in '
                     '[0, 1]')
-  if _field(config, 'mixup_alpha', 0.0) and _field(
-      config, 'manifold_mixup_alpha', 0.0):
+  if config['mixup_alpha'] and config['manifold_mixup_alpha']:
     raise UserError('config.mixup_alpha and config.manifold_mixup_alpha are '
                     'both set; expected at most one (manifold mixup already '
                     'mixes the input as one of its points)')
-  if (_field(config, 'manifold_mixup_alpha', 0.0)
+  if (config['manifold_mixup_alpha']
       and config.model not in resnets.MIXUP_POINTS):
     raise UserError(f'config.manifold_mixup_alpha needs a model with mixing '
                     f'points ({", ".join(sorted(resnets.MIXUP_POINTS))}); '
@@ -123,14 +118,14 @@ def train_transform(config, x: jax.Array, y: jax.Array, num_classes: int,
   kwargs = {}
   sub = lambda tag: jax.random.fold_in(key, tag)
   x = translate(x, sub(streams.TRANSLATE),
-                _field(config, 'augment_translate', 0))
-  x = cutout(x, sub(streams.CUTOUT), _field(config, 'cutout_size', 0),
-             _field(config, 'cutout_fill', 0.0))
-  alpha = _field(config, 'mixup_alpha', 0.0)
+                config['augment_translate'])
+  x = cutout(x, sub(streams.CUTOUT), config['cutout_size'],
+             config['cutout_fill'])
+  alpha = config['mixup_alpha']
   if alpha:
     lam, perm = mix_params(sub(streams.MIXUP), alpha, x.shape[0])
     x, targets = mix(x, lam, perm), mix(targets, lam, perm)
-  alpha = _field(config, 'manifold_mixup_alpha', 0.0)
+  alpha = config['manifold_mixup_alpha']
   if alpha:
     k_mix, k_layer = jax.random.split(sub(streams.MIXUP))
     lam, perm = mix_params(k_mix, alpha, x.shape[0])

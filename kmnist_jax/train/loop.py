@@ -29,6 +29,7 @@ from kmnist_jax.train import augment
 from kmnist_jax.train import checkpoints as checkpointing
 from kmnist_jax.train import optim
 from kmnist_jax.train import steps
+from kmnist_jax.train import state as train_state
 from kmnist_jax.train import stopping
 
 StopRequest = stopping.StopRequest  # Its old home.
@@ -74,7 +75,7 @@ class Run:
     self.writer.write(record)
     self.history.append(record)
 
-  def step_loss(self, state: steps.TrainState, step: int) -> None:
+  def step_loss(self, state: train_state.TrainState, step: int) -> None:
     """Records the loss of train step `step` (1-based) from the epoch's
     running sums, and `state`'s sums as the next step's mark. Waits for the
     step: only the first `config.log_loss_steps` steps call it."""
@@ -93,7 +94,7 @@ class Run:
       self.write(record)
     self.pending.clear()
 
-  def check_finite(self, state: steps.TrainState) -> None:
+  def check_finite(self, state: train_state.TrainState) -> None:
     bad = int(state.bad_step)
     if bad >= 0:
       self.ckpt.wait()
@@ -105,7 +106,7 @@ class Run:
           f'{bad // self.steps_per_epoch + 1}); stopped, {kept}. Try a '
           'lower config.learning_rate')
 
-  def save(self, state: steps.TrainState, metrics=None) -> None:
+  def save(self, state: train_state.TrainState, metrics=None) -> None:
     self.check_finite(state)
     self.write_pending()
     step = int(state.step)
@@ -128,15 +129,15 @@ def epoch_batches(config, epoch: int, num_examples: int, spe: int, sharding):
 def restore_or_init(config, ckpt, num_classes: int, tx, sharding,
                     steps_per_epoch: int = 0,
                     compiler_options: dict | None = None
-                    ) -> tuple[steps.TrainState, float, int | None]:
+                    ) -> tuple[train_state.TrainState, float, int | None]:
   """(train state, wall time so far, restored step or None): the latest
   readable checkpoint's (unreadable newer ones are set aside), else new
   (compiled with `compiler_options`)."""
   restored = ckpt.restore_latest(
-      steps.abstract_state(config, num_classes, tx, sharding))
+      train_state.abstract_state(config, num_classes, tx, sharding))
   if restored is None:
     # Built on the devices, replicated: nothing crosses hosts.
-    return steps.jit_init_state(config, num_classes, tx, sharding,
+    return train_state.jit_init_state(config, num_classes, tx, sharding,
                                 compiler_options)(), 0.0, None
   latest, state, meta = restored
   spe = steps_per_epoch or max(latest, 1)
@@ -147,7 +148,7 @@ def restore_or_init(config, ckpt, num_classes: int, tx, sharding,
 
 def train(config: ml_collections.ConfigDict, workdir: str,
           compiler_options: dict | None = None
-          ) -> tuple[steps.TrainState, dict]:
+          ) -> tuple[train_state.TrainState, dict]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
 
   Returns the final train state and a dict of metrics: `train`, `eval` (and
@@ -162,7 +163,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   with contextlib.ExitStack() as stack:
     t_start = time.time()
     num_classes = data_lib.get_info(config.dataset).num_classes
-    mesh = steps.make_mesh()
+    mesh = distributed.make_mesh()
     repl = NamedSharding(mesh, P())
     train_images, train_labels = data_lib.load_split(config,
                                                      config.train_split)
@@ -184,17 +185,17 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                   'train')
     writer.truncate_after(-1 if latest is None else latest)
     run = Run(config, ckpt, writer, spe, wall_before - t_start)
-    if int(state.step) < config.get('log_loss_steps', 0):
+    if int(state.step) < config.log_loss_steps:
       run.step_loss(state, 0)
 
-    graphdef = steps.model_graphdef(config, num_classes)
+    graphdef = train_state.model_graphdef(config, num_classes)
     train_step = steps.make_train_step(graphdef, tx, config, num_classes,
                                        config.batch_size, mesh,
                                        compiler_options)
     eval_step = steps.make_eval_step(graphdef, num_classes,
                                      config.eval_batch_size,
-                                     config.get('tta_shift', 0),
-                                     steps.matmul_precision(config),
+                                     config.tta_shift,
+                                     config.matmul_precision,
                                      compiler_options)
     # The images go to every device once; per epoch only indices follow.
     images_dev = distributed.put_global(train_images, repl)
@@ -221,15 +222,15 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   return state, run.summary
 
 
-def train_loop(run: Run, state: steps.TrainState, train_step, train_data,
-               perm_sharding, epoch_end_fn) -> tuple[steps.TrainState, str]:
+def train_loop(run: Run, state: train_state.TrainState, train_step, train_data,
+               perm_sharding, epoch_end_fn) -> tuple[train_state.TrainState, str]:
   """The steps from `state`'s to the last: (final state, the name of the
   signal that stopped them early or ''). `train_data`: (device images,
   device labels, number of examples); `epoch_end_fn(state, t_epoch)` ends
   an epoch (`end_of_epoch`)."""
   config, spe = run.config, run.steps_per_epoch
   total_steps = spe * config.num_epochs
-  loss_steps = config.get('log_loss_steps', 0)
+  loss_steps = config.log_loss_steps
   interrupted, perm, t_epoch, log_mark = '', None, 0.0, (0.0, 0)
   bar = console.Bar(0, '', enabled=False)
   with stopping.StopRequest(run.ckpt.directory) as stop:
@@ -292,8 +293,8 @@ def log_progress(mark: tuple[float, int], step: int, total_steps: int,
   return now, step
 
 
-def end_of_epoch(run: Run, state: steps.TrainState, eval_step, eval_data,
-                 num_classes: int, t_epoch: float) -> steps.TrainState:
+def end_of_epoch(run: Run, state: train_state.TrainState, eval_step, eval_data,
+                 num_classes: int, t_epoch: float) -> train_state.TrainState:
   """Train metrics from the in-state sums (then reset), eval, records, a
   checkpoint with the eval accuracy; returns the state. The epoch started
   at time `t_epoch`. Before `config.eval_from_epoch` (except the last
@@ -310,7 +311,7 @@ def end_of_epoch(run: Run, state: steps.TrainState, eval_step, eval_data,
                         count=jnp.zeros_like(state.count))
   base = {'step': step, 'epoch': step // run.steps_per_epoch}
   run.summary['train'] = train_m
-  if base['epoch'] < min(run.config.get('eval_from_epoch', 1),
+  if base['epoch'] < min(run.config.eval_from_epoch,
                          run.config.num_epochs):
     run.write_pending()
     run.write(dict(base, split='train', **train_m, wall_time=run.wall()))
@@ -337,7 +338,7 @@ def end_of_epoch(run: Run, state: steps.TrainState, eval_step, eval_data,
   return state
 
 
-def final_evaluations(run: Run, state: steps.TrainState, eval_step,
+def final_evaluations(run: Run, state: train_state.TrainState, eval_step,
                       eval_data, num_classes: int, sharding) -> None:
   """The eval metrics if no epoch ended in this run, and the test split's."""
   config, step = run.config, int(state.step)

@@ -1,5 +1,4 @@
-"""The train state, the jitted train and eval steps, and the one inference
-function.
+"""The jitted train and eval steps, and the one inference function.
 
 The model is a Flax NNX module, split once into a graphdef and pure state;
 the steps are plain `jax.jit` functions over that state (no `nnx.jit`
@@ -17,11 +16,8 @@ loss and confusion on the device.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,105 +25,13 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from kmnist_jax.train import augment
 from kmnist_jax.core import distributed
-from kmnist_jax.data import pipeline as input_pipeline
 from kmnist_jax.core import metrics as metrics_lib
-from kmnist_jax.models import factory as models
 from kmnist_jax.core import streams
-from kmnist_jax.cpu import compiler
-
-COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
-# config.matmul_precision: 'default' is JAX's; 'bfloat16' traces the steps
-# under jax.default_matmul_precision('bfloat16'): convolutions and matmuls
-# take bfloat16 operands and sum in float32 (on XLA:CPU the convolutions run
-# oneDNN's bfloat16 kernels, kmnist_jax.cpu.conv); the rest stays float32.
-MATMUL_PRECISIONS = ('default', 'bfloat16')
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  key: jax.Array  # Raw uint32[2] PRNG key: dropout keys fold in the step.
-  # Running sums of the current epoch's training metrics.
-  loss_sum: jax.Array
-  correct_sum: jax.Array
-  count: jax.Array
-  bad_step: jax.Array  # First step with a non-finite loss; -1 if none.
-
-
-def make_mesh(devices=None) -> Mesh:
-  devices = np.asarray(devices if devices is not None else jax.devices())
-  return Mesh(devices, ('data',))
-
-
-def compute_dtype(config):
-  """Layer compute dtype of `config.compute_dtype`; params stay float32."""
-  return COMPUTE_DTYPES[config.get('compute_dtype', 'float32')]
-
-
-def matmul_precision(config) -> str:
-  return config.get('matmul_precision', 'default')
-
-
-def precision_scope(precision: str):
-  """The context a step's body is traced in (see MATMUL_PRECISIONS)."""
-  if precision == 'default':
-    return contextlib.nullcontext()
-  return jax.default_matmul_precision(precision)
-
-
-def create_model(config, num_classes: int, seed: int = 0) -> nnx.Module:
-  """`config`'s model, with its compute dtype and input scaling."""
-  return models.create_model(
-      config.model, num_classes, seed=seed, dtype=compute_dtype(config),
-      input_mean=config.get('input_mean', 0.0),
-      input_std=config.get('input_std', 1.0))
-
-
-def model_graphdef(config, num_classes: int):
-  """The graphdef of `config`'s model, without allocating its params."""
-  return split_model(nnx.eval_shape(
-      lambda: create_model(config, num_classes)))[0]
-
-
-def split_model(model: nnx.Module):
-  """(graphdef, params, batch_stats) of an NNX model."""
-  return nnx.split(model, nnx.Param, nnx.BatchStat)
-
-
-def init_state(config, num_classes: int, tx) -> tuple[Any, TrainState]:
-  model = create_model(config, num_classes, seed=config.seed)
-  graphdef, params, batch_stats = split_model(model)
-  zero = lambda: jnp.zeros((), jnp.float32)  # Distinct buffers: donated.
-  state = TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-      opt_state=tx.init(params), key=jax.random.PRNGKey(config.seed),
-      loss_sum=zero(), correct_sum=zero(), count=zero(),
-      bad_step=jnp.full((), -1, jnp.int32))
-  return graphdef, state
-
-
-def jit_init_state(config, num_classes: int, tx, sharding,
-                   compiler_options: dict | None = None):
-  """The jitted initial train state, built on the devices with `sharding`;
-  `compiler_options` (those of the steps) go over the init's own."""
-  return jax.jit(lambda: init_state(config, num_classes, tx)[1],
-                 out_shardings=sharding,
-                 compiler_options={**compiler.INIT_COMPILER_OPTIONS,
-                                   **(compiler_options or {})})
-
-
-def abstract_state(config, num_classes, tx, sharding) -> TrainState:
-  """Shapes, dtypes and shardings of the train state, without allocating."""
-  shapes = jax.eval_shape(lambda: init_state(config, num_classes, tx)[1])
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-      shapes)
-
+from kmnist_jax.data import pipeline as input_pipeline
+from kmnist_jax.models.precision import precision_scope
+from kmnist_jax.train import augment
+from kmnist_jax.train.state import TrainState
 
 def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
   targets = jax.nn.one_hot(labels, num_classes)
@@ -147,7 +51,7 @@ def make_train_step(graphdef, tx, config, num_classes: int, batch_size: int,
   compiled with XLA's `compiler_options` (None: its defaults)."""
   repl = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P('data'))
-  precision = matmul_precision(config)
+  precision = config.matmul_precision
 
   def step_fn(state, images, labels, perm, step_in_epoch):
     with precision_scope(precision):
