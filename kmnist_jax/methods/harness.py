@@ -28,9 +28,9 @@ def fit(config, workdir: str, compiler_options: dict | None = None):
   see `registry`). `compiler_options`: XLA options of the method's
   compilations (the tests' smoke runs compile at LLVM level 0).
   """
+  method: registry.Method = registry.get(config.model)
   configlib.check_dataset_stats(config)
   fields.check_config(config)
-  method = registry.get(config.model)
   method.check_config(config)
   workdir_lib.prepare_workdir(workdir)
   workdir_lib.check_same_run(config, workdir)  # Before the lock file exists.
@@ -53,7 +53,7 @@ def evaluate_probabilities(config, workdir: str, checkpoint_step: int = -1
                            ) -> tuple[dict, np.ndarray, np.ndarray]:
   """`evaluate`, returning (result, probabilities (N, C), labels (N,))."""
   config = workdir_lib.eval_config(config, workdir)
-  method = registry.get(config.model)
+  method: registry.Method = registry.get(config.model)
   split = config.test_split or config.eval_split
   images, labels, indices = data_lib.load_indexed(config, split)
   scores = method.probabilities(config, workdir, images, checkpoint_step)

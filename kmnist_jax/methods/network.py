@@ -11,6 +11,10 @@ NAMES = tuple(factory.MODELS)
 TRAINS = True
 
 check_config = loop.check_config
-fit = loop.train
 probabilities = evaluate.probabilities
 checkpoint_step = evaluate.checkpoint_step
+
+
+def fit(config, workdir: str, compiler_options: dict | None = None):
+  """Trains `config`'s network (`train.loop.train`): (final state, summary)."""
+  return loop.train(config, workdir, compiler_options)

@@ -24,6 +24,7 @@ and, where it trains in steps,
 * `TRAINS = True`: it has checkpoints and epochs, and `--mode eval` draws its
   eval plots.
 
+`Method` wraps such a module with the defaults of the optional functions.
 `methods.harness` runs every method the same way: `main`, the ensembles and
 experiments/reproduce.py call `get(config.model)` and branch on nothing.
 Adding a method is one new module and its line in `_BUILT_IN`.
@@ -32,7 +33,7 @@ Adding a method is one new module and its line in `_BUILT_IN`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 from kmnist_jax.baselines import knn
 from kmnist_jax.baselines import svm
@@ -40,28 +41,37 @@ from kmnist_jax.core.errors import UserError
 from kmnist_jax.methods import network
 
 
-def _no_steps(workdir: str, checkpoint_step: int = -1) -> int:
-  del workdir, checkpoint_step
-  return 0
-
-
 @dataclasses.dataclass(frozen=True)
 class Method:
-  """One method's functions (see the module docstring)."""
-  names: tuple[str, ...]
-  check_config: Callable[[Any], None]
-  fit: Callable[..., tuple[Any, dict]]
-  probabilities: Callable[..., Any]
-  checkpoint_step: Callable[[str, int], int] = _no_steps
-  trains: bool = False
+  """A method module's functions (see the module docstring), with the
+  defaults of the optional ones."""
+  module: Any
 
-  @classmethod
-  def of(cls, module) -> 'Method':
-    """The method that `module` provides."""
-    return cls(tuple(module.NAMES), module.check_config, module.fit,
-               module.probabilities,
-               getattr(module, 'checkpoint_step', _no_steps),
-               bool(getattr(module, 'TRAINS', False)))
+  @property
+  def names(self) -> tuple[str, ...]:
+    return tuple(self.module.NAMES)
+
+  @property
+  def trains(self) -> bool:
+    return bool(getattr(self.module, 'TRAINS', False))
+
+  def check_config(self, config) -> None:
+    self.module.check_config(config)
+
+  def fit(self, config, workdir: str,
+          compiler_options: dict | None = None) -> tuple[Any, dict]:
+    return self.module.fit(config, workdir, compiler_options)
+
+  def probabilities(self, config, workdir: str, images,
+                    checkpoint_step: int = -1):
+    return self.module.probabilities(config, workdir, images,
+                                     checkpoint_step)
+
+  def checkpoint_step(self, workdir: str, checkpoint_step: int = -1) -> int:
+    """The step `probabilities` scores; a fit has one: 0."""
+    if not hasattr(self.module, 'checkpoint_step'):
+      return 0
+    return self.module.checkpoint_step(workdir, checkpoint_step)
 
 
 # The built-in methods, one line each.
@@ -75,7 +85,7 @@ _METHODS: dict[str, Method] = {}
 
 def register(module) -> Method:
   """Registers the method `module` provides under each of its names."""
-  method = Method.of(module)
+  method = Method(module)
   taken = [n for n in method.names if n in _METHODS]
   if taken:
     raise ValueError(f'method names already registered: {", ".join(taken)}')
