@@ -46,8 +46,9 @@ def private(st: os.stat_result, kind=stat.S_ISREG) -> bool:
           and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
-def setup() -> None:
-  """malloc (`cpu.malloc.keep_freed_memory`), then JAX's compilation cache.
+def setup(models=()) -> None:
+  """malloc (`cpu.malloc.keep_freed_memory` for `models`), then JAX's
+  compilation cache.
 
   Call it first, before JAX starts its threads. The cache lives in the user
   cache folder, created private (0700); set `KMNIST_JAX_COMPILATION_CACHE=0`
@@ -56,7 +57,7 @@ def setup() -> None:
   anyone's.
   """
   from kmnist_jax.cpu import malloc  # pylint: disable=g-import-not-at-top
-  malloc.keep_freed_memory()
+  malloc.keep_freed_memory(models)
   quiet_orbax_logs()
   setting = os.environ.get('KMNIST_JAX_COMPILATION_CACHE', '1')
   if not setting or switched_off(setting):
