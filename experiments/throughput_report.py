@@ -1,4 +1,4 @@
-"""experiments.throughput's report: `--out`.json and the tables of `--out`.md."""
+"""experiments.throughput's report: `--out`.json, and `--out`.md's tables."""
 
 from __future__ import annotations
 
@@ -128,8 +128,9 @@ def _profile_tables(rows: list[dict]) -> list[str]:
             'the most time per step (ops the thunk runtime runs concurrently '
             'overlap, so shares can sum past 100%):', '',
             md_table(['XLA op', 'ms/step', 'share of step', 'what it computes'],
-                     [[t['op'], fmt(t['ms'], '.1f'), fmt(100 * t['share'], '.0f')
-                       + '%', '`' + t['what'][:140] + '`'] for t in r['top']])]
+                     [[t['op'], fmt(t['ms'], '.1f'),
+                       fmt(100 * t['share'], '.0f') + '%',
+                       '`' + t['what'][:140] + '`'] for t in r['top']])]
   return out
 
 
