@@ -15,8 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A jitted function whose 40 MB intermediate XLA:CPU keeps in the execution's
 # temporary buffer, run 25 times; prints the minor page faults of runs 6-25.
 _FAULTS = r'''
-import json, resource, sys
-sys.path.insert(0, {root!r})
+import json, resource
 from kmnist_jax import runtime
 from kmnist_jax.cpu import malloc
 runtime.setup()
@@ -34,11 +33,18 @@ print(json.dumps(dict(
 '''
 
 
+def _checkout_env() -> dict:
+  """os.environ with this checkout first on PYTHONPATH."""
+  path = os.environ.get('PYTHONPATH')
+  return dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (ROOT, path) if p))
+
+
 def _faults(malloc: str) -> dict:
-  env = dict(os.environ, KMNIST_JAX_MALLOC=malloc,
+  env = dict(_checkout_env(), KMNIST_JAX_MALLOC=malloc,
              KMNIST_JAX_COMPILATION_CACHE='0')
-  out = subprocess.run([sys.executable, '-c', _FAULTS.format(root=ROOT)],
-                       env=env, check=True, capture_output=True, text=True)
+  out = subprocess.run([sys.executable, '-c', _FAULTS], env=env, check=True,
+                       capture_output=True, text=True)
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -180,11 +186,11 @@ def test_cuda_visible_devices_empty_hides_nvidia_gpus(monkeypatch):
 @pytest.mark.parametrize('module', ['kmnist_jax.cpu', 'kmnist_jax.cpu.malloc'])
 def test_import_needs_only_the_standard_library(module):
   # The PyTorch benchmark worker imports it in an environment without jax.
-  code = ('import sys; sys.path.insert(0, %r); import %s; '
+  code = ('import sys; import %s; '
           'print(sorted(m for m in ("jax", "absl", "numpy") '
-          'if m in sys.modules))' % (ROOT, module))
+          'if m in sys.modules))' % module)
   out = subprocess.run([sys.executable, '-c', code], check=True,
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=_checkout_env())
   assert out.stdout.strip() == '[]'
 
 
