@@ -7,7 +7,7 @@ defaults). A process's peak resident set size is its rusage `ru_maxrss`,
 read by `os.wait4` when it exits. Issue 32 bounds the ratio defaults / stock
 at 1.5 for DenseNet-BC-100 at batch 64.
 
-  python experiments/memory.py --out_dir experiments/results/memory
+  python -m experiments.memory --out_dir experiments/results/memory
 
 The runs train on `--train_split` of the dataset's test images (KMNIST's
 proxy split by default), so no training set is needed: the figures are
@@ -93,7 +93,7 @@ def table(rows: list[dict], args) -> str:
   for r in rows:
     lines.append(f'| {r["model"]} | {r["batch"]} | {r["defaults"]} | '
                  f'{r["stock"]} | {r["ratio"]:.2f} | {r["malloc"]} |')
-  lines += ['', f'* Command: `python experiments/memory.py '
+  lines += ['', f'* Command: `python -m experiments.memory '
             f'--train_split "{args.train_split}" --eval_split '
             f'"{args.eval_split}" --out_dir {args.out_dir}`',
             f'* One epoch of `{args.dataset}` {args.train_split} through the '

@@ -401,6 +401,11 @@ def main(argv=None) -> int:
     skipped = dict(s.split('=', 1) for s in args.skip)
     todo = [(n, ds) for n, ds in pairs if n not in skipped]
     if not args.collect:
+      # As the CLI does, before JAX starts its threads: malloc for the
+      # models this process will train.
+      runtime.setup(models=[
+          load_config(n, args.variant, 0, overrides, args.data_dir, ds).model
+          for n, ds in todo])
       for name, ds in todo:
         for seed in range(args.seeds):
           workdir = run_dir(args.workdir_root, args.variant, name, ds) / (
@@ -440,5 +445,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  runtime.setup()  # As the CLI does: before JAX starts its threads.
   sys.exit(main())

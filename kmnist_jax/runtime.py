@@ -1,7 +1,7 @@
 """Process-level settings: malloc, the persistent compilation cache, logs.
 
 Imports nothing beyond the standard library at module level, so that the
-PyTorch benchmark worker (experiments/torch_models.py, its own environment)
+PyTorch benchmark worker (experiments/torch_worker.py, its own environment)
 can use `kmnist_jax.cpu.malloc`, which imports it.
 """
 

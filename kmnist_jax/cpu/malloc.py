@@ -1,7 +1,7 @@
 """glibc malloc settings for XLA:CPU, applied before JAX starts.
 
 Imports only the standard library: the PyTorch benchmark worker
-(experiments/torch_models.py, its own environment without jax) applies the
+(experiments/torch_worker.py, its own environment without jax) applies the
 same settings. On a GPU they are not applied: whether JAX will pick one is
 judged from the environment, without starting JAX (`accelerator_expected`).
 """
