@@ -12,7 +12,7 @@ epochs to get there. Evaluating from epoch 14 only: an evaluation over the
 before epoch 14 none came near 0.99 (0.9835 at epoch 13).
 
   python -m kmnist_jax.main --config configs/speedrun.py --workdir W
-  python experiments/speedrun.py --seeds 3    # time to 0.99, JAX and PyTorch
+  python -m experiments.speedrun --seeds 3   # time to 0.99, JAX and PyTorch
 
 Only the proxy is meaningful here (the default variant is the proxy: train
 on test[:8000], evaluate on test[8000:]; not a KMNIST benchmark result).

@@ -1,7 +1,6 @@
 """Which difference makes the manifold-mixup PreActResNet-18 diverge? (issue 16)
 
-  /work/torchvenv/bin/python experiments/preact18_divergence.py \\
-      --data_dir /work/shared/data/kmnist --steps 60
+  V/bin/python -m experiments.preact18_divergence --data_dir DATA --steps 60
 
 PyTorch only (the divergence showed in JAX and in this port alike). Trains
 PreActResNet-18 on the offline proxy (test[:8000]; never a benchmark

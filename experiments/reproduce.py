@@ -3,17 +3,17 @@
 On a machine with the full KMNIST and K49 data, one command runs every row
 over 3 seeds and writes experiments/results/full/full.md and .csv:
 
-  python experiments/reproduce.py --name full --seeds 3
+  python -m experiments.reproduce --name full --seeds 3
 
 The MNIST column (and Fashion-MNIST's: `--datasets fashion_mnist`) runs the
 KMNIST rows' configs on that dataset (`configs/<exp>.py:mnist`), on the full
 60,000 / 10,000 split:
 
-  python experiments/reproduce.py --name mnist --datasets mnist --seeds 3
+  python -m experiments.reproduce --name mnist --datasets mnist --seeds 3
 
 The offline proxy (KMNIST test set only), with per-config epoch caps:
 
-  python experiments/reproduce.py --name proxy --variant proxy --seeds 3 \
+  python -m experiments.reproduce --name proxy --variant proxy --seeds 3 \
       --datasets kmnist --override resnet_preact20_cutout:num_epochs=4
 
 `--collect` only rebuilds the table from finished workdirs. Runs live in
@@ -35,17 +35,27 @@ import shlex
 import sys
 import time
 
+import jax
 import numpy as np
 import pandas as pd
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-  sys.path.insert(0, str(REPO))
+if __name__ == '__main__' and not __package__:  # A file, not -m.
+  print('run it from the repository root as: python -m '
+        'experiments.reproduce [options]', file=sys.stderr)
+  sys.exit(2)
 
-from kmnist_jax.config import base as configlib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from kmnist_jax.data import datasets as data_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from kmnist_jax.core import metrics as metrics_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from kmnist_jax.core.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=wrong-import-position
+from kmnist_jax.config import base as configlib
+from kmnist_jax.data import datasets as data_lib
+from kmnist_jax.core import fileio
+from kmnist_jax import main as main_lib
+from kmnist_jax.core import metrics as metrics_lib
+from kmnist_jax import runtime
+from kmnist_jax.cpu import features
+from kmnist_jax.core.errors import UserError
+from kmnist_jax.methods import registry
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 CONFIG_DIR = REPO / 'configs'
 RESULTS_DIR = REPO / 'experiments' / 'results'
@@ -118,8 +128,6 @@ FOOTNOTE = ('Published numbers: rois-codh/kmnist README table (hysts README '
 def machine() -> str:
   """Device description: accelerator kind, or the CPU model (with the AMX /
   avx512_bf16 flags that pick oneDNN's kernels) and cores."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from kmnist_jax.cpu import features  # pylint: disable=g-import-not-at-top
   dev = jax.devices()[0]
   if dev.platform != 'cpu':
     return f'{jax.device_count()} x {dev.device_kind}'
@@ -185,10 +193,6 @@ def final_metrics(workdir: str) -> dict:
 def run_one(name: str, variant: str, seed: int, overrides: dict,
             workdir: str, data_dir: str = '', dataset: str = '') -> dict:
   """Trains (or resumes) one config/seed; writes and returns its sidecar."""
-  # pylint: disable=g-import-not-at-top
-  from kmnist_jax import main
-  from kmnist_jax.core import fileio
-  from kmnist_jax.methods import registry
   sidecar = os.path.join(workdir, SIDECAR)
   if os.path.exists(sidecar):
     with open(sidecar) as f:
@@ -196,7 +200,7 @@ def run_one(name: str, variant: str, seed: int, overrides: dict,
   config = load_config(name, variant, seed, overrides, data_dir, dataset)
   os.makedirs(os.path.dirname(workdir), exist_ok=True)
   t0 = time.time()
-  _, summary = main.train_and_evaluate(config, workdir)
+  _, summary = main_lib.train_and_evaluate(config, workdir)
   if summary['interrupted']:
     raise KeyboardInterrupt(summary['interrupted'])
   info = data_lib.get_info(config.dataset)
@@ -396,6 +400,11 @@ def main(argv=None) -> int:
     skipped = dict(s.split('=', 1) for s in args.skip)
     todo = [(n, ds) for n, ds in pairs if n not in skipped]
     if not args.collect:
+      # As the CLI does, before JAX starts its threads: malloc for the
+      # models this process will train.
+      runtime.setup(models=[
+          load_config(n, args.variant, 0, overrides, args.data_dir, ds).model
+          for n, ds in todo])
       for name, ds in todo:
         for seed in range(args.seeds):
           workdir = run_dir(args.workdir_root, args.variant, name, ds) / (
@@ -422,7 +431,7 @@ def main(argv=None) -> int:
                          else 'test') + ' metric. Epochs: run (of the '
              'recipe\'s, when capped). Overrides: '
              + (', '.join(args.override) or 'none') + '.',
-             'Command: `python experiments/reproduce.py '
+             'Command: `python -m experiments.reproduce '
              + _command_args(argv if argv is not None else sys.argv[1:]) + '`'
             ] + args.note
     md, csv = write_table(df, args.name, title, notes,
@@ -435,6 +444,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  from kmnist_jax import runtime  # pylint: disable=g-import-not-at-top
-  runtime.setup()  # As the CLI does: before JAX starts its threads.
   sys.exit(main())

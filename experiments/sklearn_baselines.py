@@ -17,7 +17,7 @@ Each is compared prediction for prediction with our workdir's
   .venv/bin/python -m kmnist_jax.main --config configs/knn.py:mnist --workdir W/knn
   .venv/bin/python -m kmnist_jax.main --mode eval --workdir W/knn
   (the same for pca_knn)
-  .venv/bin/python experiments/sklearn_baselines.py --data_dir ../shared/data/mnist \
+  .venv/bin/python -m experiments.sklearn_baselines --data_dir ../shared/data/mnist \
       --knn_workdir W/knn --pca_workdir W/pca_knn --out experiments/results/mnist/sklearn_knn
 """
 
@@ -31,10 +31,17 @@ import sys
 import time
 
 import numpy as np
+import sklearn
+from sklearn.decomposition import PCA
+from sklearn.neighbors import KNeighborsClassifier
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-  sys.path.insert(0, str(REPO))
+if __name__ == '__main__' and not __package__:  # A file, not -m.
+  print('run it from the repository root as: python -m '
+        'experiments.sklearn_baselines [options]', file=sys.stderr)
+  sys.exit(2)
+
+# pylint: disable=wrong-import-position
+from kmnist_jax.cpu import features
 
 
 def read_idx(path: pathlib.Path) -> np.ndarray:
@@ -77,10 +84,6 @@ def compare(name: str, pred: np.ndarray, y: np.ndarray,
 
 
 def main(argv=None) -> int:
-  # pylint: disable=g-import-not-at-top
-  import sklearn
-  from sklearn.decomposition import PCA
-  from sklearn.neighbors import KNeighborsClassifier
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--data_dir', required=True)
   p.add_argument('--knn_workdir', default='')
@@ -106,7 +109,6 @@ def main(argv=None) -> int:
   if args.out:
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from kmnist_jax.cpu import features  # standard library only
     meta = {'data_dir': args.data_dir, 'sklearn': sklearn.__version__,
             'cpu': features.describe()}
     out.with_suffix('.json').write_text(json.dumps(

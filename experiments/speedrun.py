@@ -1,8 +1,7 @@
 """Time to 0.99 on the offline proxy: configs/speedrun.py, and PyTorch.
 
-  KMNIST_JAX_DATA_DIR=/work/shared/data/kmnist \\
-  KMNIST_JAX_TORCH_PYTHON=/work/torchvenv/bin/python \\
-  .venv/bin/python experiments/speedrun.py --seeds 3
+  KMNIST_JAX_DATA_DIR=DATA KMNIST_JAX_TORCH_PYTHON=V/bin/python \\
+  .venv/bin/python -m experiments.speedrun --seeds 3
 
 The JAX side runs the real command line (`python -m kmnist_jax.main --config
 configs/speedrun.py --config.seed=S`, compilation cache off) and reads its
@@ -11,7 +10,7 @@ compilation included) to the moment the first eval record at or above
 `--target` appears; the run is then stopped. The PyTorch side, when
 `--torch_python` is given, trains the port of the hysts recipe
 (configs/resnet_preact20_cutout.py, its cosine schedule compressed to
-`--torch_epochs`) with experiments/torch_models.py's `fit` and reports the
+`--torch_epochs`) with experiments/torch_worker.py's `fit` and reports the
 time at the end of the first epoch whose eval accuracy reaches the target.
 Seeds and sides alternate. Writes `--out`.md and .json.
 """
@@ -21,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shlex
 import statistics
 import subprocess
@@ -28,11 +28,18 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'experiments'))
+if __name__ == '__main__' and not __package__:  # A file, not -m.
+  print('run it from the repository root as: python -m '
+        'experiments.speedrun [options]', file=sys.stderr)
+  sys.exit(2)
 
-from kmnist_jax.cpu import features  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=wrong-import-position
+from experiments import recipe
+from experiments import report
+from experiments import torch_client
+from kmnist_jax.cpu import features
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _eval_records(path: str, seen: int):
@@ -138,8 +145,8 @@ def main(argv=None):
   p.add_argument('--out', default=os.path.join(ROOT, 'experiments', 'results',
                                                'speedrun', 'speedrun'))
   args = p.parse_args(argv)
-  import platform  # pylint: disable=g-import-not-at-top
-  results = dict(command=shlex.join(['python'] + sys.argv), target=args.target,
+  results = dict(command=report.command_line('speedrun', sys.argv[1:]),
+                 target=args.target,
                  date=time.strftime('%Y-%m-%d %H:%M'),
                  load_start='/'.join(f'{x:.1f}' for x in os.getloadavg()),
                  machine=f'{features.describe()}, {os.cpu_count()} cores, Python '
@@ -149,9 +156,8 @@ def main(argv=None):
                                f'{args.torch_epochs} epochs'))
   torch = None
   if args.torch_python:
-    import throughput  # pylint: disable=g-import-not-at-top
-    torch = throughput.TorchWorker(args.torch_python, args.data_dir,
-                                   throughput.torch_env('same'))
+    torch = torch_client.TorchWorker(args.torch_python, args.data_dir,
+                                     torch_client.torch_env('same'))
   try:
     with tempfile.TemporaryDirectory() as root:
       for seed in range(max(args.seeds, args.torch_seeds if torch else 0)):
@@ -175,10 +181,9 @@ def main(argv=None):
 
 def torch_time_to(torch, args, seed: int) -> dict:
   """The PyTorch port of the hysts recipe, per-epoch eval, until target."""
-  import parity  # pylint: disable=g-import-not-at-top
-  config = parity.compressed_config('resnet_preact20_cutout',
+  config = recipe.compressed_config('resnet_preact20_cutout',
                                     args.torch_epochs, seed, args.data_dir)
-  out = torch('fit', recipe=parity.torch_recipe(config), seed=seed,
+  out = torch('fit', recipe=recipe.torch_recipe(config), seed=seed,
               steps_curve=0, target=args.target)
   if 'error' in out:
     raise RuntimeError(f'torch worker: {out["error"]}')

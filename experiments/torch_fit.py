@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import schedules  # pylint: disable=g-import-not-at-top
+from experiments import schedules
 
 # Stages of each port: manifold mixup point k mixes the output of stage k.
 STAGES = {'preact_resnet18': 4, 'resnet_preact20': 3,

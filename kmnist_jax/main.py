@@ -21,6 +21,7 @@ same command (Ctrl-C elsewhere also exits 130, writing nothing half).
 from __future__ import annotations
 
 import difflib
+import json
 import logging as logging_std
 import os
 import re
@@ -120,7 +121,8 @@ def _run(argv) -> int:
     fields.check_config(_CONFIG.value)
   if not flags.FLAGS['verbosity'].present:  # --verbosity=0: every INFO line.
     runtime.quiet_library_logs()
-  runtime.setup()  # Before JAX starts its threads: see keep_freed_memory.
+  # Before JAX starts its threads: see keep_freed_memory.
+  runtime.setup(models=_models_to_run())
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value,
                          _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
@@ -138,8 +140,12 @@ def _run(argv) -> int:
   console.say(f'JAX process {jax.process_index()}/{jax.process_count()}, '
               f'devices: {devices}')
   if jax.default_backend() == 'cpu':  # What picks oneDNN's kernels.
-    from kmnist_jax.cpu import features  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    from kmnist_jax.cpu import features
+    from kmnist_jax.cpu import malloc
+    # pylint: enable=g-import-not-at-top
     console.say(f'CPU: {features.describe()}')
+    console.say(f'malloc: {malloc.describe()}')
   mode = _MODE.value
   if mode == 'train':
     if _CONFIG.value is None:
@@ -208,6 +214,24 @@ def _gist(text) -> str:
     tail = re.sub(r'^\w+(Error|Exception): ', '', lines[-1])
     return one_line(f'{head} {tail}', limit=1000)
   return one_line(' '.join(lines), limit=1000)
+
+
+def _models_to_run() -> list[str]:
+  """The models this process will run, read before JAX starts: the config's,
+  or the one each workdir (and ensemble member) records. A workdir whose
+  config cannot be read adds nothing here; the mode itself says why."""
+  if _CONFIG.value is not None:
+    return [_CONFIG.value.model]
+  names = []
+  workdirs = [_WORKDIR.value] + [w for v in _ENSEMBLE.value or ()
+                                 for w in v.split(',') if w]
+  for workdir in workdirs:
+    try:
+      with open(os.path.join(workdir, 'config.json')) as f:
+        names.append(str(json.load(f).get('model', '')))
+    except (OSError, ValueError, AttributeError):
+      continue
+  return names
 
 
 def _config_arg(argv) -> str | None:

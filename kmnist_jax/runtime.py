@@ -1,7 +1,7 @@
 """Process-level settings: malloc, the persistent compilation cache, logs.
 
 Imports nothing beyond the standard library at module level, so that the
-PyTorch benchmark worker (experiments/torch_models.py, its own environment)
+PyTorch benchmark worker (experiments/torch_worker.py, its own environment)
 can use `kmnist_jax.cpu.malloc`, which imports it.
 """
 
@@ -18,8 +18,9 @@ def cache_dir() -> str:
   return user_cache_dir('jax_compilation_cache')
 
 
-def setup() -> None:
-  """malloc (`cpu.malloc.keep_freed_memory`), then JAX's compilation cache.
+def setup(models=()) -> None:
+  """malloc (`cpu.malloc.keep_freed_memory` for `models`), then JAX's
+  compilation cache.
 
   Call it first, before JAX starts its threads. The cache lives in the user
   cache folder, created private (0700); set `KMNIST_JAX_COMPILATION_CACHE=0`
@@ -28,7 +29,7 @@ def setup() -> None:
   anyone's.
   """
   from kmnist_jax.cpu import malloc  # pylint: disable=g-import-not-at-top
-  malloc.keep_freed_memory()
+  malloc.keep_freed_memory(models)
   quiet_orbax_logs()
   setting = os.environ.get('KMNIST_JAX_COMPILATION_CACHE', '1')
   if not setting or switched_off(setting):

@@ -5,9 +5,7 @@ random images; the loader warns about their md5 and goes on), so they need
 no real data.
 """
 
-import importlib.util
 import pathlib
-import sys
 import warnings
 
 import jax
@@ -16,6 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from experiments import reproduce
 from kmnist_jax import main
 from kmnist_jax.config import base as configlib
 from kmnist_jax.core.errors import UserError
@@ -134,11 +133,6 @@ def test_cutout_fill_is_the_value_of_the_square():
 
 
 def test_reproduce_rows_name_existing_configs():
-  spec = importlib.util.spec_from_file_location(
-      'reproduce', REPO / 'experiments' / 'reproduce.py')
-  reproduce = importlib.util.module_from_spec(spec)
-  sys.modules.setdefault('reproduce', reproduce)  # For its dataclasses.
-  spec.loader.exec_module(reproduce)
   named = {c for row in reproduce.ROWS
            for c in (row.kmnist_config, row.k49_config) if c}
   assert named <= set(CONFIGS)

@@ -15,8 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A jitted function whose 40 MB intermediate XLA:CPU keeps in the execution's
 # temporary buffer, run 25 times; prints the minor page faults of runs 6-25.
 _FAULTS = r'''
-import json, resource, sys
-sys.path.insert(0, {root!r})
+import json, resource
 from kmnist_jax import runtime
 from kmnist_jax.cpu import malloc
 runtime.setup()
@@ -34,11 +33,18 @@ print(json.dumps(dict(
 '''
 
 
+def _checkout_env() -> dict:
+  """os.environ with this checkout first on PYTHONPATH."""
+  path = os.environ.get('PYTHONPATH')
+  return dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (ROOT, path) if p))
+
+
 def _faults(malloc: str) -> dict:
-  env = dict(os.environ, KMNIST_JAX_MALLOC=malloc,
+  env = dict(_checkout_env(), KMNIST_JAX_MALLOC=malloc,
              KMNIST_JAX_COMPILATION_CACHE='0')
-  out = subprocess.run([sys.executable, '-c', _FAULTS.format(root=ROOT)],
-                       env=env, check=True, capture_output=True, text=True)
+  out = subprocess.run([sys.executable, '-c', _FAULTS], env=env, check=True,
+                       capture_output=True, text=True)
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -93,6 +99,46 @@ def test_applied_on_the_cpu(monkeypatch, libc):
   assert 'keeps freed memory' in malloc.describe()
 
 
+@pytest.mark.skipif(not os.confstr('CS_GNU_LIBC_VERSION').startswith('glibc'),
+                    reason='glibc only')
+def test_kept_for_the_small_cnns_and_resnets(monkeypatch, libc):
+  monkeypatch.setattr(malloc, '_gpu_devices', lambda: [])
+  assert malloc.keep_freed_memory(['keras_cnn', 'resnet_preact20']) is True
+  assert libc.last.calls == [(-8, 1), (-4, 0), (-1, 2**31 - 1)]
+
+
+@pytest.mark.parametrize('models', [['densenet_bc100_k12'],
+                                    ['keras_cnn', 'densenet100_k12']])
+def test_not_applied_for_a_densenet(monkeypatch, libc, models):
+  """Its ever-larger buffers fragment one heap (issue 32: 20.6 GB against
+  4.0 GB peak RSS): any DenseNet in the process keeps the defaults."""
+  monkeypatch.setattr(malloc, '_gpu_devices', lambda: [])
+  assert malloc.keep_freed_memory(models) is False
+  assert libc.last is None
+  assert malloc.describe() == (
+      "the C library's defaults (not for %s: buffers that grow block by "
+      'block fragment one heap)' % models[-1])
+
+
+def test_the_cli_reads_the_models_before_jax_starts(tmp_path, monkeypatch):
+  """`main` picks the malloc setting from the config, or from the workdirs
+  eval reads (the run and its ensemble members)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import main  # pylint: disable=g-import-not-at-top
+  runs = []
+  for name in ('keras_cnn', 'densenet_bc100_k12'):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / 'config.json').write_text(
+        '{"model": "%s", "dataset": "kmnist"}' % name)
+    runs.append(str(tmp_path / name))
+  flags.FLAGS(['main', '--workdir', runs[0], '--ensemble', runs[1] + ',' +
+               str(tmp_path / 'absent')])
+  try:
+    assert main._models_to_run() == ['keras_cnn', 'densenet_bc100_k12']  # pylint: disable=protected-access
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
 @pytest.mark.parametrize('platforms', ['cuda', 'gpu', 'rocm', 'tpu',
                                        'cuda,cpu'])
 def test_not_applied_where_jax_platforms_names_an_accelerator(
@@ -140,11 +186,11 @@ def test_cuda_visible_devices_empty_hides_nvidia_gpus(monkeypatch):
 @pytest.mark.parametrize('module', ['kmnist_jax.cpu', 'kmnist_jax.cpu.malloc'])
 def test_import_needs_only_the_standard_library(module):
   # The PyTorch benchmark worker imports it in an environment without jax.
-  code = ('import sys; sys.path.insert(0, %r); import %s; '
+  code = ('import sys; import %s; '
           'print(sorted(m for m in ("jax", "absl", "numpy") '
-          'if m in sys.modules))' % (ROOT, module))
+          'if m in sys.modules))' % module)
   out = subprocess.run([sys.executable, '-c', code], check=True,
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=_checkout_env())
   assert out.stdout.strip() == '[]'
 
 

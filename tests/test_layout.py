@@ -150,12 +150,66 @@ def test_the_training_loop_is_short():
   assert len(lines) <= MAX_LOOP_LINES, len(lines)
 
 
-def test_no_function_is_long():
+# experiments/ (issue 33): a package like kmnist_jax, held to the same sizes.
+
+EXPERIMENTS = PACKAGE.parent / 'experiments'
+
+
+def _long_functions(root: pathlib.Path) -> dict[str, int]:
+  """'file.py:Class.function' -> lines (def to last line, decorators
+  included) of each function under `root` longer than MAX_FUNCTION_LINES."""
   long = {}
-  for name, path in _modules().items():
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-        if (n := node.end_lineno - first + 1) > MAX_FUNCTION_LINES:
-          long[f'{name}.{node.name}'] = n
+
+  def visit(node, prefix, path):
+    for child in ast.iter_child_nodes(node):
+      if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
+                            ast.ClassDef)):
+        name = f'{prefix}{child.name}'
+        if not isinstance(child, ast.ClassDef):
+          first = min([child.lineno] + [d.lineno for d in
+                                        child.decorator_list])
+          n = child.end_lineno - first + 1
+          if n > MAX_FUNCTION_LINES:
+            long[f'{path.relative_to(root.parent)}:{name}'] = n
+        visit(child, name + '.', path)
+      else:
+        visit(child, prefix, path)
+
+  for path in sorted(root.rglob('*.py')):
+    visit(ast.parse(path.read_text(), str(path)), '', path)
+  return long
+
+
+def test_long_functions_finds_a_long_method(tmp_path):
+  root = tmp_path / 'pkg'
+  root.mkdir()
+  body = '\n'.join(f'    x = {i}' for i in range(MAX_FUNCTION_LINES))
+  (root / 'm.py').write_text(f'class A:\n  def f(self):\n{body}\n'
+                             '  def g(self):\n    return 1\n')
+  assert _long_functions(root) == {
+      'pkg/m.py:A.f': MAX_FUNCTION_LINES + 1}
+
+
+def test_no_experiments_module_is_long():
+  long = {path.name: n for path in sorted(EXPERIMENTS.rglob('*.py'))
+          if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+  assert not long, f'modules over {MAX_MODULE_LINES} lines: {long}'
+
+
+def test_no_experiments_function_is_long():
+  long = _long_functions(EXPERIMENTS)
+  assert not long, f'functions over {MAX_FUNCTION_LINES} lines: {long}'
+
+
+def test_experiments_import_as_a_package():
+  """No experiments file edits sys.path: they import `experiments.x`."""
+  assert (EXPERIMENTS / '__init__.py').is_file()
+  edits = [path.name for path in sorted(EXPERIMENTS.rglob('*.py'))
+           if 'sys.path.insert' in path.read_text()
+           or 'sys.path.append' in path.read_text()]
+  assert not edits, f'sys.path edited in {edits}'
+
+
+def test_no_function_is_long():
+  long = _long_functions(PACKAGE)
   assert not long, f'functions over {MAX_FUNCTION_LINES} lines: {long}'

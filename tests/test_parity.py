@@ -1,4 +1,4 @@
-"""experiments/parity.py, schedules.py and torch_fit.py (issue 16).
+"""experiments.parity, schedules and torch_fit (issue 16).
 
 The PyTorch parts run in the torch venv (KMNIST_JAX_TORCH_PYTHON, else
 /work/torchvenv/bin/python); those tests skip without it.
@@ -9,7 +9,6 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,37 +16,40 @@ import pytest
 from kmnist_jax.train import augment
 from kmnist_jax.config import base as configlib
 from kmnist_jax.train import optim
+from experiments import parity
+from experiments import parity_report
+from experiments import recipe
+from experiments import schedules
 from kmnist_jax.core.errors import UserError
 
 from conftest import make_learnable_dir  # pylint: disable=g-bad-import-order
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'experiments'))
-import parity  # pylint: disable=g-import-not-at-top,wrong-import-position
-import schedules  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TORCH_PYTHON = os.environ.get('KMNIST_JAX_TORCH_PYTHON',
                               '/work/torchvenv/bin/python')
 needs_torch = pytest.mark.skipif(not os.path.exists(TORCH_PYTHON),
                                  reason=f'no torch venv at {TORCH_PYTHON}')
+# The torch venv imports `experiments` from this checkout.
+_TORCH_ENV = dict(os.environ, PYTHONPATH=str(REPO))
 
 
 @pytest.mark.parametrize('epochs, expected', [
     (200, '100,150'), (10, '5,8'), (4, '2,3'), (3, '2,3'), (2, '1,2'),
     (1, '1,2')])
 def test_milestones_keep_their_fractions(epochs, expected):
-  assert parity.scale_milestones('100,150', 200, epochs) == expected
+  assert recipe.scale_milestones('100,150', 200, epochs) == expected
 
 
 def test_recipe_of_the_multistep_and_mixup_configs():
-  c = parity.compressed_config('preact_resnet18_manifold_mixup', 10, 2,
+  c = recipe.compressed_config('preact_resnet18_manifold_mixup', 10, 2,
                                '/data', 300)
   assert (c.num_epochs, c.lr_milestones, c.seed, c.data_dir) == (
       10, '5,8', 2, '/data')
   assert (c.train_split, c.eval_split) == ('test[:8000]', 'test[8000:]')
   assert (c.log_loss_steps, c.write_plots, c.eval_from_epoch) == (300, False,
                                                                   10)
-  r = parity.torch_recipe(c)
+  r = recipe.torch_recipe(c)
   assert {k: r[k] for k in (
       'model', 'num_epochs', 'batch_size', 'optimizer', 'learning_rate',
       'momentum', 'nesterov', 'weight_decay', 'lr_schedule', 'lr_milestones',
@@ -63,14 +65,14 @@ def test_recipe_of_the_multistep_and_mixup_configs():
 
 
 def test_recipe_of_the_cosine_cutout_and_onecycle_configs():
-  c = parity.compressed_config('resnet_preact20_cutout', 3, 0, '', 50,
+  c = recipe.compressed_config('resnet_preact20_cutout', 3, 0, '', 50,
                                (512, 256))
   assert (c.train_split, c.eval_split) == ('test[:512]', 'test[8000:8256]')
   assert c.matmul_precision == 'default'
-  assert parity.compressed_config(
+  assert recipe.compressed_config(
       'resnet_preact20_cutout', 3, 0,
       matmul_precision='bfloat16').matmul_precision == 'bfloat16'
-  r = parity.torch_recipe(c, (512, 256))
+  r = recipe.torch_recipe(c, (512, 256))
   assert {k: r[k] for k in (
       'lr_schedule', 'learning_rate', 'augment_translate', 'cutout_size',
       'cutout_fill', 'input_mean', 'input_std', 'lr_milestones',
@@ -79,7 +81,7 @@ def test_recipe_of_the_cosine_cutout_and_onecycle_configs():
           cutout_size=14, cutout_fill=0.1904, input_mean=0.1904,
           input_std=0.3475, lr_milestones=[], train_examples=512,
           eval_examples=256)
-  r = parity.torch_recipe(parity.compressed_config('best', 3, 0))
+  r = recipe.torch_recipe(recipe.compressed_config('best', 3, 0))
   assert (r['lr_schedule'], r['tta_shift'], r['label_smoothing'],
           r['weight_decay']) == ('onecycle', 1, 0.1, 5e-4)
   assert r['onecycle'] == dict(pct_start=0.3, div_factor=25.0,
@@ -94,26 +96,26 @@ def test_recipe_of_the_cosine_cutout_and_onecycle_configs():
     ('no_such_config', "^config 'no_such_config': .* does not exist$")])
 def test_configs_without_a_pytorch_side_are_refused(name, match):
   with pytest.raises(UserError, match=match):
-    parity.compressed_config(name, 2, 0)
+    recipe.compressed_config(name, 2, 0)
 
 
 def test_k49_recipe_on_the_kmnist_proxy():
-  c = parity.compressed_config('k49_densenet100', 2, 0, k49_on_kmnist=True)
-  r = parity.torch_recipe(c)
+  c = recipe.compressed_config('k49_densenet100', 2, 0, k49_on_kmnist=True)
+  r = recipe.torch_recipe(c)
   assert (c.dataset, r['num_classes'], r['model'], r['batch_size'],
           r['lr_schedule'], r['augment_translate']) == (
               'kmnist', 10, 'densenet_bc100_k12', 1536, 'cosine', 4)
-  assert parity.compressed_config('keras_cnn', 2, 0,
+  assert recipe.compressed_config('keras_cnn', 2, 0,
                                   k49_on_kmnist=True).dataset == 'kmnist'
 
 
 def test_batch_size_override_reaches_both_sides():
   """--batch_size replaces the recipe's batch on both sides, nothing else."""
-  plain = parity.compressed_config('k49_densenet100', 3, 0, k49_on_kmnist=True)
-  small = parity.compressed_config('k49_densenet100', 3, 0, k49_on_kmnist=True,
+  plain = recipe.compressed_config('k49_densenet100', 3, 0, k49_on_kmnist=True)
+  small = recipe.compressed_config('k49_densenet100', 3, 0, k49_on_kmnist=True,
                                    batch_size=64)
   assert (plain.batch_size, small.batch_size) == (1536, 64)
-  r, r64 = parity.torch_recipe(plain), parity.torch_recipe(small)
+  r, r64 = recipe.torch_recipe(plain), recipe.torch_recipe(small)
   assert r64['batch_size'] == 64
   assert {k: v for k, v in r64.items() if k != 'batch_size'} == {
       k: v for k, v in r.items() if k != 'batch_size'}
@@ -125,30 +127,31 @@ def test_batch_size_override_reaches_both_sides():
 @pytest.mark.parametrize('name', ['preact_resnet18', 'resnet_preact20_cutout',
                                   'best', 'keras_cnn'])
 def test_plain_python_schedule_equals_optax(name):
-  c = parity.compressed_config(name, 3, 0)
+  c = recipe.compressed_config(name, 3, 0)
   spe = 7
-  recipe = dict(parity.torch_recipe(c), steps_per_epoch=spe)
+  r = dict(recipe.torch_recipe(c), steps_per_epoch=spe)
   jax_lr = optim.create_schedule(c, spe)
   ts = range(3 * spe + 3)
-  np.testing.assert_allclose([schedules.lr_at(recipe, t) for t in ts],
+  np.testing.assert_allclose([schedules.lr_at(r, t) for t in ts],
                              [float(jax_lr(t)) for t in ts], rtol=2e-5,
                              atol=1e-9)
   if name == 'preact_resnet18':  # Milestones 2, 3 of 3 epochs: one decay.
-    assert schedules.lr_at(recipe, 2 * spe - 1) == 0.1
-    assert schedules.lr_at(recipe, 2 * spe) == pytest.approx(0.01)
+    assert schedules.lr_at(r, 2 * spe - 1) == 0.1
+    assert schedules.lr_at(r, 2 * spe) == pytest.approx(0.01)
 
 
 def test_separation_step():
   zeros, ones = np.zeros(60), np.ones(60)
   mean_b = np.r_[np.zeros(30), np.full(30, 3.0)]
-  assert parity.separation_step(zeros, ones, mean_b, ones) == 31
-  assert parity.separation_step(zeros, ones, zeros, ones) is None
+  assert parity_report.separation_step(zeros, ones, mean_b, ones) == 31
+  assert parity_report.separation_step(zeros, ones, zeros, ones) is None
   # Apart for 19 steps, together once, then apart for 20: the second run.
   gaps = np.r_[np.zeros(5), np.full(19, 3.0), [0.0], np.full(20, 3.0)]
-  assert parity.separation_step(np.zeros(45), np.ones(45), gaps,
+  assert parity_report.separation_step(np.zeros(45), np.ones(45), gaps,
                                 np.ones(45)) == 26
   # Exactly the sum of the stds is not apart.
-  assert parity.separation_step(zeros, ones, np.full(60, 2.0), ones) is None
+  assert parity_report.separation_step(zeros, ones, np.full(60, 2.0),
+                                       ones) is None
 
 
 def _runs(side, accs, curves, seconds):
@@ -162,27 +165,27 @@ def test_summary_and_writer(tmp_path):
   low = [[2.0] * 2 + [0.5] * 23, [2.2] * 2 + [0.7] * 23]
   runs = (_runs('jax', [0.90, 0.92], flat, [9.0, 1.0, 3.0])
           + _runs('torch', [0.89, 0.89], low, [5.0, 2.0, 2.0]))
-  row = parity.summarize('keras_cnn', runs, 12)
+  row = parity_report.summarize('keras_cnn', runs, 12)
   assert row['jax_mean'] == pytest.approx(0.91)
   assert row['jax_std'] == pytest.approx(np.std([0.90, 0.92], ddof=1))
   assert row['diff_points'] == pytest.approx(2.0)
   assert row['jax_s_per_epoch'] == 2.0  # Median of epochs 2.., not 9.
   assert (row['curve_steps'], row['separation_step']) == (25, 3)
-  meta = dict(command='python experiments/parity.py --configs keras_cnn',
+  meta = dict(command='python -m experiments.parity --configs keras_cnn',
               date='2026-01-01 00:00', seeds=2, epochs=2, steps_curve=25,
               sizes=(8000, 2000), notes=['a note'],
               machine=dict(cpu='CPU', cores=2, python='3.12', jax='0', flax='0',
                            load_average_start=(1.0, 1.0, 1.0),
                            load_average_end=(2.0, 2.0, 2.0)))
   out = str(tmp_path / 'r' / 'parity')
-  written = parity.write_outputs(out, [row], runs, meta)
+  written = parity_report.write_outputs(out, [row], runs, meta)
   assert sorted(os.path.basename(p) for p in written) == [
       'parity.csv', 'parity.md', 'parity_keras_cnn.png', 'parity_runs.json']
   md = open(out + '.md').read()
   assert ('| keras_cnn | 2 (12) | 2 | 91.00 ± 1.41% | 89.00 ± 0.00% | '
           '+2.00 ± 1.00 | 2.0 | 2.0 | step 3 |') in md
   assert 'at start 1.0/1.0/1.0, at end 2.0/2.0/2.0' in md
-  assert '`python experiments/parity.py --configs keras_cnn`' in md
+  assert '`python -m experiments.parity --configs keras_cnn`' in md
   assert '![keras_cnn loss curves](parity_keras_cnn.png)' in md
   assert '- a note' in md
   rows = list(csv.DictReader(open(out + '.csv')))
@@ -190,37 +193,39 @@ def test_summary_and_writer(tmp_path):
   assert float(rows[0]['torch_mean']) == pytest.approx(0.89)
   assert os.path.getsize(out + '_keras_cnn.png') > 1000
   assert len(json.load(open(out + '_runs.json'))['runs']) == 4
-  one = parity.summarize('keras_cnn', runs[:1], 12)
-  assert one['torch_n'] == 0 and parity.separation_text(one).startswith('n/a')
+  one = parity_report.summarize('keras_cnn', runs[:1], 12)
+  assert one['torch_n'] == 0
+  assert parity_report.separation_text(one).startswith('n/a')
 
 
 def test_chance_epoch_and_epoch_lines(tmp_path):
   hist = lambda *accs: [{'epoch': i + 1, 'accuracy': a}
                         for i, a in enumerate(accs)]
-  assert parity.chance_epoch(hist(0.097, 0.1999, 0.2, 0.9), 10) == 3
-  assert parity.chance_epoch(hist(0.097, 0.15), 10) is None
-  assert parity.chance_epoch(hist(0.03, 0.0409), 49) == 2  # 2/49 = 4.08%.
-  assert parity.chance_epoch([], 10) is None
+  assert parity_report.chance_epoch(hist(0.097, 0.1999, 0.2, 0.9), 10) == 3
+  assert parity_report.chance_epoch(hist(0.097, 0.15), 10) is None
+  # 2/49 = 4.08%.
+  assert parity_report.chance_epoch(hist(0.03, 0.0409), 49) == 2
+  assert parity_report.chance_epoch([], 10) is None
   flat = [[2.0] * 5]
   runs = (_runs('jax', [0.5], flat, [1.0, 1.0])
           + _runs('torch', [0.15], flat, [1.0, 1.0]))
   runs[0]['history'] = hist(0.097, 0.5)
   runs[1]['history'] = hist(0.097, 0.15)
-  row = parity.summarize('keras_cnn', runs, 12)
+  row = parity_report.summarize('keras_cnn', runs, 12)
   assert (row['jax_chance_epochs'], row['torch_chance_epochs']) == ('2', '>2')
-  lines = parity.epoch_lines([row], runs)
+  lines = parity_report.epoch_lines([row], runs)
   assert '- JAX seed 0: 9.70, 50.00% -> leaves chance at epoch 2' in lines
   assert ('- PyTorch seed 0: 9.70, 15.00% -> leaves chance not within 2 '
           'epochs') in lines
-  assert parity.epoch_lines([row], _runs('jax', [0.5], flat, [1.0])) == []
+  assert parity_report.epoch_lines(
+      [row], _runs('jax', [0.5], flat, [1.0])) == []
 
 
 _TORCH_AUGMENT = r'''
 import json, sys
 import numpy as np, torch
-sys.path.insert(0, sys.argv[1])
-import torch_fit
-x = torch.from_numpy(np.load(sys.argv[2]))
+from experiments import torch_fit
+x = torch.from_numpy(np.load(sys.argv[1]))
 gen = torch.Generator().manual_seed(0)
 out = dict(
     shifts={f'{dy},{dx}': torch_fit.shift(x, dy, dx).tolist()
@@ -236,9 +241,8 @@ def test_torch_augmentations_do_what_ours_do(tmp_path):
   x = np.random.default_rng(0).uniform(0.5, 1.0, (16, 1, 12, 12))
   np.save(tmp_path / 'x.npy', x.astype(np.float32))
   out = json.loads(subprocess.run(
-      [TORCH_PYTHON, '-c', _TORCH_AUGMENT, str(REPO / 'experiments'),
-       str(tmp_path / 'x.npy')], check=True, capture_output=True,
-      text=True).stdout)
+      [TORCH_PYTHON, '-c', _TORCH_AUGMENT, str(tmp_path / 'x.npy')],
+      check=True, capture_output=True, text=True, env=_TORCH_ENV).stdout)
   nhwc = x.transpose(0, 2, 3, 1).astype(np.float32)
   ours = {(dy, dx): np.asarray(augment.shift(nhwc, dy, dx)).transpose(
       0, 3, 1, 2) for dy in range(-3, 4) for dx in range(-3, 4)}
@@ -357,9 +361,8 @@ def test_sides_run_apart_and_merge(tmp_path, capsys):
 
 
 _TORCH_HEADS = r'''
-import json, sys
-sys.path.insert(0, sys.argv[1])
-import torch_models as tm
+import json
+from experiments import torch_models as tm
 heads = {'resnet_preact20': tm.ResNetPreAct(10).head,
          'shake': tm.ShakeShake(10, depth=8, base=8).head,
          'preact_resnet18': tm.PreActResNet18(10).head,
@@ -375,8 +378,8 @@ def test_torch_heads_initialised_as_ours():
   """The PyTorch ports' heads as kmnist_jax.models.resnets.head: the bias zero in
   hysts' models, PyTorch's default in PreActResNet-18."""
   out = json.loads(subprocess.run(
-      [TORCH_PYTHON, '-c', _TORCH_HEADS, str(REPO / 'experiments')],
-      check=True, capture_output=True, text=True).stdout)
+      [TORCH_PYTHON, '-c', _TORCH_HEADS], check=True, capture_output=True,
+      text=True, env=_TORCH_ENV).stdout)
   assert out['resnet_preact20'][1] == 0.0 and out['shake'][1] == 0.0
   assert out['densenet'][1] == 0.0
   w, b, cin = out['preact_resnet18']
@@ -398,11 +401,12 @@ def test_merge_adds_seeds_to_a_row(tmp_path, capsys):
   runs_a = (_runs('jax', [0.90], flat, [1.0, 1.0])
             + _runs('torch', [0.80], flat, [1.0, 1.0]))
   runs_b = [dict(r, seed=1, accuracy=r['accuracy'] + 0.02) for r in runs_a]
-  parity.write_outputs(a, [parity.summarize('keras_cnn', runs_a, 12)],
-                       runs_a, _meta('python experiments/parity.py A'))
-  parity.write_outputs(b, [parity.summarize('keras_cnn', runs_b, 12)],
-                       runs_b, _meta('python experiments/parity.py B',
-                                     first_seed=1))
+  parity_report.write_outputs(
+      a, [parity_report.summarize('keras_cnn', runs_a, 12)], runs_a,
+      _meta('python -m experiments.parity A'))
+  parity_report.write_outputs(
+      b, [parity_report.summarize('keras_cnn', runs_b, 12)], runs_b,
+      _meta('python -m experiments.parity B', first_seed=1))
   out = str(tmp_path / 'm')
   assert parity.main(['--merge', f'{a}_runs.json,{b}_runs.json', '--out',
                       out]) == 0
@@ -410,7 +414,8 @@ def test_merge_adds_seeds_to_a_row(tmp_path, capsys):
   assert ('| keras_cnn | 2 (12) | 2 | 91.00 ± 1.41% | 81.00 ± 1.41% | '
           '+10.00 ± 1.41 |') in md
   assert 'Seeds 0..1,' in md
-  assert '`python experiments/parity.py A ; python experiments/parity.py B`' in md
+  assert ('`python -m experiments.parity A ; python -m experiments.parity B`'
+          in md)
   assert md.count('- a note') == 1 and 'Merged from `a_runs.json`' in md
   merged = json.load(open(out + '_runs.json'))['runs']
   assert [(r['seed'], r['side']) for r in merged] == [
@@ -430,9 +435,9 @@ def test_merge_adds_seeds_to_a_row(tmp_path, capsys):
   # Runs at another --batch_size than the recipe's are not merged with its.
   runs_c = [dict(r, seed=2) for r in runs_a]
   c = str(tmp_path / 'c')
-  parity.write_outputs(c, [parity.summarize('keras_cnn', runs_c, 12)],
-                       runs_c, _meta('python experiments/parity.py C',
-                                     batch_size=64))
+  parity_report.write_outputs(
+      c, [parity_report.summarize('keras_cnn', runs_c, 12)], runs_c,
+      _meta('python -m experiments.parity C', batch_size=64))
   assert parity.main(['--merge', f'{a}_runs.json,{c}_runs.json', '--out',
                       out]) == 2
   assert capsys.readouterr().err == (
@@ -442,10 +447,9 @@ def test_merge_adds_seeds_to_a_row(tmp_path, capsys):
 _TORCH_SHAPES = r'''
 import json, sys
 import torch
-sys.path.insert(0, sys.argv[1])
-import torch_models as tm
+from experiments import torch_models as tm
 out = {}
-for name in sys.argv[2:]:
+for name in sys.argv[1:]:
   model = tm.MODELS[name](num_classes=49)
   model.eval()
   with torch.no_grad():
@@ -469,8 +473,8 @@ def test_torch_ports_have_our_layers():
   names = ['densenet_bc100_k12', 'densenet100_k12', 'shake_shake26_2x96d',
            'resnet_preact20', 'preact_resnet18']
   out = json.loads(subprocess.run(
-      [TORCH_PYTHON, '-c', _TORCH_SHAPES, str(REPO / 'experiments'), *names],
-      check=True, capture_output=True, text=True).stdout)
+      [TORCH_PYTHON, '-c', _TORCH_SHAPES, *names], check=True,
+      capture_output=True, text=True, env=_TORCH_ENV).stdout)
   assert sorted(out) == sorted(names)
   for name, (shapes, shape) in out.items():
     abstract = nnx.eval_shape(lambda n=name: models.create_model(n, 49))
@@ -487,7 +491,7 @@ def test_mnist_proxy_jax_side(tmp_path):
   root = REPO.parent / 'shared' / 'data'
   if not (root / 'mnist' / 't10k-images-idx3-ubyte.gz').is_file():
     pytest.skip(f'MNIST files not available in {root / "mnist"}')
-  c = parity.compressed_config('resnet_preact20_cutout', 2, 0, str(root),
+  c = recipe.compressed_config('resnet_preact20_cutout', 2, 0, str(root),
                                dataset='mnist')
   assert (c.dataset, c.input_mean, c.cutout_fill, c.num_epochs) == (
       'mnist', 0.1307, 0.1307, 2)
@@ -501,5 +505,5 @@ def test_mnist_proxy_jax_side(tmp_path):
   assert run['side'] == 'jax' and len(run['losses']) == 2
   assert run['accuracy'] > 0.3  # MNIST learns in 2 steps of 128
   with pytest.raises(UserError, match="dataset 'k49': the proxy is a 10-class"):
-    parity.check_portable('k49_keras_cnn', configlib.load_config_file(
+    recipe.check_portable('k49_keras_cnn', configlib.load_config_file(
         str(REPO / 'configs' / 'k49_keras_cnn.py'), 'proxy'))

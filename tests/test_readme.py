@@ -7,9 +7,11 @@ running it: the program is `.venv/bin/python` (never a bare `python`) or
 one of the few setup programs; `-m MODULE` is importable; a script exists;
 `kmnist_jax.main`'s flags are absl flags it defines (values parsed by the
 flag's own parser), its `--config` file and `:variant` load, and every
-`--config.FIELD=...` names a field of that config; an `experiments/*.py`
-script's options are those its argparse parser adds (read from its source,
-not imported), with their literal `choices`; a `pip install -e '.[extra]'`
+`--config.FIELD=...` names a field of that config; `-m experiments.X`'s
+options are those the argparse parser of experiments/X.py adds (read from
+its source, not imported), with their literal `choices`, and an experiments
+script run as a file (`experiments/X.py`, which only names the `-m`
+command) is an error; a `pip install -e '.[extra]'`
 names extras of pyproject.toml. The checker's own tests feed it made-up
 flags, fields, variants and scripts and expect it to object.
 """
@@ -243,7 +245,13 @@ def check(command: list[str]) -> list[str]:
       return [f'no module {module}']
     if module == 'kmnist_jax.main':
       return _check_main(rest)
+    if module.startswith('experiments.'):
+      return _check_script(
+          REPO / 'experiments' / f'{module.partition(".")[2]}.py', rest)
     return []
+  script = pathlib.PurePosixPath(args[0])
+  if script.parent.name == 'experiments':
+    return [f'{args[0]}: run it as -m experiments.{script.stem}']
   return _check_script(REPO / args[0], args[1:])
 
 
@@ -313,11 +321,14 @@ GOOD = ['.venv/bin/python', '-m', 'kmnist_jax.main', '--config',
     (['.venv/bin/python', '-m', 'kmnist_jax.main', '--mode', 'eval'],
      'no --workdir'),
     (GOOD + ['extra'], 'stray argument'),
-    (['.venv/bin/python', 'experiments/parity.py', '--no_such_option', '1'],
-     'unknown option --no_such_option'),
-    (['.venv/bin/python', 'experiments/parity.py', '--sides', 'neither'],
+    (['.venv/bin/python', '-m', 'experiments.parity', '--no_such_option',
+      '1'], 'unknown option --no_such_option'),
+    (['.venv/bin/python', '-m', 'experiments.parity', '--sides', 'neither'],
      'not one of'),
-    (['.venv/bin/python', 'experiments/no_such.py'], 'no such script'),
+    (['.venv/bin/python', 'experiments/parity.py', '--configs', 'best'],
+     'run it as -m experiments.parity'),
+    (['.venv/bin/python', '-m', 'experiments.no_such'], 'no module'),
+    (['.venv/bin/python', 'tools/no_such.py'], 'no such script'),
     (['.venv/bin/python', '-m', 'kmnist_jax.no_such'], 'no module'),
     (['python', '-m', 'kmnist_jax.main'], 'bare python'),
     (['.venv/bin/pip', 'install', '-e', '.[dev,no_such_extra]'],
@@ -330,12 +341,12 @@ def test_checker_objects(command, expected):
 
 
 def test_checker_accepts():
-  assert check(['.venv/bin/python', 'experiments/parity.py', '--sides',
+  assert check(['.venv/bin/python', '-m', 'experiments.parity', '--sides',
                 '$side']) == []  # A shell variable: its value is unknown.
   assert check(GOOD + ['--config.learning_rate=0.5', '--debug', '--nodebug',
                        '--mode=eval', '--checkpoint_step', '100']) == []
   assert check(['KMNIST_JAX_TORCH_PYTHON=V/bin/python', '.venv/bin/python',
-                'experiments/parity.py', '--configs', 'best', '--epochs',
+                '-m', 'experiments.parity', '--configs', 'best', '--epochs',
                 '60', '--torch_python', '', '--eval_every_epoch']) == []
 
 

@@ -1,23 +1,16 @@
-"""experiments/reproduce.py: overrides, the table, an end-to-end k-NN run."""
+"""experiments.reproduce: overrides, the table, an end-to-end k-NN run."""
 
-import importlib.util
 import pathlib
-import sys
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from experiments import reproduce
 from kmnist_jax.data import datasets as data
 from kmnist_jax.core.errors import UserError
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    'reproduce', REPO / 'experiments' / 'reproduce.py')
-reproduce = importlib.util.module_from_spec(_spec)
-sys.modules['reproduce'] = reproduce  # dataclasses look the module up.
-_spec.loader.exec_module(reproduce)
 
 
 def test_overrides():

@@ -1,13 +1,8 @@
-"""experiments/speedrun.py: reading a growing metrics file, the summary."""
+"""experiments.speedrun: reading a growing metrics file, the summary."""
 
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..',
-                                'experiments'))
-
-import speedrun  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import speedrun
 
 
 def test_eval_records_skip_train_records_and_a_half_written_line(tmp_path):

@@ -1,48 +1,44 @@
-"""Sanity checks of experiments/throughput.py's pure helpers (nothing timed)."""
+"""Sanity checks of experiments.throughput's pure helpers (nothing timed)."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'experiments',
-                     'throughput.py')
+from experiments import bench
+from experiments import report
+from experiments import throughput
+from experiments import throughput_report
+from experiments import torch_client
+from experiments import xla_profile
 
 
-@pytest.fixture(scope='module')
-def tp():
-  spec = importlib.util.spec_from_file_location('throughput', _PATH)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+def test_rates_and_ratios():
+  assert bench.rate(100, [2.0, 1.0, 4.0]) == 50.0  # Median of the seconds.
+  assert bench.rate(100, []) is None
+  assert bench.ratio(3.0, 2.0) == 1.5
+  assert bench.ratio(None, 2.0) is None
+  assert report.fmt(None) == 'n/a'
+  assert report.fmt(1234.4) == '1234'
 
 
-def test_rates_and_ratios(tp):
-  assert tp.rate(100, [2.0, 1.0, 4.0]) == 50.0  # Median of the seconds.
-  assert tp.rate(100, []) is None
-  assert tp.ratio(3.0, 2.0) == 1.5
-  assert tp.ratio(None, 2.0) is None
-  assert tp.fmt(None) == 'n/a'
-  assert tp.fmt(1234.4) == '1234'
-
-
-def test_parse_args(tp):
-  args = tp.parse_args(['--sections', 'train,tta', '--models', 'keras_cnn',
-                        '--batches', '128', '--torch_python', ''])
+def test_parse_args():
+  args = throughput.parse_args(['--sections', 'train,tta', '--models',
+                                'keras_cnn', '--batches', '128',
+                                '--torch_python', ''])
   assert args.sections == ['train', 'tta']
   assert args.models == ['keras_cnn'] and args.batches == [128]
   with pytest.raises(SystemExit):
-    tp.parse_args(['--sections', 'nope'])
+    throughput.parse_args(['--sections', 'nope'])
 
 
-def test_missing_torch_is_a_note(tp):
+def test_missing_torch_is_a_note():
   notes = []
-  assert tp.start_torch('/nonexistent/python', '/tmp', notes) is None
+  assert torch_client.start_torch('/nonexistent/python', '/tmp', notes) is None
   assert 'skipped' in notes[0]
 
 
-def test_write_report(tp, tmp_path):
+def test_write_report(tmp_path):
   results = dict(
       command='throughput.py', date='today', repeats=3, notes=['a note'],
       peak_gflops=200.0,
@@ -56,7 +52,7 @@ def test_write_report(tp, tmp_path):
            dict(jax=dict(seconds=12.0, epochs=4),
                 torch=dict(seconds=24.0, epochs=5))])
   out = str(tmp_path / 'r')
-  tp.write_report(out, results)
+  throughput_report.write_report(out, results)
   md = open(out + '.md').read()
   assert '| keras_cnn | train | 128 | 3000 | 2000 | 1.50 | 50 | n/a |' in md
   assert '+2.0%' in md and 'a note' in md
@@ -66,9 +62,10 @@ def test_write_report(tp, tmp_path):
   assert json.load(open(out + '.json'))['peak_gflops'] == 200.0
 
 
-def test_malloc_rows_and_report(tp, tmp_path):
+def test_malloc_rows_and_report(tmp_path):
   # Medians per block, divided by the steps of a block.
-  v = tp._per_step([1.2, 1.0, 3.0], [2400, 0, 1200], steps=12)  # pylint: disable=protected-access
+  v = throughput._per_step(  # pylint: disable=protected-access
+      [1.2, 1.0, 3.0], [2400, 0, 1200], steps=12)
   assert v == dict(ms_per_step=pytest.approx(100.0), faults_per_step=100.0)
   results = dict(
       command='throughput.py', date='today', repeats=3, notes=[],
@@ -78,42 +75,43 @@ def test_malloc_rows_and_report(tp, tmp_path):
                    jax_stock=dict(ms_per_step=107.5, faults_per_step=20529.0),
                    jax_kept=dict(ms_per_step=75.9, faults_per_step=0.0))])
   out = str(tmp_path / 'r')
-  tp.write_report(out, results)
+  throughput_report.write_report(out, results)
   md = open(out + '.md').read()
   assert '| keras_cnn | 128 | 107.5 ms, 20529 | 75.9 ms, 0 | n/a | n/a |' in md
   assert 'malloc: JAX kept here; PyTorch stock there.' in md
 
 
-def test_torch_env_switches_only_the_worker(tp, monkeypatch):
+def test_torch_env_switches_only_the_worker(monkeypatch):
   monkeypatch.delenv('KMNIST_JAX_MALLOC', raising=False)
-  assert tp.torch_env('stock')['KMNIST_JAX_MALLOC'] == '0'
-  assert 'KMNIST_JAX_MALLOC' not in tp.torch_env('same')
+  assert torch_client.torch_env('stock')['KMNIST_JAX_MALLOC'] == '0'
+  assert 'KMNIST_JAX_MALLOC' not in torch_client.torch_env('same')
   assert 'KMNIST_JAX_MALLOC' not in os.environ
-  assert tp.parse_args([]).torch_malloc == 'same'
+  assert throughput.parse_args([]).torch_malloc == 'same'
   with pytest.raises(SystemExit):
-    tp.parse_args(['--torch_malloc', 'tuned'])
+    throughput.parse_args(['--torch_malloc', 'tuned'])
 
 
-def test_tta_summary_takes_medians_and_a_miss_is_a_miss(tp):
+def test_tta_summary_takes_medians_and_a_miss_is_a_miss():
   row = lambda j, t: dict(jax=dict(seconds=j), torch=dict(seconds=t))
-  s = tp.tta_summary([row(30.0, 40.0), row(50.0, 20.0), row(31.0, 35.0)])
+  summary = throughput_report.tta_summary
+  s = summary([row(30.0, 40.0), row(50.0, 20.0), row(31.0, 35.0)])
   assert (s['jax'], s['torch']) == (31.0, 35.0)
   assert s['ratio'] == pytest.approx(31.0 / 35.0)
-  s = tp.tta_summary([row(30.0, 40.0), row(None, 20.0), row(31.0, 35.0)])
+  s = summary([row(30.0, 40.0), row(None, 20.0), row(31.0, 35.0)])
   assert s['jax'] is None and s['ratio'] is None
-  assert tp.tta_summary([dict(jax=dict(seconds=3.0))])['torch'] is None
+  assert summary([dict(jax=dict(seconds=3.0))])['torch'] is None
 
 
-def test_peak_fractions(tp):
+def test_peak_fractions():
   results = dict(peak_gflops=100.0, throughput=[
       dict(flops_per_image=1e6, jax_img_s=50_000.0, torch_img_s=None)])
-  tp.add_peak_fractions(results)
+  throughput_report.add_peak_fractions(results)
   row = results['throughput'][0]
   assert row['jax_peak_frac'] == pytest.approx(0.5)
   assert row['torch_peak_frac'] is None
 
 
-def test_hlo_ops_names_fusions_by_their_root(tp):
+def test_hlo_ops_names_fusions_by_their_root():
   hlo = '''HloModule jit_step_fn
 
 %fused_computation.1 (p0: f32[32,26,26,128], p1: f32[24,24,128,64]) -> f32[32,3,3,64] {
@@ -128,7 +126,7 @@ ENTRY %main.9 (a: f32[32,26,26,128], b: f32[24,24,128,64]) -> f32[32,3,3,64] {
   ROOT %ynn_fusion.1 = f32[32,3,3,64]{3,2,1,0} fusion(%a, %b), kind=kCustom, calls=%fused_computation.1, metadata={op_name="jit(step_fn)/transpose(jvp())/conv"}
 }
 '''
-  ops = tp._hlo_ops(hlo)  # pylint: disable=protected-access
+  ops = xla_profile.hlo_ops(hlo)
   assert ops['ynn_fusion.1'] == (
       'f32[32,3,3,64]{3,2,1,0} fusion [jit(step_fn)/transpose(jvp())/conv] '
       '{fused: convolution window=size=24x24}')

@@ -1,7 +1,7 @@
 """glibc malloc settings for XLA:CPU, applied before JAX starts.
 
 Imports only the standard library: the PyTorch benchmark worker
-(experiments/torch_models.py, its own environment without jax) applies the
+(experiments/torch_worker.py, its own environment without jax) applies the
 same settings. On a GPU they are not applied: whether JAX will pick one is
 judged from the environment, without starting JAX (`accelerator_expected`).
 """
@@ -20,6 +20,15 @@ ENV = 'KMNIST_JAX_MALLOC'
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _GPU_PLUGIN = re.compile(r'(cuda|rocm)', re.IGNORECASE)
+# Models left with the C library's defaults, and why. A DenseNet's
+# concatenations make each block's buffers larger than the last, so the
+# holes a step frees in one heap never fit the next request: that heap grew
+# to 20.6 GB peak RSS for DenseNet-BC-100 at batch 64, against 4.0 GB with
+# the defaults (experiments/memory.py has today's figures).
+STOCK_FOR = {
+    'densenet_bc100_k12': 'buffers that grow block by block fragment one heap',
+    'densenet100_k12': 'buffers that grow block by block fragment one heap',
+}
 _kept = False
 _skipped = ''
 
@@ -60,8 +69,13 @@ def accelerator_expected() -> str:
   return ''
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory(models=()) -> bool:
   """Makes glibc's malloc keep freed memory for reuse. True if applied.
+
+  `models`: the model names this process will run. The setting is not
+  applied when one of them is in `STOCK_FOR`: what a process keeps is
+  bounded by its peak use only while freed blocks are reused, which a
+  DenseNet's ever-larger buffers defeat.
 
   XLA:CPU allocates the temporaries of one execution as one buffer (84 MB
   for the keras_cnn train step at batch 128) and frees it when the
@@ -84,7 +98,10 @@ def keep_freed_memory() -> bool:
   global _kept, _skipped
   if switched_off(os.environ.get(ENV, '1')):
     return False
-  _skipped = accelerator_expected()
+  accelerator = accelerator_expected()
+  _skipped = (f'not for an accelerator: {accelerator}' if accelerator else
+              next((f'not for {m}: {STOCK_FOR[m]}' for m in models
+                    if m in STOCK_FOR), ''))
   if _skipped:
     return False
   try:
@@ -103,5 +120,5 @@ def describe() -> str:
   if _kept:
     return 'glibc malloc keeps freed memory (kmnist_jax.cpu.malloc)'
   if _skipped:
-    return f'the C library\'s defaults (not for an accelerator: {_skipped})'
+    return f'the C library\'s defaults ({_skipped})'
   return f'the C library\'s defaults ({ENV}=0, not glibc, or not set)'

@@ -1,0 +1,69 @@
+"""The PyTorch side of the benchmarks, seen from the JAX process.
+
+`TorchWorker` starts `python -m experiments.torch_worker` with the torch
+environment's Python (torch is no dependency of kmnist_jax) and sends it one
+JSON command a line; see experiments/torch_worker.py for the commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+
+from kmnist_jax.cpu import malloc as cpu_malloc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class TorchWorker:
+  """experiments/torch_worker.py in a subprocess; one JSON line per command.
+
+  The worker imports `experiments` and `kmnist_jax` from this repository:
+  ROOT goes first on its PYTHONPATH, and its working folder stays ours.
+  """
+
+  def __init__(self, python: str, data_dir: str, env: dict | None = None):
+    env = dict(os.environ if env is None else env)
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (ROOT, env.get('PYTHONPATH')) if p)
+    self.proc = subprocess.Popen(
+        [python, '-m', 'experiments.torch_worker', '--data_dir', data_dir],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    if not self._read().get('ready'):
+      raise RuntimeError('torch worker did not start')
+
+  def _read(self):
+    line = self.proc.stdout.readline()
+    if not line:
+      raise RuntimeError('torch worker exited')
+    return json.loads(line)
+
+  def __call__(self, cmd: str, **kw):
+    self.proc.stdin.write(json.dumps(dict(cmd=cmd, **kw)) + '\n')
+    self.proc.stdin.flush()
+    return self._read()
+
+  def close(self):
+    with contextlib.suppress(Exception):
+      self('quit')
+    self.proc.wait(timeout=30)
+
+
+def torch_env(malloc: str) -> dict:
+  """The worker's environment: `same` malloc settings as JAX's, or `stock`."""
+  env = dict(os.environ)
+  if malloc == 'stock':
+    env[cpu_malloc.ENV] = '0'
+  return env
+
+
+def start_torch(python: str | None, data_dir: str, notes: list[str],
+                malloc: str = 'same'):
+  """The worker, or None with a note when there is no torch Python."""
+  if not python or not os.path.exists(python):
+    notes.append(f'PyTorch side skipped: no torch python ({python!r}); pass '
+                 '--torch_python or set KMNIST_JAX_TORCH_PYTHON.')
+    return None
+  return TorchWorker(python, data_dir, torch_env(malloc))

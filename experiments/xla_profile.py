@@ -1,0 +1,93 @@
+"""experiments.throughput's `profile` section: the XLA ops of a train step.
+
+A `jax.profiler` trace of a few train steps, its events matched to the
+instructions of the step's compiled HLO module by name.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import gzip
+import json
+import os
+import shutil
+import tempfile
+
+import jax
+
+from experiments import bench as bench_lib
+
+PROFILE_RUNS = (('keras_cnn', 128), ('seed_cnn', 400), ('resnet_preact20', 128))
+
+
+def hlo_ops(hlo_text: str) -> dict[str, str]:
+  """Instruction name -> 'shape op [jax op] {root of a fusion}' of a module."""
+  ops, roots, calls = {}, {}, {}
+  computation = None
+  for line in hlo_text.splitlines():
+    line = line.strip()
+    if line.endswith('{') and not line.startswith(('ROOT', '%')) or (
+        line.startswith('%') and ' = ' not in line and line.endswith('{')):
+      computation = line.lstrip('%').split(' ', 1)[0]
+      continue
+    if ' = ' not in line or not line.startswith(('%', 'ROOT %')):
+      continue
+    is_root = line.startswith('ROOT ')
+    name, rest = line.removeprefix('ROOT ')[1:].split(' = ', 1)
+    shape, _, tail = rest.partition(' ')
+    kind = tail.split('(', 1)[0]
+    desc = f'{shape} {kind}'
+    if 'window={' in rest:
+      desc += ' window=' + rest.split('window={', 1)[1].split('}', 1)[0]
+    if 'op_name="' in rest:
+      desc += ' [' + rest.split('op_name="', 1)[1].split('"', 1)[0] + ']'
+    if is_root and computation:
+      roots[computation] = desc
+    ops[name] = desc
+    if 'calls=%' in rest:
+      calls[name] = rest.split('calls=%', 1)[1].split(',', 1)[0].split(' ')[0]
+  for name, comp in calls.items():
+    if comp in roots:
+      ops[name] += ' {fused: ' + roots[comp].split(' ', 1)[1] + '}'
+  return ops
+
+
+def run_profile(args, data, results):
+  """Top XLA ops per train step, from a jax.profiler trace."""
+  rows = results.setdefault('profile', [])
+  steps = 10
+  for name, batch in PROFILE_RUNS:
+    bench = bench_lib.JaxBench(name, data)
+    step = bench._train_step(batch)  # pylint: disable=protected-access
+    ops = hlo_ops(step.lower(bench.states[batch], bench.images, bench.labels,
+                              bench.perm, 0).compile().as_text())
+    bench.train(batch, 2)
+    trace_dir = f'{args.out}_traces/{name}_b{batch}'
+    with tempfile.TemporaryDirectory() as tmp:
+      jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+      wall = bench.train(batch, steps)
+      jax.profiler.stop_trace()
+      found = glob.glob(os.path.join(tmp, '**', '*.trace.json.gz'),
+                        recursive=True)
+      if not found:
+        results['notes'].append(f'profile: no trace written for {name}.')
+        continue
+      os.makedirs(trace_dir, exist_ok=True)
+      target = os.path.join(trace_dir, 'perfetto_trace.json.gz')
+      shutil.copy(found[0], target)
+    with gzip.open(target) as f:
+      events = json.load(f)
+    events = events['traceEvents'] if isinstance(events, dict) else events
+    total = collections.Counter()
+    for e in events:
+      if e.get('ph') == 'X' and e.get('name') in ops:
+        total[e['name']] += e.get('dur', 0) / 1e3 / steps  # ms per step
+    step_ms = 1e3 * wall / steps
+    top = [dict(op=op, ms=ms, share=ms / step_ms, what=ops[op])
+           for op, ms in total.most_common(8)]
+    rows.append(dict(model=name, batch=batch, step_ms=step_ms, top=top,
+                     trace=os.path.relpath(target, bench_lib.ROOT)))
+    print(f'profile {name} b{batch}: {step_ms:.1f} ms/step; ' + ', '.join(
+        f'{t["op"]} {t["ms"]:.1f} ms' for t in top[:4]), flush=True)
+
