@@ -20,8 +20,7 @@ from kmnist_jax.config import base as configlib
 def get_config(arg=None):
   c = configlib.base_config()
   c.model = 'pca_knn'
-  c.knn_k = 4
-  c.pca_components = 60
+  c.knn = configlib.knn_config()  # k 4, 60 components.
   c.num_epochs = 1  # Unused: nothing is trained.
   c.write_plots = False
   return configlib.apply_variant(c, arg)

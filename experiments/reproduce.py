@@ -173,9 +173,11 @@ def load_config(name: str, variant: str, seed: int, overrides: dict,
     c.data_dir = data_dir
   for scope in ('', name):
     for field, value in overrides.get(scope, {}).items():
-      if field not in c:
+      part, _, leaf = field.rpartition('.')  # A slice's: 'knn.k'.
+      node = c[part] if part in c else (None if part else c)
+      if node is None or leaf not in node:
         raise UserError(f'--override {field}: config {name} has no such field')
-      c[field] = parse_value(value, c[field])
+      node[leaf] = parse_value(value, node[leaf])
   return c
 
 

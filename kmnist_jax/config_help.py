@@ -53,10 +53,6 @@ FIELDS = {
     'manifold_mixup_alpha': 'manifold mixup Beta(alpha, alpha); 0 = off.',
     'tta_shift': 'eval: mean probability over shifts {-s, 0, s}^2; 0 = off.',
     # Baselines.
-    'knn_k': 'k-NN baselines: neighbours.',
-    'pca_components': 'pca_knn: PCA dimensions.',
-    'svm_c': 'svm: SVC C.',
-    'svm_gamma': 'svm: RBF gamma, on pixels / 255.',
     # Run.
     'seed': 'initialisation and data-order seed.',
     'checkpoint_every_steps': '0 = at the end of each epoch only.',
@@ -68,6 +64,26 @@ FIELDS = {
     'eval_from_epoch': 'evaluate from this epoch on (and after the last).',
     'write_plots': 'write plots under WORKDIR/plots.',
 }
+
+# The method slices (configlib.SLICES), in the configs of their methods.
+FIELDS.update({
+    'knn.k': 'k-NN baselines: neighbours.',
+    'knn.pca_components': 'pca_knn: PCA dimensions.',
+    'svm.c': 'svm: SVC C.',
+    'svm.gamma': 'svm: RBF gamma, on pixels / 255.',
+})
+
+
+def flat_items(config, prefix: str = '') -> list[tuple[str, object]]:
+  """(dotted name, value) of every field of `config`, slices included."""
+  items = []
+  for key, value in sorted(config.items()):
+    if hasattr(value, 'items'):
+      items += flat_items(value, f'{prefix}{key}.')
+    else:
+      items.append((f'{prefix}{key}', value))
+  return items
+
 
 def choices() -> dict[str, list[str]]:
   """The valid values of the fields that name one thing."""
@@ -84,7 +100,7 @@ def choices() -> dict[str, list[str]]:
 def describe(config, path: str = '') -> str:
   """The fields of `config`, one a line: `name = value  # meaning`."""
   valid = choices()
-  items = sorted(config.items())
+  items = flat_items(config)
   width = max((len(f'{k} = {v!r}') for k, v in items), default=0)
   lines = [f'# {path}: {len(items)} fields; override any with '
            '--config.FIELD=VALUE' if path else

@@ -262,6 +262,12 @@ def _config_file_error(path: str, error: Exception) -> str:
           'a Python file with get_config(), e.g. configs/default.py:proxy')
 
 
+def _renamed() -> dict[str, str]:
+  """The flat fields of older versions and their new dotted names."""
+  from kmnist_jax.config import base as configlib  # pylint: disable=g-import-not-at-top
+  return configlib.RENAMED
+
+
 def _lookup(config, path: str):
   """(True, value) when `path` (dotted) is a field of `config`."""
   node = config
@@ -286,6 +292,11 @@ def _flag_error(error: Exception, argv) -> str:
       continue
     field = m.group(1)
     found, value = _lookup(config, field)
+    if not found and field in _renamed():
+      new = _renamed()[field]
+      given = arg.partition('=')[2]
+      return (f'{arg}: config.{field} is now config.{new}; use '
+              f'--config.{new}{"=" + given if given else ""}')
     if not found:
       fields = sorted(config.keys())
       close = difflib.get_close_matches(field, fields, 1)

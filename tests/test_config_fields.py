@@ -63,8 +63,11 @@ def config_file(tmp_path, name, value) -> str:
       'def get_config(arg=None):\n'
       '  d = configlib.base_config().to_dict()\n'
       '  d["model"] = "seed_cnn"\n'
-      f'  d[{name!r}] = {value!r}\n'
-      '  return ml_collections.ConfigDict(d)\n')
+      + (f'  d[{name.split(".")[0]!r}] = configlib.SLICES['
+         f'{name.split(".")[0]!r}]().to_dict()\n'
+         f'  d[{name.split(".")[0]!r}][{name.split(".")[1]!r}] = {value!r}\n'
+         if '.' in name else f'  d[{name!r}] = {value!r}\n')
+      + '  return ml_collections.ConfigDict(d)\n')
   return str(path)
 
 
@@ -118,8 +121,15 @@ def test_a_bad_field_is_one_line_in_every_mode(cli, tmp_path, name, value):
   assert not (tmp_path / 'w').exists()
 
 
+def all_fields() -> set[str]:
+  """The base config's fields and the method slices' ('knn.k', ...)."""
+  return set(configlib.base_config().keys()) | {
+      f'{name}.{key}' for name, make in configlib.SLICES.items()
+      for key in make().keys()}
+
+
 def test_the_table_covers_every_field_of_the_base_config():
-  assert set(fields.FIELDS) == set(configlib.base_config().keys())
+  assert set(fields.FIELDS) == all_fields()
 
 
 @pytest.mark.parametrize('name', sorted(fields.FIELDS))
@@ -128,7 +138,12 @@ def test_a_bad_field_in_a_saved_config_is_one_line(cli, tmp_path, name):
   workdir = tmp_path / 'w'
   workdir.mkdir()
   config = json.loads(configlib.base_config().to_json())
-  config.update({'model': 'seed_cnn', name: value})
+  config['model'] = 'seed_cnn'
+  if '.' in name:
+    part, field = name.split('.')
+    config[part] = {**configlib.SLICES[part]().to_dict(), field: value}
+  else:
+    config[name] = value
   (workdir / 'config.json').write_text(json.dumps(config))
   before = (workdir / 'config.json').read_bytes()
   for mode in ('eval', 'predict', 'ensemble'):

@@ -19,7 +19,9 @@ def _main(*args):
 
 
 def test_every_base_field_has_a_meaning():
-  fields = set(configlib.base_config().keys())
+  fields = set(configlib.base_config().keys()) | {
+      f'{name}.{key}' for name, make in configlib.SLICES.items()
+      for key in make().keys()}
   assert fields - set(config_help.FIELDS) == set()
   assert set(config_help.FIELDS) - fields == set()
 

@@ -33,7 +33,7 @@ def test_ensemble_of_cnn_seeds_and_knn(learnable_data_dir, tmp_path):
     harness.fit(nn_config(learnable_data_dir, seed=s,
                                        tta_shift=1 if s else 0), w)
   w_knn = str(tmp_path / 'knn')
-  c = nn_config(learnable_data_dir, model='knn')
+  c = nn_config(learnable_data_dir, model='knn', knn=configlib.knn_config())
   harness.fit(c, w_knn)
   labels = np.load(learnable_data_dir / 'kmnist-test-labels.npz')['arr_0']
   config = nn_config(learnable_data_dir)

@@ -126,6 +126,7 @@ def knn_config(method, data_dir, **kw):
       os.path.join(os.path.dirname(__file__), '..', 'configs',
                    f'{method}.py'), 'proxy')
   c.data_dir = str(data_dir)
+  c.knn.update({k: kw.pop(k) for k in ('k', 'pca_components') if k in kw})
   c.update(kw)
   return c
 
@@ -177,9 +178,9 @@ def test_workdir_train_eval_and_changed_data(learnable_data_dir, tmp_path):
 
 
 def test_config_errors(tmp_path):
-  c = knn_config('knn', tmp_path, knn_k=0)
-  with pytest.raises(UserError, match='knn_k'):
+  c = knn_config('knn', tmp_path, k=0)
+  with pytest.raises(UserError, match=r'knn\.k'):
     harness.fit(c, str(tmp_path / 'w'))
   c = knn_config('pca_knn', tmp_path, pca_components=1000)
-  with pytest.raises(UserError, match='pca_components'):
+  with pytest.raises(UserError, match=r'knn\.pca_components'):
     harness.fit(c, str(tmp_path / 'w'))

@@ -86,7 +86,8 @@ def test_a_new_method_trains_evaluates_and_ensembles(toy, learnable_data_dir,
   assert os.path.exists(os.path.join(w, 'probabilities_test.npz'))
   # An ensemble with a k-NN fit.
   w_knn = str(tmp_path / 'knn')
-  main.train_and_evaluate(_config(learnable_data_dir, model='knn'), w_knn)
+  main.train_and_evaluate(_config(learnable_data_dir, model='knn',
+                                  knn=configlib.knn_config()), w_knn)
   both = ensemble.evaluate([w, w_knn])
   assert [m['checkpoint_step'] for m in both['members']] == [0, 0]
   # The harness refuses a workdir of another run, for this method too.

@@ -216,6 +216,8 @@ def test_two_slices_of_a_split_keep_their_own_results(tmp_path,
 
 def _knn_config(data_dir, **fields):
   config = configlib.load_config_file(str(REPO / 'configs' / 'knn.py'))
+  config.knn.update({k: fields.pop(k) for k in ('k', 'pca_components')
+                     if k in fields})
   config.update(dict(data_dir=str(data_dir), train_split='train',
                      eval_split='test', test_split='test', **fields))
   return config
@@ -226,7 +228,7 @@ def _knn_members(tmp_path, data_dir):
   workdirs = []
   for k in (1, 5):
     workdir = str(tmp_path / f'knn{k}')
-    harness.fit(_knn_config(data_dir, knn_k=k), workdir)
+    harness.fit(_knn_config(data_dir, k=k), workdir)
     harness.evaluate(None, workdir)
     workdirs.append(workdir)
   return workdirs

@@ -14,14 +14,14 @@ from kmnist_jax.core.errors import UserError
 
 
 def test_overrides():
-  o = reproduce.parse_overrides(['num_epochs=3', 'knn:knn_k=5',
+  o = reproduce.parse_overrides(['num_epochs=3', 'knn:knn.k=5',
                                  'best:tta_shift=0'])
-  assert o == {'': {'num_epochs': '3'}, 'knn': {'knn_k': '5'},
+  assert o == {'': {'num_epochs': '3'}, 'knn': {'knn.k': '5'},
                'best': {'tta_shift': '0'}}
   c = reproduce.load_config('best', 'proxy', 2, o)
   assert (c.num_epochs, c.tta_shift, c.seed) == (3, 0, 2)
   assert c.train_split == 'test[:8000]'
-  assert isinstance(reproduce.load_config('knn', '', 0, o).knn_k, int)
+  assert reproduce.load_config('knn', '', 0, o).knn.k == 5
   assert reproduce.parse_value('0.5', 1.0) == 0.5
   assert reproduce.parse_value('true', False) is True
   with pytest.raises(UserError, match='no such field'):

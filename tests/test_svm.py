@@ -97,6 +97,7 @@ def svm_config(data_dir, **kw):
   c = configlib.load_config_file(os.path.join(REPO, 'configs', 'svm.py'),
                                  'proxy')
   c.data_dir = str(data_dir)
+  c.svm.update({k: kw.pop(k) for k in ('c', 'gamma') if k in kw})
   c.update(kw)
   return c
 
@@ -112,13 +113,14 @@ def test_missing_scikit_learn_is_one_line(tmp_path, monkeypatch):
   assert not w.exists()
 
 
-@pytest.mark.parametrize('field,value', [('svm_c', 0.0), ('svm_gamma', -1.0),
-                                         ('svm_gamma', float('nan'))])
+@pytest.mark.parametrize('field,value', [('c', 0.0), ('gamma', -1.0),
+                                         ('gamma', float('nan'))])
 def test_config_errors(tmp_path, field, value):
   c = svm_config(tmp_path)
-  c[field] = value
+  c.svm[field] = value
   with pytest.raises(UserError,
-                     match=rf'^config.{field}=.*: expected a positive number$'):
+                     match=rf'^config.svm.{field}=.*: expected a positive '
+                     'number$'):
     harness.fit(c, str(tmp_path / 'w'))
   assert not (tmp_path / 'w').exists()
 
@@ -152,8 +154,8 @@ def test_workdir_fit_eval_and_ensemble(learnable_data_dir, tmp_path, capsys):
         result['accuracy'])
   # A workdir of another config is refused, naming the SVM fit.
   with pytest.raises(UserError, match=r'holds an SVM fit of a different '
-                     r'config .*svm_c: 10.0 \(saved\) vs 1.0 \(now\)'):
-    harness.fit(svm_config(learnable_data_dir, svm_c=1.0,
+                     r'config .*svm.c: 10.0 \(saved\) vs 1.0 \(now\)'):
+    harness.fit(svm_config(learnable_data_dir, c=1.0,
                                       train_split='train', eval_split='test'),
                            w)
   # An ensemble with a k-NN member reads both members' vote fractions.

@@ -17,7 +17,8 @@ Votes follow scikit-learn: weight 1/distance; if any neighbour is at
 distance 0, those neighbours weigh 1 and the others 0; the class with the
 largest summed weight wins, ties to the smaller class index.
 
-Config fields: `model` ('knn' or 'pca_knn'), `knn_k`, `pca_components`.
+Config fields: `model` ('knn' or 'pca_knn'), and the slice `config.knn`
+(`configlib.knn_config`): `knn.k`, `knn.pca_components`.
 """
 
 from __future__ import annotations
@@ -67,13 +68,10 @@ def check_config(config) -> None:
   if config.model not in NAMES:
     raise UserError(f'config.model={config.model!r}: expected one of '
                     f'{", ".join(NAMES)}')
-  k = config.get('knn_k', 4)
-  if not isinstance(k, int) or k <= 0:
-    raise UserError(f'config.knn_k={k!r}: expected a positive integer')
-  p = config.get('pca_components', 60)
-  if config.model == 'pca_knn' and (not isinstance(p, int) or not 0 < p <= 784):
-    raise UserError(f'config.pca_components={p!r}: expected an integer in '
-                    '[1, 784]')
+  if 'knn' not in config:
+    raise UserError(f'config.model={config.model!r} needs the config.knn '
+                    'fields (k, pca_components); expected a config built '
+                    'like configs/knn.py: config.knn = configlib.knn_config()')
   data_lib.get_info(config.dataset)
 
 
@@ -106,7 +104,7 @@ def fit_arrays(method: str, images: np.ndarray, labels: np.ndarray,
                mean=None, components=None) -> Fitted:
   """Fits `method` on uint8 (N, 28, 28) images; reuses a given PCA."""
   if len(images) < k:
-    raise UserError(f'k-NN needs at least knn_k={k} training examples, got '
+    raise UserError(f'k-NN needs at least knn.k={k} training examples, got '
                     f'{len(images)}')
   x = _flat(images)
   if method == 'pca_knn':
@@ -213,7 +211,7 @@ def _fit_from_config(config, pca=None) -> Fitted:
   images, labels = data_lib.load_split(config, config.train_split)
   mean, components = pca if pca is not None else (None, None)
   return fit_arrays(config.model, images, labels, info.num_classes,
-                    config.get('knn_k', 4), config.get('pca_components', 60),
+                    config.knn.k, config.knn.pca_components,
                     mean, components)
 
 
@@ -239,7 +237,7 @@ def fit(config, workdir: str, compiler_options: dict | None = None):
 def _read_model(path: str, config):
   """((mean, components), training-file md5s) of a saved fit; one line if
   the file is damaged or not of `config`'s PCA."""
-  dims = config.get('pca_components', 60) if config.model == 'pca_knn' else 0
+  dims = config.knn.pca_components if config.model == 'pca_knn' else 0
   try:
     with np.load(path) as f:
       mean, components = f['mean'], f['components']

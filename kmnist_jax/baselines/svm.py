@@ -1,8 +1,8 @@
 """RBF-kernel support vector machine: the "Tuned SVM" row of the rois-codh
 benchmark table.
 
-`svm`: scikit-learn's `SVC(kernel='rbf', C=config.svm_c,
-gamma=config.svm_gamma)` (libsvm, one-vs-one over the class pairs) on the
+`svm`: scikit-learn's `SVC(kernel='rbf', C=config.svm.c,
+gamma=config.svm.gamma)` (libsvm, one-vs-one over the class pairs) on the
 pixels scaled to [0, 1] and flattened to 784 features. The fit runs in
 scikit-learn on the CPU (`pip install 'kmnist-jax[svm]'`); it is the only
 step that needs it.
@@ -21,7 +21,8 @@ as the k-NN baselines' normalised votes: their argmax is the prediction,
 and the loss is their log loss (clipped at 1e-15); they are not Platt-scaled
 (`SVC(probability=True)` would refit five times more).
 
-Config fields: `model` ('svm'), `svm_c`, `svm_gamma`.
+Config fields: `model` ('svm') and the slice `config.svm`
+(`configlib.svm_config`): `svm.c`, `svm.gamma`.
 """
 
 from __future__ import annotations
@@ -63,10 +64,14 @@ class Machine:
 
 def check_config(config) -> None:
   """Before the workdir is touched: the model, and scikit-learn installed
-  (`config.fields` has checked svm_c and svm_gamma: positive, finite)."""
+  (`config.fields` has checked svm.c and svm.gamma: positive, finite)."""
   if config.model not in NAMES:
     raise UserError(f'config.model={config.model!r}: expected one of '
                     f'{", ".join(NAMES)}')
+  if 'svm' not in config:
+    raise UserError("config.model='svm' needs the config.svm fields (c, "
+                    'gamma); expected a config built like configs/svm.py: '
+                    'config.svm = configlib.svm_config()')
   _svc_class()
 
 
@@ -183,8 +188,8 @@ def fit(config, workdir: str, compiler_options: dict | None = None):
   t0 = time.time()
   info = data_lib.get_info(config.dataset)
   images, labels = data_lib.load_split(config, config.train_split)
-  machine = fit_arrays(images, labels, info.num_classes, config.svm_c,
-                       config.svm_gamma)
+  machine = fit_arrays(images, labels, info.num_classes, config.svm.c,
+                       config.svm.gamma)
   fit_seconds = time.time() - t0
   if distributed.is_main():
     save(machine, os.path.join(workdir, MODEL_FILE))

@@ -76,13 +76,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.mixup_alpha = 0.0  # Input mixup Beta(alpha, alpha).
   c.manifold_mixup_alpha = 0.0  # Manifold mixup Beta(alpha, alpha).
   c.tta_shift = 0  # Eval: mean probability over shifts {-s, 0, s}^2.
-  # k-NN baselines (model 'knn' / 'pca_knn', kmnist_jax.baselines.knn).
-  c.knn_k = 4
-  c.pca_components = 60
-  # RBF SVM baseline (model 'svm', kmnist_jax.baselines.svm): SVC(C=svm_c,
-  # gamma=svm_gamma) on pixels / 255.
-  c.svm_c = 10.0
-  c.svm_gamma = 0.02
   # Run.
   c.seed = 0
   c.checkpoint_every_steps = 0  # 0 = at the end of each epoch only.
@@ -96,6 +89,56 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_from_epoch = 1
   c.write_plots = True
   return c
+
+
+def knn_config() -> ml_collections.ConfigDict:
+  """`config.knn`, the k-NN baselines' slice (model 'knn' / 'pca_knn',
+  kmnist_jax.baselines.knn): configs/knn.py and configs/pca_knn.py."""
+  c = ml_collections.ConfigDict()
+  c.k = 4  # Neighbours.
+  c.pca_components = 60  # pca_knn: PCA dimensions.
+  return c
+
+
+def svm_config() -> ml_collections.ConfigDict:
+  """`config.svm`, the RBF SVM baseline's slice (model 'svm',
+  kmnist_jax.baselines.svm): SVC(C=c, gamma=gamma) on pixels / 255."""
+  c = ml_collections.ConfigDict()
+  c.c = 10.0
+  c.gamma = 0.02
+  return c
+
+
+# The method slices: a config carries the one its model uses.
+SLICES = {'knn': knn_config, 'svm': svm_config}
+# The flat fields of runs before the slices, and where they live now.
+RENAMED = {'knn_k': 'knn.k', 'pca_components': 'knn.pca_components',
+           'svm_c': 'svm.c', 'svm_gamma': 'svm.gamma'}
+# The slice each model uses.
+MODEL_SLICES = {'knn': 'knn', 'pca_knn': 'knn', 'svm': 'svm'}
+
+
+def upgrade(saved: dict) -> dict:
+  """A config.json of any version as today's fields: the flat fields of runs
+  before the slices (`RENAMED`) move into the slice their model uses (and
+  are dropped for other models), and fields newer than the run take their
+  defaults (the base config's, and its model's slice's)."""
+  saved = dict(saved)
+  moved = {old: saved.pop(old) for old in RENAMED if old in saved}
+  slice_name = MODEL_SLICES.get(saved.get('model'))
+  out = base_config().to_dict()
+  if slice_name:
+    out[slice_name] = SLICES[slice_name]().to_dict()
+    for old, value in moved.items():
+      where, field = RENAMED[old].split('.')
+      if where == slice_name:
+        out[slice_name][field] = value
+  for key, value in saved.items():
+    if isinstance(value, dict) and isinstance(out.get(key), dict):
+      out[key] = {**out[key], **value}
+    else:
+      out[key] = value
+  return out
 
 
 def use_dataset_stats(config: ml_collections.ConfigDict,

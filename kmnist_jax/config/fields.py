@@ -115,10 +115,6 @@ FIELDS: dict[str, Field] = {
     'mixup_alpha': _float(0),
     'manifold_mixup_alpha': _float(0),
     'tta_shift': _int(0, 14, _OFF),
-    'knn_k': _int(1, 100_000),
-    'pca_components': _int(1, 784),
-    'svm_c': _float(0, lo_open=True),
-    'svm_gamma': _float(0, lo_open=True),
     'seed': _int(0, MAX_SEED),
     'checkpoint_every_steps': _int(0, _BIG, '(0 = at each epoch end)'),
     'keep_checkpoints': _int(1, 1_000_000),
@@ -126,6 +122,11 @@ FIELDS: dict[str, Field] = {
     'log_loss_steps': _int(0, _BIG, '(0 = none)'),
     'eval_from_epoch': _int(1, 100_000),
     'write_plots': Field('bool'),
+    # The method slices (`configlib.SLICES`): checked where a config has one.
+    'knn.k': _int(1, 100_000),
+    'knn.pca_components': _int(1, 784),
+    'svm.c': _float(0, lo_open=True),
+    'svm.gamma': _float(0, lo_open=True),
 }
 
 
@@ -195,15 +196,34 @@ def check_config(config: Any, source: str = '',
     raise UserError(f'{where}config of type {type(config).__name__}; expected '
                     'an ml_collections.ConfigDict built on '
                     'configlib.base_config()')
-  keys = set(config.keys())
-  missing = [name for name in FIELDS if name not in keys]
+  found = {name: _lookup(config, name) for name in FIELDS}
+  missing = [name for name, got in found.items() if got is _MISSING
+             and ('.' not in name or _lookup(config, _slice(name))
+                  is not _MISSING)]
   if missing and complete:
     raise UserError(f'{where}config lacks field(s) {", ".join(missing)}; '
                     'expected a config built on configlib.base_config()')
   for name, spec in FIELDS.items():
-    if name not in keys:
+    value = found[name]
+    if value is _MISSING:
       continue
-    value = config[name]
     why = problem(value, spec)
     if why:
       raise UserError(f'{where}config.{name}={value!r}: {why}')
+
+
+_MISSING = object()
+
+
+def _slice(name: str) -> str:
+  return name.partition('.')[0]
+
+
+def _lookup(config, name: str):
+  """`config`'s field `name` ('model', or 'knn.k' in a slice), or _MISSING."""
+  node = config
+  for part in name.split('.'):
+    if not hasattr(node, 'keys') or part not in node.keys():
+      return _MISSING
+    node = node[part]
+  return node

@@ -123,12 +123,23 @@ def main_process_lock(workdir: str):
 
 def config_diff(saved: dict, current: dict,
                 allowed: frozenset[str] = RESUMABLE_FIELDS) -> list[str]:
-  """Differing fields outside `allowed`; a field newer than `saved` counts
-  at its default."""
-  saved = {**configlib.base_config().to_dict(), **saved}
+  """Differing fields outside `allowed`, a slice's by their dotted names
+  ('knn.k'); `saved` of any version (`configlib.upgrade`)."""
+  saved, current = _flat(configlib.upgrade(saved)), _flat(current)
   keys = sorted((set(saved) | set(current)) - allowed)
   return [f'{k}: {saved.get(k)!r} (saved) vs {current.get(k)!r} (now)'
           for k in keys if saved.get(k) != current.get(k)]
+
+
+def _flat(config: dict, prefix: str = '') -> dict:
+  """`config` with its slices' fields under dotted names."""
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
 
 
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
@@ -145,11 +156,11 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
   if missing:
     raise UserError(f'{path}: expected the JSON object a training run writes, '
                     f'with fields dataset and model; lacks {", ".join(missing)}')
-  fields.check_config(ml_collections.ConfigDict(saved), source=path,
-                      complete=False)
-  # A field newer than the run takes its default.
-  return ml_collections.ConfigDict({**configlib.base_config().to_dict(),
-                                    **saved})
+  # Any version's fields as today's (`configlib.upgrade`): a run recorded
+  # before a field existed takes its default.
+  config = ml_collections.ConfigDict(configlib.upgrade(saved))
+  fields.check_config(config, source=path, complete=False)
+  return config
 
 
 def check_same_run(config, workdir: str) -> None:

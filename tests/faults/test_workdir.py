@@ -100,8 +100,10 @@ def cnn_config(data_dir, **overrides):
 def knn_config(data_dir, method='knn', **overrides):
   c = configlib.base_config()
   c.update(model=method, data_dir=str(data_dir), train_split='train',
-           eval_split='test', num_epochs=1, write_plots=False,
-           pca_components=20)
+           eval_split='test', num_epochs=1, write_plots=False)
+  c.knn = configlib.knn_config()
+  c.knn.pca_components = 20
+  c.knn.update({k: overrides.pop(k) for k in ('k',) if k in overrides})
   c.update(overrides)
   return c
 
@@ -125,7 +127,7 @@ def runs(learnable_data_dir, tmp_path_factory):
     ('knn', lambda d: cnn_config(d), "model: 'knn' (saved) vs 'seed_cnn'"),
     ('knn', lambda d: knn_config(d, 'pca_knn'),
      "model: 'knn' (saved) vs 'pca_knn'"),
-    ('knn', lambda d: knn_config(d, knn_k=3), 'knn_k: 4 (saved) vs 3 (now)'),
+    ('knn', lambda d: knn_config(d, k=3), 'knn.k: 4 (saved) vs 3 (now)'),
     ('died', lambda d: cnn_config(d, learning_rate=0.5),
      'learning_rate: 0.001 (saved) vs 0.5 (now)'),
     ('died', lambda d: knn_config(d), "model: 'seed_cnn' (saved) vs 'knn'"),
