@@ -76,27 +76,6 @@ PINNED: dict[str, tuple[int, str, str | None]] = {
 # torchvision's prototype `_CHECKSUMS`; .gz md5s: torchvision's `resources`;
 # uncompressed: computed from the official bytes (their md5s are the ones
 # that circulate for the releases). A recompressed copy passes by the latter.
-# MNIST and Fashion-MNIST share their four file names (and with KMNIST's idx
-# release), so they are pinned per dataset: (size, md5, sha256) of the
-# official .gz, then (size, sha256) of its uncompressed bytes. .gz sizes and
-# sha256s: TFDS url_checksums (mnist.txt, fashion_mnist.txt), equal to
-# torchvision's prototype `_CHECKSUMS`; .gz md5s: torchvision's `resources`;
-# uncompressed: computed from the official bytes (their md5s are the ones
-# that circulate for the releases). A recompressed copy passes by the latter.
-# MNIST and Fashion-MNIST share their four file names (and with KMNIST's idx
-# release), so they are pinned per dataset: (size, md5, sha256) of the
-# official .gz, then (size, sha256) of its uncompressed bytes. .gz sizes and
-# sha256s: TFDS url_checksums (mnist.txt, fashion_mnist.txt), equal to
-# torchvision's prototype `_CHECKSUMS`; .gz md5s: torchvision's `resources`;
-# uncompressed: computed from the official bytes (their md5s are the ones
-# that circulate for the releases). A recompressed copy passes by the latter.
-# MNIST and Fashion-MNIST share their four file names (and with KMNIST's idx
-# release), so they are pinned per dataset: (size, md5, sha256) of the
-# official .gz, then (size, sha256) of its uncompressed bytes. .gz sizes and
-# sha256s: TFDS url_checksums (mnist.txt, fashion_mnist.txt), equal to
-# torchvision's prototype `_CHECKSUMS`; .gz md5s: torchvision's `resources`;
-# uncompressed: computed from the official bytes (their md5s are the ones
-# that circulate for the releases). A recompressed copy passes by the latter.
 PINNED_IDX: dict[str, dict[str, tuple[int, str, str, int, str]]] = {
     'mnist': {
         'train-images-idx3-ubyte.gz': (
@@ -220,6 +199,14 @@ _MNIST = 'https://ossci-datasets.s3.amazonaws.com/mnist/'
 _FASHION = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
 
 
+def _npz_release(base: str, prefix: str) -> dict[str, SplitFiles]:
+  """The four .npz files of a rois-codh release ('kmnist', 'k49')."""
+  def f(split, kind):
+    return pinned(base, f'{prefix}-{split}-{kind}.npz')
+  return {split: SplitFiles(f(split, 'imgs'), f(split, 'labels'))
+          for split in ('train', 'test')}
+
+
 def _idx_release(base: str, dataset: str) -> dict[str, SplitFiles]:
   """The four idx .gz files of an MNIST-format release."""
   def f(name):
@@ -240,12 +227,7 @@ DATASETS: dict[str, DatasetInfo] = {
         name='kmnist',
         num_classes=10,
         metric='accuracy',
-        files={
-            'train': SplitFiles(pinned(_KMNIST, 'kmnist-train-imgs.npz'),
-                                pinned(_KMNIST, 'kmnist-train-labels.npz')),
-            'test': SplitFiles(pinned(_KMNIST, 'kmnist-test-imgs.npz'),
-                               pinned(_KMNIST, 'kmnist-test-labels.npz')),
-        },
+        files=_npz_release(_KMNIST, 'kmnist'),
         classmap=pinned(_KMNIST, 'kmnist_classmap.csv'),
         num_examples={'train': 60_000, 'test': 10_000},
         idx_files={
@@ -268,12 +250,7 @@ DATASETS: dict[str, DatasetInfo] = {
         name='k49',
         num_classes=49,
         metric='balanced_accuracy',
-        files={
-            'train': SplitFiles(pinned(_K49, 'k49-train-imgs.npz'),
-                                pinned(_K49, 'k49-train-labels.npz')),
-            'test': SplitFiles(pinned(_K49, 'k49-test-imgs.npz'),
-                               pinned(_K49, 'k49-test-labels.npz')),
-        },
+        files=_npz_release(_K49, 'k49'),
         classmap=pinned(_K49, 'k49_classmap.csv'),
         num_examples={'train': 232_365, 'test': 38_547},
         # The rows of k49_classmap.csv: written in kmnist_classmap.csv's
