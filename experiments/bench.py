@@ -20,7 +20,7 @@ import numpy as np
 
 from kmnist_jax.config import base as configlib
 from kmnist_jax.data import datasets as data_lib
-from kmnist_jax.data import pipeline as input_pipeline
+from kmnist_jax.train import batches as input_pipeline
 from kmnist_jax.train import optim
 from kmnist_jax.train import steps as steps_lib
 

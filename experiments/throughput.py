@@ -221,7 +221,7 @@ def run_overhead(args, data, results):
 
 _FIRST_STEP = _PRELUDE + r'''
 import jax, numpy as np
-from kmnist_jax.data import pipeline as input_pipeline
+from kmnist_jax.train import batches as input_pipeline
 from kmnist_jax.train import optim
 from kmnist_jax.train import steps
 from kmnist_jax.train import state as train_state

@@ -17,7 +17,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from kmnist_jax.config import base as configlib
 from kmnist_jax.models import densenet
 from kmnist_jax.inference import evaluate
-from kmnist_jax.data import pipeline as input_pipeline
+from kmnist_jax.train import batches as input_pipeline
 from kmnist_jax.core import metrics as metrics_lib
 from kmnist_jax.models import factory as models
 from kmnist_jax.train import optim

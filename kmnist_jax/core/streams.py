@@ -4,7 +4,7 @@ A run has one root key, `PRNGKey(config.seed)`. Each use of randomness folds
 a fixed tag into it, then the epoch or step, so streams never overlap and a
 resumed run draws exactly what an uninterrupted one draws:
 
-* data order: `fold_in(fold_in(root, DATA), epoch)` (`input_pipeline`);
+* data order: `fold_in(fold_in(root, DATA), epoch)` (`train.batches`);
 * dropout: `fold_in(fold_in(root, DROPOUT), step)` (`steps.make_train_step`);
 * augmentation: `fold_in(fold_in(root, AUGMENT), step)`, then one of the
   sub-tags TRANSLATE, CUTOUT or MIXUP (`augment.train_transform`).

@@ -1,11 +1,9 @@
 """The networks' numeric precision: their layers' compute dtype and the
-precision their convolutions and matmuls are traced under."""
+precision their convolutions and matmuls are traced under (the steps'
+`steps.precision_scope`)."""
 
 from __future__ import annotations
 
-import contextlib
-
-import jax
 import jax.numpy as jnp
 
 # config.compute_dtype: the layers' compute dtype; params stay float32.
@@ -16,9 +14,3 @@ COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 # oneDNN's bfloat16 kernels, kmnist_jax.cpu.conv); the rest stays float32.
 MATMUL_PRECISIONS = ('default', 'bfloat16')
 
-
-def precision_scope(precision: str):
-  """The context a step's body is traced in (see MATMUL_PRECISIONS)."""
-  if precision == 'default':
-    return contextlib.nullcontext()
-  return jax.default_matmul_precision(precision)

@@ -77,7 +77,7 @@ def _style():
     yield
 
 
-def save(fig: Figure, path: str | None) -> Figure:
+def save_figure(fig: Figure, path: str | None) -> Figure:
   """Writes `fig` to `path` (format from its suffix) atomically; no-op if
   `path` is empty. Returns `fig`."""
   if path:
@@ -143,7 +143,7 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, classes: Classes,
       side.set_visible(False)
     ax.set_title(f'{title}: {per_class} random examples per class' if title
                  else f'{per_class} random examples per class')
-  return save(fig, path)
+  return save_figure(fig, path)
 
 
 def class_distribution(splits: Mapping[str, np.ndarray], classes: Classes,
@@ -169,7 +169,7 @@ def class_distribution(splits: Mapping[str, np.ndarray], classes: Classes,
     ax.set_ylabel('examples')
     ax.set_title('Class distribution')
     ax.legend(fontsize=8, loc='upper center', ncols=max(len(splits), 1))
-  return save(fig, path)
+  return save_figure(fig, path)
 
 
 def training_curves(metrics: str | Sequence[dict], title: str = '',
@@ -196,7 +196,7 @@ def training_curves(metrics: str | Sequence[dict], title: str = '',
       ax.legend()
     if title:
       fig.suptitle(title)
-  return save(fig, path)
+  return save_figure(fig, path)
 
 
 def confusion_matrix(confusion: Any, classes: Classes, title: str = '',
@@ -228,7 +228,7 @@ def confusion_matrix(confusion: Any, classes: Classes, title: str = '',
     acc = np.trace(conf) / max(conf.sum(), 1)
     ax.set_title(title or f'Confusion matrix (accuracy {acc:.2%})')
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label='share of row')
-  return save(fig, path)
+  return save_figure(fig, path)
 
 
 def confident_mistakes(images: np.ndarray, labels: np.ndarray,
@@ -254,7 +254,7 @@ def confident_mistakes(images: np.ndarray, labels: np.ndarray,
                            f' true ({len(wrong)} mistakes in {len(labels)})'))
     if not len(order):
       fig.text(0.5, 0.5, 'no mistakes', ha='center')
-  return save(fig, path)
+  return save_figure(fig, path)
 
 
 def _fit(image: np.ndarray, side: int) -> np.ndarray:
@@ -340,7 +340,7 @@ def prediction_gallery(items: Sequence[Any], probs: np.ndarray,
                 f'{_codepoint(classes, t)}', va='center', fontsize=8)
     if not n:
       ax.text(width / 2, row_h / 2, 'no predictions', ha='center')
-  return save(fig, path)
+  return save_figure(fig, path)
 
 
 # ----------------------------------------------------- workdir hooks (I/O)

@@ -23,7 +23,7 @@ from kmnist_jax.core import distributed
 from kmnist_jax.core import metrics as metrics_lib
 from kmnist_jax.core.errors import UserError
 from kmnist_jax.data import datasets as data_lib
-from kmnist_jax.data import pipeline as input_pipeline
+from kmnist_jax.train import batches
 from kmnist_jax.models import factory as models
 from kmnist_jax.train import augment
 from kmnist_jax.train import checkpoints as checkpointing
@@ -110,7 +110,7 @@ class Run:
     self.check_finite(state)
     self.write_pending()
     step = int(state.step)
-    meta = {'iterator': input_pipeline.iterator_state(
+    meta = {'iterator': batches.iterator_state(
                 step, self.steps_per_epoch, self.config.seed),
             'model': self.config.model, 'dataset': self.config.dataset,
             'wall_time': self.wall()}
@@ -119,7 +119,7 @@ class Run:
 
 def epoch_batches(config, epoch: int, num_examples: int, spe: int, sharding):
   """(steps, batch) example indices of `epoch`, the batch axis sharded."""
-  perm = np.asarray(input_pipeline.epoch_permutation(config.seed, epoch,
+  perm = np.asarray(batches.epoch_permutation(config.seed, epoch,
                                                      num_examples))
   return distributed.put_global(
       perm[:spe * config.batch_size].reshape(spe, config.batch_size),
@@ -168,7 +168,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     train_images, train_labels = data_lib.load_split(config,
                                                      config.train_split)
     eval_images, eval_labels = data_lib.load_split(config, config.eval_split)
-    spe = input_pipeline.steps_per_epoch(len(train_images), config.batch_size,
+    spe = batches.steps_per_epoch(len(train_images), config.batch_size,
                                          config.train_split)
     total_steps = spe * config.num_epochs
     tx = optim.create_optimizer(config, spe)
@@ -200,8 +200,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     # The images go to every device once; per epoch only indices follow.
     images_dev = distributed.put_global(train_images, repl)
     labels_dev = distributed.put_global(train_labels.astype(np.int32), repl)
-    eval_data = input_pipeline.make_eval_data(eval_images, eval_labels,
-                                              config.eval_batch_size, repl)
+    eval_data = batches.make_eval_data(eval_images, eval_labels,
+                                       config.eval_batch_size, repl)
     perm_sharding = NamedSharding(mesh, P(None, 'data'))
 
     state, interrupted = train_loop(
@@ -348,7 +348,7 @@ def final_evaluations(run: Run, state: train_state.TrainState, eval_step,
   if not config.test_split:
     return
   test_images, test_labels = data_lib.load_split(config, config.test_split)
-  test_data = input_pipeline.make_eval_data(
+  test_data = batches.make_eval_data(
       test_images, test_labels, config.eval_batch_size, sharding)
   test_m = steps.evaluate_arrays(eval_step, state, test_data, num_classes)
   run.summary['test'] = test_m

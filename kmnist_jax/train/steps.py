@@ -5,7 +5,7 @@ the steps are plain `jax.jit` functions over that state (no `nnx.jit`
 dispatch cost per step). The train state is donated to the train step.
 Dropout and augmentation keys fold the step into their stream of the run's
 key (`streams`), batches are a pure function of (seed, step) (see
-`input_pipeline`), so a resumed run replays an uninterrupted one exactly.
+`batches`), so a resumed run replays an uninterrupted one exactly.
 
 Every prediction, whatever asks for it (`--mode eval`, `--mode predict`,
 ensembles, the eval plots), goes through `make_infer_fn` and `infer`: the
@@ -16,6 +16,7 @@ loss and confusion on the device.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
@@ -28,10 +29,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from kmnist_jax.core import distributed
 from kmnist_jax.core import metrics as metrics_lib
 from kmnist_jax.core import streams
-from kmnist_jax.data import pipeline as input_pipeline
-from kmnist_jax.models.precision import precision_scope
+from kmnist_jax.train import batches
 from kmnist_jax.train import augment
 from kmnist_jax.train.state import TrainState
+
+def precision_scope(precision: str):
+  """The context a step's body is traced in: `config.matmul_precision`
+  (`models.precision.MATMUL_PRECISIONS`)."""
+  if precision == 'default':
+    return contextlib.nullcontext()
+  return jax.default_matmul_precision(precision)
+
 
 def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
   targets = jax.nn.one_hot(labels, num_classes)
@@ -58,9 +66,9 @@ def make_train_step(graphdef, tx, config, num_classes: int, batch_size: int,
       return train_step(state, images, labels, perm, step_in_epoch)
 
   def train_step(state: TrainState, images, labels, perm, step_in_epoch):
-    x, y = input_pipeline.gather_batch(images, labels, perm, step_in_epoch,
+    x, y = batches.gather_batch(images, labels, perm, step_in_epoch,
                                        batch_size)
-    x = jax.lax.with_sharding_constraint(input_pipeline.to_float(x),
+    x = jax.lax.with_sharding_constraint(batches.to_float(x),
                                          batch_sharding)
     dropout_key = step_key(state.key, streams.DROPOUT, state.step)
     # Soft targets (one-hot without augmentation) and model kwargs (manifold
@@ -116,14 +124,14 @@ def eval_logits(graphdef, params, batch_stats, images, tta_shift: int = 0,
   with precision_scope(precision):
     return augment.tta_logits(
         lambda v: model(v, train=False).astype(jnp.float32),
-        input_pipeline.to_float(images), tta_shift)
+        batches.to_float(images), tta_shift)
 
 
 def make_eval_step(graphdef, num_classes: int, batch_size: int,
                    tta_shift: int = 0, precision: str = 'default',
                    compiler_options: dict | None = None):
   """Jitted eval step of the training loop, accumulating (loss_sum,
-  confusion) over the batches of an `input_pipeline.EvalData`."""
+  confusion) over the batches of an `batches.EvalData`."""
 
   @functools.partial(jax.jit, donate_argnums=(5,),
                      compiler_options=compiler_options)
@@ -142,7 +150,7 @@ def make_eval_step(graphdef, num_classes: int, batch_size: int,
   return eval_step
 
 
-def evaluate_arrays(eval_step, state: TrainState, ev: input_pipeline.EvalData,
+def evaluate_arrays(eval_step, state: TrainState, ev: batches.EvalData,
                     num_classes: int, progress=None) -> dict:
   """Evaluates every example of `ev` once; returns metrics and confusion.
   `progress()`, if given, is called after each batch finishes."""

@@ -1,4 +1,4 @@
-"""Pure-functional input pipeline: batches are a function of (seed, step).
+"""Training batches: a pure function of (seed, step).
 
 The split's uint8 images go to the device once. The permutation of epoch `e`
 is `permutation(fold_in(data_key(seed), e), N)` and training batch `s` of that
