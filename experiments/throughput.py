@@ -11,6 +11,12 @@ Sections (`--sections`, comma-separated; default all):
   alternate block by block, `--repeats` times, so machine noise hits both;
   the tables give medians and JAX/PyTorch ratios, and the fraction of the
   machine's 2-core f32 matmul peak each side reaches.
+* `pairs`: like with like (experiments/speed_pairs.py): train img/s at each
+  batch of JAX f32 and bf16 (matmul_precision 'bfloat16') against PyTorch
+  f32, bf16 autocast and bf16 autocast + channels_last, with the ratios
+  f32 / f32 and fastest / fastest. Run alone (`--sections pairs`), its
+  `--out` defaults to experiments/results/speed_pairs/<CPU kind>, one file
+  per machine kind.
 * `malloc`: ms and minor page faults per train step (keras_cnn at batch 128,
   seed_cnn at 400), each side with the C library's malloc defaults ("stock")
   and with `kmnist_jax.cpu.malloc.keep_freed_memory` ("kept"), in fresh
@@ -54,6 +60,7 @@ if __name__ == '__main__' and not __package__:  # A file, not -m.
 # pylint: disable=wrong-import-position
 from experiments import bench as bench_lib
 from experiments import report
+from experiments import speed_pairs
 from experiments import throughput_report
 from experiments import torch_client
 from experiments import xla_profile
@@ -67,7 +74,7 @@ from kmnist_jax.cpu import malloc as cpu_malloc
 
 ROOT = bench_lib.ROOT
 
-SECTIONS = ('train', 'eval', 'malloc', 'overhead', 'compile', 'predict',
+SECTIONS = ('train', 'eval', 'pairs', 'malloc', 'overhead', 'compile', 'predict',
             'tta', 'profile')
 MODELS = ('seed_cnn', 'keras_cnn', 'resnet_preact20', 'preact_resnet18',
           'shake_shake26_2x96d')
@@ -339,10 +346,16 @@ def parse_args(argv=None):
   p.add_argument('--overhead_epochs', type=int, default=3)
   p.add_argument('--tta_epochs', type=int, default=8)
   p.add_argument('--tta_repeats', type=int, default=3)
-  p.add_argument('--out', default=os.path.join(ROOT, 'experiments', 'results',
-                                               'throughput', 'throughput'))
+  p.add_argument('--out', default='',
+                 help='default: experiments/results/throughput/throughput; '
+                 'with --sections pairs alone, experiments/results/'
+                 'speed_pairs/<CPU kind>')
   args = p.parse_args(argv)
   args.sections = [s for s in args.sections.split(',') if s]
+  if not args.out:
+    args.out = os.path.join(ROOT, 'experiments', 'results', *(
+        ('speed_pairs', speed_pairs.machine_tag()) if args.sections == ['pairs']
+        else ('throughput', 'throughput')))
   bad = set(args.sections) - set(SECTIONS)
   if bad:
     p.error(f'unknown sections {sorted(bad)}; valid: {", ".join(SECTIONS)}')
@@ -359,7 +372,7 @@ def main(argv=None):
                  date=time.strftime('%Y-%m-%d %H:%M'), repeats=args.repeats,
                  sections=args.sections, notes=notes,
                  jax_matmul_precision=args.jax_matmul_precision)
-  needs_torch = {'train', 'eval', 'tta'} & set(args.sections)
+  needs_torch = {'train', 'eval', 'pairs', 'tta'} & set(args.sections)
   torch = torch_client.start_torch(args.torch_python, args.data_dir, notes,
                       args.torch_malloc) if needs_torch else None
   try:
@@ -371,6 +384,9 @@ def main(argv=None):
     data = bench_lib.load_data(args.data_dir)
     if {'train', 'eval'} & set(args.sections):
       run_throughput(args, torch, data, args.sections, results, notes)
+    if 'pairs' in args.sections:
+      speed_pairs.run_pairs(args, torch, data,
+                            lambda m, b: STEPS.get((m, b), 4), results)
     if 'malloc' in args.sections:
       run_malloc(args, results, notes)
     if 'overhead' in args.sections:

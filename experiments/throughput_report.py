@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from experiments import bench
+from experiments import speed_pairs
 from experiments.report import fmt
 from experiments.report import load_text
 from experiments.report import md_table
@@ -142,6 +143,8 @@ def write_report(path: str, results: dict) -> None:
   out = _header(results)
   if results.get('throughput'):
     out += _throughput_table(results['throughput'])
+  if results.get('pairs'):
+    out += speed_pairs.pairs_table(results['pairs'], results['machine']['cpu'])
   if results.get('malloc'):
     out += _malloc_table(results['malloc'])
   out += _timing_lines(results)

@@ -12,8 +12,10 @@ command a line on stdin; each answer is one JSON line on stdout. The worker
 blocks between commands, so the two frameworks never run at the same time.
 Commands:
 
-  {"cmd": "train", "model": M, "batch": B, "steps": N}  -> {"seconds": s}
-  {"cmd": "eval", "model": M, "batch": B, "steps": N}   -> {"seconds": s}
+  {"cmd": "train", "model": M, "batch": B, "steps": N,
+   "mode": "f32" | "bf16" | "bf16_cl"}                  -> {"seconds": s}
+  {"cmd": "eval", "model": M, "batch": B, "steps": N, "mode": ...}
+                                                        -> {"seconds": s}
   {"cmd": "tta", "target": 0.93, "max_epochs": E}       -> {"seconds": s, ...}
   {"cmd": "fit", "recipe": R, "seed": S, "steps_curve": K,
    "eval_every_epoch": B}                               -> accuracy, ...
@@ -25,6 +27,11 @@ Like the JAX side, the worker keeps freed memory in glibc's malloc
 standard library) unless KMNIST_JAX_MALLOC=0. The models are the ports of
 experiments/torch_models.py; their optimizers here match the configs:
 seed_cnn Adam, keras_cnn Adadelta, the ResNets SGD with momentum.
+
+Modes (`MODES`), as Intel's and PyTorch's CPU guides advise for bfloat16:
+`f32`; `bf16`, the forward pass under `torch.autocast('cpu',
+dtype=torch.bfloat16)`; `bf16_cl`, the same with the model and its inputs in
+`channels_last`.
 """
 
 from __future__ import annotations
@@ -97,6 +104,13 @@ def _minor_faults() -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+MODES = ('f32', 'bf16', 'bf16_cl')
+
+
+def _autocast(mode):
+  return torch.autocast('cpu', dtype=torch.bfloat16, enabled=mode != 'f32')
+
+
 class Worker:
   """Keeps the data as uint8 tensors; batches are gathered and scaled per step
   (the same work as kmnist_jax's on-device pipeline)."""
@@ -109,27 +123,35 @@ class Worker:
     self.eval_labels = torch.from_numpy(labels[8000:])
     self.cache = {}
 
-  def _model(self, name):
-    if name not in self.cache:
+  def _model(self, name, mode='f32'):
+    if mode not in MODES:
+      raise ValueError(f'mode {mode!r}: expected one of {", ".join(MODES)}')
+    if (name, mode) not in self.cache:
       torch.manual_seed(0)
       model = MODELS[name]()
-      self.cache[name] = (model, make_optimizer(name, model.parameters()))
-    return self.cache[name]
+      if mode == 'bf16_cl':
+        model = model.to(memory_format=torch.channels_last)
+      self.cache[name, mode] = (model, make_optimizer(name, model.parameters()))
+    return self.cache[name, mode]
 
-  def _batch(self, images, labels, idx):
-    return images[idx].float().div_(255.0), labels[idx]
+  def _batch(self, images, labels, idx, mode='f32'):
+    x = images[idx].float().div_(255.0)
+    if mode == 'bf16_cl':
+      x = x.contiguous(memory_format=torch.channels_last)
+    return x, labels[idx]
 
-  def train(self, name, batch, steps):
-    model, opt = self._model(name)
+  def train(self, name, batch, steps, mode='f32'):
+    model, opt = self._model(name, mode)
     model.train()
     gen = torch.Generator().manual_seed(0)
     n = len(self.images)
 
     def step():
       idx = torch.randint(0, n, (batch,), generator=gen)
-      x, y = self._batch(self.images, self.labels, idx)
+      x, y = self._batch(self.images, self.labels, idx, mode)
       opt.zero_grad(set_to_none=True)
-      loss = F.cross_entropy(model(x), y)
+      with _autocast(mode):
+        loss = F.cross_entropy(model(x), y)
       loss.backward()
       opt.step()
       return loss
@@ -143,14 +165,14 @@ class Worker:
     return {'seconds': time.perf_counter() - t,
             'minor_faults': _minor_faults() - faults}
 
-  def eval(self, name, batch, steps):
-    model, _ = self._model(name)
+  def eval(self, name, batch, steps, mode='f32'):
+    model, _ = self._model(name, mode)
     model.eval()
     n = len(self.eval_images)
-    with torch.inference_mode():
+    with torch.inference_mode(), _autocast(mode):
       def step(i):
         idx = torch.arange(i * batch, (i + 1) * batch) % n
-        x, _ = self._batch(self.eval_images, self.eval_labels, idx)
+        x, _ = self._batch(self.eval_images, self.eval_labels, idx, mode)
         return model(x).argmax(-1)
       step(0)
       t = time.perf_counter()
@@ -214,10 +236,13 @@ def main():
       break
     if kind == 'info':
       out = info()
-    elif kind == 'train':
-      out = worker.train(cmd['model'], cmd['batch'], cmd['steps'])
-    elif kind == 'eval':
-      out = worker.eval(cmd['model'], cmd['batch'], cmd['steps'])
+    elif kind in ('train', 'eval'):
+      run = worker.train if kind == 'train' else worker.eval
+      try:
+        out = run(cmd['model'], cmd['batch'], cmd['steps'],
+                  cmd.get('mode', 'f32'))
+      except ValueError as e:
+        out = {'error': str(e)}
     elif kind == 'tta':
       out = worker.tta(cmd['target'], cmd['max_epochs'])
     elif kind == 'fit':  # experiments/parity.py; see torch_fit.py.

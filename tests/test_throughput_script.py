@@ -1,12 +1,16 @@
 """Sanity checks of experiments.throughput's pure helpers (nothing timed)."""
 
+import argparse
 import json
 import os
+import re
 
+import numpy as np
 import pytest
 
 from experiments import bench
 from experiments import report
+from experiments import speed_pairs
 from experiments import throughput
 from experiments import throughput_report
 from experiments import torch_client
@@ -133,3 +137,71 @@ ENTRY %main.9 (a: f32[32,26,26,128], b: f32[24,24,128,64]) -> f32[32,3,3,64] {
   assert ops['convolution.3'].startswith('f32[32,3,3,64]{3,2,1,0} convolution')
   assert ops['a'] == 'f32[32,26,26,128]{3,2,1,0} parameter'
   assert 'fused_computation.1' not in ops and 'main.9' not in ops
+
+
+def _fake_data(n=256):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (n, 28, 28)).astype(np.uint8)
+  labels = rng.integers(0, 10, n).astype(np.uint8)
+  return (images, labels), (images[:100], labels[:100])
+
+
+def test_pairs_time_every_mode_and_take_the_fastest(tmp_path):
+  """JAX f32 and bf16 against three PyTorch modes (a fake worker here); the
+  ratios pair f32 with f32 and the fastest with the fastest."""
+  torch_rates = {'f32': 100.0, 'bf16': 150.0, 'bf16_cl': 200.0}
+  calls = []
+
+  def fake_torch(cmd, model, batch, steps, mode):
+    calls.append((cmd, model, batch, steps, mode))
+    return {'seconds': batch * steps / torch_rates[mode]}
+
+  args = argparse.Namespace(models=['seed_cnn'], batches=[32], repeats=2)
+  results = {}
+  speed_pairs.run_pairs(args, fake_torch, _fake_data(), lambda m, b: 3,
+                        results)
+  row, = results['pairs']
+  assert sorted(row['img_s']) == ['jax_bf16', 'jax_f32', 'torch_bf16',
+                                  'torch_bf16_cl', 'torch_f32']
+  assert row['img_s']['torch_bf16_cl'] == pytest.approx(200.0)
+  assert row['torch_fastest'] == 'bf16_cl'
+  assert row['jax_fastest'] in ('f32', 'bf16')
+  jax_best = max(row['img_s']['jax_f32'], row['img_s']['jax_bf16'])
+  assert row['fastest_ratio'] == pytest.approx(jax_best / 200.0)
+  assert row['f32_ratio'] == pytest.approx(row['img_s']['jax_f32'] / 100.0)
+  # One warm-up and two timed blocks per PyTorch mode, interleaved.
+  assert [c[4] for c in calls] == ['f32', 'bf16', 'bf16_cl'] * 3
+  assert {c[3] for c in calls[3:]} == {3}
+  lines = '\n'.join(speed_pairs.pairs_table(results['pairs'], 'Some CPU'))
+  assert 'on Some CPU' in lines and '(JAX ' in lines and '/ PyTorch bf16_cl)' in lines
+
+
+def test_pairs_alone_write_one_file_per_cpu_kind():
+  args = throughput.parse_args(['--sections', 'pairs'])
+  tag = speed_pairs.machine_tag()
+  assert args.out.endswith(os.path.join('speed_pairs', tag))
+  assert re.fullmatch(r'[a-z0-9_]+', tag)
+  assert throughput.parse_args([]).out.endswith(
+      os.path.join('throughput', 'throughput'))
+
+
+TORCH_PYTHON = os.environ.get('KMNIST_JAX_TORCH_PYTHON',
+                              '/work/torchvenv/bin/python')
+
+
+@pytest.mark.skipif(not os.path.exists(TORCH_PYTHON),
+                    reason=f'no torch venv at {TORCH_PYTHON}')
+def test_the_torch_worker_trains_in_each_mode(real_data_dir):
+  notes = []
+  worker = torch_client.start_torch(TORCH_PYTHON, str(real_data_dir), notes)
+  assert worker is not None, notes
+  try:
+    for mode in ('f32', 'bf16', 'bf16_cl'):
+      out = worker('train', model='keras_cnn', batch=16, steps=2, mode=mode)
+      assert out['seconds'] > 0, (mode, out)
+      assert worker('eval', model='keras_cnn', batch=16, steps=1,
+                    mode=mode)['seconds'] > 0
+    bad = worker('train', model='keras_cnn', batch=16, steps=1, mode='fp8')
+    assert bad == {'error': "mode 'fp8': expected one of f32, bf16, bf16_cl"}
+  finally:
+    worker.close()
