@@ -19,9 +19,11 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from kmnist_jax.config import base as configlib
+from kmnist_jax.core import distributed
 from kmnist_jax.data import datasets as data_lib
 from kmnist_jax.train import batches as input_pipeline
 from kmnist_jax.train import optim
+from kmnist_jax.train import state as train_state
 from kmnist_jax.train import steps as steps_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +82,7 @@ class JaxBench:
     self.name = name
     self.config = model_config(name)
     self.config.matmul_precision = matmul_precision
-    mesh = steps_lib.make_mesh()
+    mesh = distributed.make_mesh()
     repl = NamedSharding(mesh, P())
     (images, labels), (ev_images, ev_labels) = data
     self.n = len(images)
@@ -88,7 +90,8 @@ class JaxBench:
     self.labels = jax.device_put(labels.astype(np.int32), repl)
     self.perm = input_pipeline.epoch_permutation(0, 0, self.n)
     self.tx = optim.create_optimizer(self.config, self.n // 128)
-    self.graphdef, state = steps_lib.init_state(self.config, 10, self.tx)
+    self.graphdef, state = train_state.init_state(self.config, 10,
+                                                  self.tx)
     self.mesh, self.repl = mesh, repl
     self.state0 = state
     self.steps, self.states = {}, {}
