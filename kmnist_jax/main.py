@@ -20,11 +20,9 @@ same command (Ctrl-C elsewhere also exits 130, writing nothing half).
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging as logging_std
 import os
-import re
 import sys
 import threading
 import time
@@ -34,6 +32,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from kmnist_jax import cli
 from kmnist_jax.core import console
 from kmnist_jax.core.errors import UserError
 from kmnist_jax.core.errors import one_line
@@ -103,7 +102,7 @@ def _run(argv) -> int:
       raise UserError('--show_config needs --config, e.g. --config '
                       'configs/default.py:proxy --show_config')
     from kmnist_jax import config_help  # pylint: disable=g-import-not-at-top
-    print(config_help.describe(_CONFIG.value, _config_arg(sys.argv) or ''))
+    print(config_help.describe(_CONFIG.value, cli.config_arg(sys.argv) or ''))
     return 0
   # Imported here so `--help` and flag errors stay fast.
   import jax  # pylint: disable=g-import-not-at-top
@@ -199,23 +198,6 @@ def _eval_command() -> int:
   return 0
 
 
-_OVERRIDE = re.compile(r'^--?(?:no)?config\.([^=]+)')
-_TYPE_NAMES = {bool: 'true or false', int: 'an integer', float: 'a number',
-               str: 'a string'}
-
-
-def _gist(text) -> str:
-  """The gist of a possibly multi-line error (config-file tracebacks)."""
-  lines = [l.strip() for l in str(text).splitlines() if l.strip()]
-  if not lines:
-    return 'invalid flags'
-  if len(lines) > 1 and any(l.startswith('Traceback') for l in lines):
-    head = lines[0].replace('Error whilst parsing config file:', '').strip()
-    tail = re.sub(r'^\w+(Error|Exception): ', '', lines[-1])
-    return one_line(f'{head} {tail}', limit=1000)
-  return one_line(' '.join(lines), limit=1000)
-
-
 def _models_to_run() -> list[str]:
   """The models this process will run, read before JAX starts: the config's,
   or the one each workdir (and ensemble member) records. A workdir whose
@@ -234,148 +216,12 @@ def _models_to_run() -> list[str]:
   return names
 
 
-def _config_arg(argv) -> str | None:
-  """The value of `--config` in argv, if given."""
-  for i, arg in enumerate(argv):
-    m = re.match(r'^--?config(?:=(.*))?$', arg)
-    if m:
-      return m.group(1) if m.group(1) is not None else ''.join(
-          argv[i + 1:i + 2])
-  return None
-
-
-def _load_config(path: str):
-  """The config `path` names, or the error that loading it gives."""
-  try:
-    config = flags.FLAGS['config'].parser.parse(path)
-    config.keys()  # ml_collections defers file errors to first access.
-    return config, None
-  except Exception as e:  # pylint: disable=broad-except
-    return None, e
-
-
-def _config_file_error(path: str, error: Exception) -> str:
-  reason = str(error).strip().splitlines()[-1].strip() if str(error) else (
-      type(error).__name__)
-  reason = re.sub(r'^.*failure to load: ', '', reason)
-  return (f'--config {path}: cannot load the config file ({reason}); expected '
-          'a Python file with get_config(), e.g. configs/default.py:proxy')
-
-
-def _renamed() -> dict[str, str]:
-  """The flat fields of older versions and their new dotted names."""
-  from kmnist_jax.config import base as configlib  # pylint: disable=g-import-not-at-top
-  return configlib.RENAMED
-
-
-def _lookup(config, path: str):
-  """(True, value) when `path` (dotted) is a field of `config`."""
-  node = config
-  for part in path.split('.'):
-    if not hasattr(node, 'keys') or part not in node.keys():
-      return False, None
-    node = node[part]
-  return True, node
-
-
-def _flag_error(error: Exception, argv) -> str:
-  """One line for a flag, config file or `--config.<field>` override error."""
-  path = _config_arg(argv)
-  config, load_error = _load_config(path) if path is not None else (None, None)
-  if config is None:
-    if load_error is not None and not isinstance(error, flags.Error):
-      return _config_file_error(path, load_error)
-    return _gist(error)
-  for arg in argv[1:]:
-    m = _OVERRIDE.match(arg)
-    if not m:
-      continue
-    field = m.group(1)
-    found, value = _lookup(config, field)
-    if not found and field in _renamed():
-      new = _renamed()[field]
-      given = arg.partition('=')[2]
-      return (f'{arg}: config.{field} is now config.{new}; use '
-              f'--config.{new}{"=" + given if given else ""}')
-    if not found:
-      fields = sorted(config.keys())
-      close = difflib.get_close_matches(field, fields, 1)
-      hint = f'did you mean {close[0]!r}? ' if close else ''
-      return (f'{arg}: the config has no field {field!r}; {hint}valid: '
-              f'{", ".join(fields)}')
-    if f'--config.{field}' in str(error) and type(value) in _TYPE_NAMES:
-      return (f'{_gist(error)}; expected {_TYPE_NAMES[type(value)]} for '
-              f'config.{field} (default {value!r})')
-  return _gist(error)
-
-
-def _parse_flags(argv):
-  """absl flag parsing; a bad flag or config file is one `error:` line."""
-  debug = any(re.fullmatch(r'--?debug(=(true|1|yes))?', a, re.IGNORECASE)
-              for a in argv)
-  try:
-    args = flags.FLAGS(argv)
-    error = None
-  except Exception as e:  # pylint: disable=broad-except
-    if debug:
-      raise
-    error = _flag_error(e, argv)
-  path = _config_arg(argv)
-  if error is None and path is not None:
-    value = flags.FLAGS['config'].value
-    try:
-      value.keys()  # Raises for a file that failed.
-    except OSError as e:
-      if debug:
-        raise
-      error = _config_file_error(path, e)
-    except AttributeError:  # get_config() returned no ConfigDict.
-      error = (f'--config {path}: get_config() returned a '
-               f'{type(value).__name__}; expected an ml_collections.'
-               'ConfigDict built on configlib.base_config()')
-  if error is not None:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
-  return args
-
-
-def _unraisable(hook):
-  """Drops the "Event loop is closed" errors that Orbax's TensorStore reads
-  raise in background callbacks after a failed restore; the restore's own
-  error already says what is wrong."""
-
-  def unraisable(args):
-    if not (isinstance(args.exc_value, RuntimeError)
-            and str(args.exc_value) == 'Event loop is closed') and (
-                resource_error(args.exc_value) is None):
-      hook(args)
-
-  return unraisable
-
-
-def _orphan_read(record: logging_std.LogRecord) -> bool:
-  """False for asyncio's "exception was never retrieved" reports: the
-  other TensorStore reads of a failed Orbax restore, which fail after it
-  with the same cause; the restore's own error already says what is wrong."""
-  return 'exception was never retrieved' not in record.getMessage()
-
-
-def _not_resource_error(record: logging_std.LogRecord) -> bool:
-  """False for the reports (with tracebacks) of a full disk or a read-only
-  folder that Orbax's and TensorBoard's background threads log: the one
-  `error:` line at exit says it."""
-  if record.levelno < logging_std.ERROR:
-    return True
-  error = record.exc_info[1] if record.exc_info else None
-  return resource_error(error or Exception(record.getMessage())) is None
-
-
 def main(argv):
   if not _DEBUG.value:
-    sys.unraisablehook = _unraisable(sys.unraisablehook)
-    logging_std.getLogger('asyncio').addFilter(_orphan_read)
+    sys.unraisablehook = cli.unraisable(sys.unraisablehook)
+    logging_std.getLogger('asyncio').addFilter(cli.orphan_read)
     for name in ('absl', ''):
-      logging_std.getLogger(name).addFilter(_not_resource_error)
+      logging_std.getLogger(name).addFilter(cli.not_resource_error)
     thread_hook = threading.excepthook
     threading.excepthook = lambda args: (
         resource_error(args.exc_value) is None and thread_hook(args))
@@ -403,4 +249,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

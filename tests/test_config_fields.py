@@ -22,6 +22,7 @@ import pytest
 
 from kmnist_jax.config import base as configlib
 from kmnist_jax.config import fields
+from kmnist_jax import cli as cli_lib
 from kmnist_jax import main
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -85,7 +86,7 @@ def cli(monkeypatch):
     flags.FLAGS.unparse_flags()
     with contextlib.redirect_stderr(err):
       try:
-        argv = main._parse_flags(['kmnist_jax.main', *args])
+        argv = cli_lib.parse_flags(['kmnist_jax.main', *args])
         rc = main.main(argv)
       except SystemExit as e:
         rc = e.code

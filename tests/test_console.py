@@ -45,7 +45,8 @@ def test_orphaned_read_errors_after_a_failed_restore_are_not_printed():
   import asyncio  # pylint: disable=g-import-not-at-top
   import gc  # pylint: disable=g-import-not-at-top
   import logging  # pylint: disable=g-import-not-at-top
-  from kmnist_jax import main  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import cli  # pylint: disable=g-import-not-at-top
+  from kmnist_jax import main  # pylint: disable=g-import-not-at-top,unused-import
 
   def orphan():
     loop = asyncio.new_event_loop()
@@ -60,7 +61,7 @@ def test_orphaned_read_errors_after_a_failed_restore_are_not_printed():
   handler.emit = records.append
   logger = logging.getLogger('asyncio')
   # An in-process main.main() earlier in this worker left its filter on.
-  installed = [f for f in logger.filters if f is main._orphan_read]  # pylint: disable=protected-access
+  installed = [f for f in logger.filters if f is cli.orphan_read]
   for f in installed:
     logger.removeFilter(f)
   logger.addHandler(handler)
@@ -68,14 +69,14 @@ def test_orphaned_read_errors_after_a_failed_restore_are_not_printed():
     orphan()
     assert ['exception was never retrieved' in r.getMessage()
             for r in records] == [True]
-    logger.addFilter(main._orphan_read)  # pylint: disable=protected-access
+    logger.addFilter(cli.orphan_read)
     records.clear()
     orphan()
     logger.error('another asyncio error')
     assert [r.getMessage() for r in records] == ['another asyncio error']
   finally:
     logger.removeHandler(handler)
-    logger.removeFilter(main._orphan_read)  # pylint: disable=protected-access
+    logger.removeFilter(cli.orphan_read)
     for f in installed:
       logger.addFilter(f)
 

@@ -24,7 +24,8 @@ LAYERS = (
     ('kmnist_jax.config',),  # config fields, checks, the workdir's record
     ('kmnist_jax.inference', 'kmnist_jax.baselines'),  # restore, score, fit
     ('kmnist_jax.methods',),  # the method registry and the harness
-    ('kmnist_jax.main', 'kmnist_jax.runtime', 'kmnist_jax.config_help',
+    ('kmnist_jax.main', 'kmnist_jax.cli', 'kmnist_jax.runtime',
+     'kmnist_jax.config_help',
      'kmnist_jax'),  # the CLI and process setup
 )
 
