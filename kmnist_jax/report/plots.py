@@ -357,46 +357,34 @@ def _try(name: str, make, *args, **kwargs) -> str | None:
 
 
 def write_training_plots(config, workdir: str, train_images: np.ndarray,
-                         train_labels: np.ndarray, eval_labels: np.ndarray,
+                         train_labels: np.ndarray, inputs: Mapping[str, Any],
                          eval_metrics: Mapping[str, Any]) -> list[str]:
   """Writes 1-4 to `workdir/plots/`; returns the paths written.
 
   samples.png, class_distribution.png, training_curves.png and
-  confusion_<eval split>.png.
+  confusion_<eval split>.png. `inputs`: what the data layer knows, read by
+  the trainer with its data (`data.labels.plot_inputs`): `classes`,
+  `split_labels` ({'train <split>': labels, ...}), `tag` (' (offline
+  proxy)' or '') and `eval_name` (the eval split as a file name).
   """
-  # pylint: disable=g-import-not-at-top
-  from kmnist_jax.data import registry
-  from kmnist_jax.data import datasets as data_lib
-  from kmnist_jax.data import splits as splits_lib
   out = os.path.join(workdir, 'plots')
-  classes = data_lib.class_map(config.dataset, config.data_dir or None)
-  splits = {f'train {config.train_split}': train_labels,
-            f'eval {config.eval_split}': eval_labels}
-  if config.test_split:
-    try:
-      splits[f'test {config.test_split}'] = data_lib.load(
-          config.dataset, config.test_split, config.data_dir or None)[1]
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning('test split left out of the class distribution: %s', e)
-  tag = ' (offline proxy)' if registry.is_proxy(config) else ''
+  classes, tag = inputs['classes'], inputs['tag']
   written = [
       _try('samples', sample_grid, train_images, train_labels, classes,
            seed=config.seed, title=f'{config.dataset} {config.train_split}',
            path=os.path.join(out, 'samples.png')),
-      _try('class_distribution', class_distribution, splits, classes,
-           path=os.path.join(out, 'class_distribution.png')),
+      _try('class_distribution', class_distribution, inputs['split_labels'],
+           classes, path=os.path.join(out, 'class_distribution.png')),
       _try('training_curves', training_curves,
            os.path.join(workdir, 'metrics.jsonl'),
            title=f'{config.model} on {config.dataset}{tag}',
            path=os.path.join(out, 'training_curves.png')),
   ]
   if eval_metrics.get('confusion_matrix') is not None:
-    split = config.eval_split
     written.append(_try(
         'confusion', confusion_matrix, eval_metrics['confusion_matrix'],
-        classes, title=_confusion_title(eval_metrics, split, tag),
-        path=os.path.join(out,
-                          f'confusion_{splits_lib.split_name(split)}.png')))
+        classes, title=_confusion_title(eval_metrics, config.eval_split, tag),
+        path=os.path.join(out, f'confusion_{inputs["eval_name"]}.png')))
   return [p for p in written if p]
 
 

@@ -23,6 +23,7 @@ from kmnist_jax.core import distributed
 from kmnist_jax.core import metrics as metrics_lib
 from kmnist_jax.core.errors import UserError
 from kmnist_jax.data import datasets as data_lib
+from kmnist_jax.data import labels as labels_lib
 from kmnist_jax.train import batches
 from kmnist_jax.models import factory as models
 from kmnist_jax.train import augment
@@ -168,6 +169,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     train_images, train_labels = data_lib.load_split(config,
                                                      config.train_split)
     eval_images, eval_labels = data_lib.load_split(config, config.eval_split)
+    plotted = config.write_plots and distributed.is_main()
+    plot_data = (labels_lib.plot_inputs(config, train_labels, eval_labels)
+                 if plotted else None)
     spe = batches.steps_per_epoch(len(train_images), config.batch_size,
                                          config.train_split)
     total_steps = spe * config.num_epochs
@@ -211,8 +215,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     if not interrupted:
       final_evaluations(run, state, eval_step, eval_data, num_classes, repl)
     ckpt.close()
-    if not interrupted and distributed.is_main() and config.write_plots:
-      write_plots(config, workdir, train_images, train_labels, eval_labels,
+    if not interrupted and plotted:
+      write_plots(config, workdir, train_images, train_labels, plot_data,
                   run.summary['eval'])
   run.summary.update(history=run.history, steps_per_epoch=spe,
                      epoch_seconds=run.epoch_seconds, interrupted=interrupted,
@@ -359,11 +363,11 @@ def final_evaluations(run: Run, state: train_state.TrainState, eval_step,
              'wall_time': run.wall()})
 
 
-def write_plots(config, workdir, train_images, train_labels, eval_labels,
+def write_plots(config, workdir, train_images, train_labels, inputs,
                 eval_metrics):
   try:
     from kmnist_jax.report import plots  # pylint: disable=g-import-not-at-top
   except ImportError:
     return
   plots.write_training_plots(config, workdir, train_images, train_labels,
-                             eval_labels, eval_metrics)
+                             inputs, eval_metrics)
