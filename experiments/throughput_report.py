@@ -43,21 +43,29 @@ def _header(results: dict) -> list[str]:
           f'(Python {t.get("python", "n/a")}, {t.get("threads", "?")} '
           'threads). '
           f'JAX convolution gradients: {m.get("onednn", "n/a")}. '
-          'JAX convolutions: '
-          + ('bfloat16 operands, float32 sums (config.matmul_precision='
-             "'bfloat16')" if bf16 else 'float32') + '; PyTorch float32. '
+          + (_precisions(bf16) if results.get('throughput') else '') +
           f'malloc: JAX {m.get("malloc", "n/a")}; PyTorch '
           f'{t.get("malloc", "n/a")}. '
           f'Date: {results["date"]}. Load average (1, 5, 15 min) at start '
           f'{load_text(m, "start")}, at end {load_text(m, "end")}: other '
           'work on the machine slows both sides.', '',
-          f'Medians of {results["repeats"]} interleaved repeats. Peak: 2-core '
-          f'f32 matmul {fmt(results.get("peak_gflops"))} GFLOP/s (XLA, '
-          '2048^3, best seen in the run); "% peak" is the model FLOP rate '
-          '(XLA cost analysis, train = 3x forward) over it.'
-          + (' With bfloat16 operands the CPU does twice the float32 FLOPs '
-             'per instruction, so JAX % peak can pass 100.' if bf16 else ''),
+          f'Medians of {results["repeats"]} interleaved repeats.'
+          + (_peak_text(results, bf16) if results.get('peak_gflops') else ''),
           '']
+
+
+def _precisions(bf16: bool) -> str:
+  return ('JAX convolutions in the throughput table: '
+          + ('bfloat16 operands, float32 sums (config.matmul_precision='
+             "'bfloat16')" if bf16 else 'float32') + '; PyTorch float32. ')
+
+
+def _peak_text(results: dict, bf16: bool) -> str:
+  return (f' Peak: 2-core f32 matmul {fmt(results.get("peak_gflops"))} '
+          'GFLOP/s (XLA, 2048^3, best seen in the run); "% peak" is the model '
+          'FLOP rate (XLA cost analysis, train = 3x forward) over it.'
+          + (' With bfloat16 operands the CPU does twice the float32 FLOPs '
+             'per instruction, so JAX % peak can pass 100.' if bf16 else ''))
 
 
 def _throughput_table(rows: list[dict]) -> list[str]:
