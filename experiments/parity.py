@@ -251,7 +251,9 @@ def _closing_notes(args, meta: dict, worker) -> list[str]:
   return notes
 
 
-def main(argv=None) -> int:
+def main(argv=None, setup_process: bool = False) -> int:
+  """`setup_process`: apply the CLI's process settings (malloc for the
+  planned models, compilation cache) first, as a script run does."""
   args = parse_args(argv)
   try:
     if args.merge:
@@ -263,6 +265,8 @@ def main(argv=None) -> int:
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  if setup_process:  # As the CLI does, before JAX starts its threads.
+    runtime.setup(models=[c.model for c in plan.values()])
   notes: list[str] = []
   torch_data = str(data_lib.resolve_data_dir(args.dataset or 'kmnist',
                                              args.data_dir))
@@ -292,5 +296,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  runtime.setup()  # As the CLI does: before JAX starts its threads.
-  sys.exit(main())
+  sys.exit(main(setup_process=True))

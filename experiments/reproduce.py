@@ -365,7 +365,9 @@ def collect(root: str, variant: str, todo) -> list[dict]:
   return out
 
 
-def main(argv=None) -> int:
+def main(argv=None, setup_process: bool = False) -> int:
+  """`setup_process`: apply the CLI's process settings (malloc for the
+  models to train, compilation cache) first, as a script run does."""
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--name', default='full',
                  help='writes experiments/results/<name>/<name>.md and .csv')
@@ -402,11 +404,10 @@ def main(argv=None) -> int:
     skipped = dict(s.split('=', 1) for s in args.skip)
     todo = [(n, ds) for n, ds in pairs if n not in skipped]
     if not args.collect:
-      # As the CLI does, before JAX starts its threads: malloc for the
-      # models this process will train.
-      runtime.setup(models=[
-          load_config(n, args.variant, 0, overrides, args.data_dir, ds).model
-          for n, ds in todo])
+      if setup_process:  # As the CLI does, before JAX starts its threads.
+        runtime.setup(models=[
+            load_config(n, args.variant, 0, overrides, args.data_dir,
+                        ds).model for n, ds in todo])
       for name, ds in todo:
         for seed in range(args.seeds):
           workdir = run_dir(args.workdir_root, args.variant, name, ds) / (
@@ -446,4 +447,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(main(setup_process=True))

@@ -32,3 +32,31 @@ def test_a_densenet_keeps_the_stock_allocator():
   from kmnist_jax.cpu import malloc  # pylint: disable=g-import-not-at-top
   densenets = {m for _, m, _ in memory.ROWS if m.startswith('densenet')}
   assert densenets == {'densenet_bc100_k12'} <= set(malloc.STOCK_FOR)
+
+
+def test_scripts_pick_the_malloc_setting_for_their_models(monkeypatch,
+                                                          real_data_dir):
+  """A parity run of the DenseNet applies the process settings for it: the
+  stock allocator (the CLI's choice), before anything is trained."""
+  from experiments import parity  # pylint: disable=g-import-not-at-top
+
+  class Planned(Exception):
+    pass
+
+  seen = []
+  monkeypatch.setattr(parity.runtime, 'setup',
+                      lambda models=(): seen.append(list(models)))
+
+  def stop(*args, **kwargs):
+    raise Planned
+
+  monkeypatch.setattr(parity, '_train', stop)
+  argv = ['--configs', 'k49_densenet100', '--k49_on_kmnist', '--sides', 'jax',
+          '--data_dir', str(real_data_dir), '--epochs', '1']
+  with pytest.raises(Planned):
+    parity.main(argv, setup_process=True)
+  assert seen == [['densenet_bc100_k12']]
+  seen.clear()
+  with pytest.raises(Planned):
+    parity.main(argv)  # In-process callers keep their own settings.
+  assert not seen
