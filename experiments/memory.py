@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from kmnist_jax.cpu import features
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # (config, model, batch size): the small CNN, the ResNets and the DenseNet.
 ROWS = (
@@ -36,17 +38,6 @@ ROWS = (
 )
 SETTINGS = (('CLI defaults', None), ('KMNIST_JAX_MALLOC=0', '0'))
 BOUND = 1.5
-
-
-def cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return 'unknown CPU'
 
 
 def command(config: str, batch: int, args, workdir: str) -> list[str]:
@@ -86,7 +77,8 @@ def run_one(config: str, batch: int, malloc: str | None, args) -> dict:
 
 def table(rows: list[dict], args) -> str:
   lines = [f'# Peak RSS of one training epoch, CLI defaults against '
-           f'KMNIST_JAX_MALLOC=0 on {cpu_name()}, {os.cpu_count()} cores', '',
+           f'KMNIST_JAX_MALLOC=0 on {features.describe()}, '
+           f'{os.cpu_count()} cores', '',
            '| model | batch | CLI defaults (MB) | KMNIST_JAX_MALLOC=0 (MB) | '
            'ratio | malloc with the CLI defaults |',
            '|---|---|---|---|---|---|']
@@ -139,7 +131,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / 'memory.md').write_text(text)
     (out / 'memory.json').write_text(json.dumps(
-        dict(cpu=cpu_name(), cores=os.cpu_count(), rows=rows), indent=1))
+        dict(cpu=features.describe(), cores=os.cpu_count(), rows=rows), indent=1))
   return 0
 
 

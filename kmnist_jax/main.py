@@ -170,7 +170,7 @@ def _eval_command() -> int:
   """`--mode eval`, of one workdir or an ensemble: prints the result; a
   result that cannot be written is printed, then one error line (exit 2)."""
   from kmnist_jax.core import distributed  # pylint: disable=g-import-not-at-top
-  members = [w for v in _ENSEMBLE.value for w in v.split(',') if w]
+  members = _ensemble_members()
   if members:
     from kmnist_jax.methods import ensemble  # pylint: disable=g-import-not-at-top
     result = ensemble.evaluate([_WORKDIR.value] + members, _CONFIG.value,
@@ -198,6 +198,11 @@ def _eval_command() -> int:
   return 0
 
 
+def _ensemble_members() -> list[str]:
+  """The --ensemble workdirs (repeated, or comma-separated)."""
+  return [w for v in _ENSEMBLE.value or () for w in v.split(',') if w]
+
+
 def _models_to_run() -> list[str]:
   """The models this process will run, read before JAX starts: the config's,
   or the one each workdir (and ensemble member) records. A workdir whose
@@ -205,9 +210,7 @@ def _models_to_run() -> list[str]:
   if _CONFIG.value is not None:
     return [_CONFIG.value.model]
   names = []
-  workdirs = [_WORKDIR.value] + [w for v in _ENSEMBLE.value or ()
-                                 for w in v.split(',') if w]
-  for workdir in workdirs:
+  for workdir in [_WORKDIR.value] + _ensemble_members():
     try:
       with open(os.path.join(workdir, 'config.json')) as f:
         names.append(str(json.load(f).get('model', '')))

@@ -25,10 +25,9 @@ _GPU_PLUGIN = re.compile(r'(cuda|rocm)', re.IGNORECASE)
 # holes a step frees in one heap never fit the next request: that heap grew
 # to 20.6 GB peak RSS for DenseNet-BC-100 at batch 64, against 4.0 GB with
 # the defaults (experiments/memory.py has today's figures).
-STOCK_FOR = {
-    'densenet_bc100_k12': 'buffers that grow block by block fragment one heap',
-    'densenet100_k12': 'buffers that grow block by block fragment one heap',
-}
+STOCK_FOR = dict.fromkeys(
+    ('densenet_bc100_k12', 'densenet100_k12'),
+    'buffers that grow block by block fragment one heap')
 _kept = False
 _skipped = ''
 
