@@ -78,10 +78,12 @@ def model_config(name: str):
 class JaxBench:
   """Compiled train and eval steps of one model over the proxy data."""
 
-  def __init__(self, name: str, data, matmul_precision: str = 'default'):
+  def __init__(self, name: str, data, matmul_precision: str = 'default',
+               compute_dtype: str = 'float32'):
     self.name = name
     self.config = model_config(name)
     self.config.matmul_precision = matmul_precision
+    self.config.compute_dtype = compute_dtype
     mesh = distributed.make_mesh()
     repl = NamedSharding(mesh, P())
     (images, labels), (ev_images, ev_labels) = data

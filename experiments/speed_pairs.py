@@ -4,9 +4,10 @@ pairs`).
 
 Per model and batch, one interleaved round a repeat times the train step of
 every mode:
-- JAX `f32` (matmul_precision 'default') and `bf16` (matmul_precision
+- JAX `f32` (matmul_precision 'default'), `bf16` (matmul_precision
   'bfloat16': bfloat16 convolution and matmul operands, float32 sums; its
-  accuracy is checked in experiments/results/parity_bf16);
+  accuracy is checked in experiments/results/parity_bf16) and `bf16_act`
+  (compute_dtype 'bfloat16': bfloat16 activations, as PyTorch's autocast);
 - PyTorch `f32`, `bf16` (`torch.autocast('cpu', dtype=torch.bfloat16)`) and
   `bf16_cl` (the same with `channels_last`), the modes of
   experiments/torch_worker.py.
@@ -25,7 +26,9 @@ from experiments.report import fmt
 from experiments.report import md_table
 from kmnist_jax.cpu import features
 
-JAX_MODES = {'f32': 'default', 'bf16': 'bfloat16'}
+# JAX mode: (config.matmul_precision, config.compute_dtype).
+JAX_MODES = {'f32': ('default', 'float32'), 'bf16': ('bfloat16', 'float32'),
+             'bf16_act': ('default', 'bfloat16')}
 TORCH_MODES = ('f32', 'bf16', 'bf16_cl')
 
 
@@ -50,8 +53,8 @@ def run_pairs(args, torch, data, steps_for, results) -> None:
   """Appends one row per (model, batch) to results['pairs']."""
   rows = results.setdefault('pairs', [])
   for name in args.models:
-    benches = {m: bench_lib.JaxBench(name, data, p)
-               for m, p in JAX_MODES.items()}
+    benches = {m: bench_lib.JaxBench(name, data, p, dtype)
+               for m, (p, dtype) in JAX_MODES.items()}
     for batch in args.batches:
       steps = steps_for(name, batch)
       for b in benches.values():
@@ -84,19 +87,23 @@ def run_pairs(args, torch, data, steps_for, results) -> None:
 
 def pairs_table(rows: list[dict], cpu: str) -> list[str]:
   """The markdown lines of the like-with-like table."""
-  header = ['model', 'batch', 'JAX f32', 'JAX bf16', 'PyTorch f32',
+  header = ['model', 'batch', 'JAX f32', 'JAX bf16', 'JAX bf16_act',
+            'PyTorch f32',
             'PyTorch bf16 autocast', 'PyTorch bf16 autocast + channels_last',
             'f32 / f32', 'fastest / fastest']
   cells = []
   for r in rows:
     i = r['img_s']
     cells.append([r['model'], r['batch'], fmt(i.get('jax_f32')),
-                  fmt(i.get('jax_bf16')), fmt(i.get('torch_f32')),
+                  fmt(i.get('jax_bf16')), fmt(i.get('jax_bf16_act')),
+                  fmt(i.get('torch_f32')),
                   fmt(i.get('torch_bf16')), fmt(i.get('torch_bf16_cl')),
                   fmt(r['f32_ratio'], '.2f'),
                   f'{fmt(r["fastest_ratio"], ".2f")} (JAX {r["jax_fastest"]}'
                   f' / PyTorch {r["torch_fastest"]})'])
   return [f'Train img/s, like with like, on {cpu} (one machine; medians of '
           'the interleaved repeats). JAX bf16 = matmul_precision '
-          "'bfloat16'; PyTorch bf16 = torch.autocast('cpu', "
+          "'bfloat16' (bfloat16 convolution operands, float32 activations); "
+          "JAX bf16_act = compute_dtype 'bfloat16' (bfloat16 activations); "
+          "PyTorch bf16 = torch.autocast('cpu', "
           'dtype=torch.bfloat16):', '', md_table(header, cells), '']

@@ -147,7 +147,7 @@ def _fake_data(n=256):
 
 
 def test_pairs_time_every_mode_and_take_the_fastest(tmp_path):
-  """JAX f32 and bf16 against three PyTorch modes (a fake worker here); the
+  """JAX f32, bf16 and bf16_act against three PyTorch modes (a fake worker here); the
   ratios pair f32 with f32 and the fastest with the fastest."""
   torch_rates = {'f32': 100.0, 'bf16': 150.0, 'bf16_cl': 200.0}
   calls = []
@@ -161,12 +161,12 @@ def test_pairs_time_every_mode_and_take_the_fastest(tmp_path):
   speed_pairs.run_pairs(args, fake_torch, _fake_data(), lambda m, b: 3,
                         results)
   row, = results['pairs']
-  assert sorted(row['img_s']) == ['jax_bf16', 'jax_f32', 'torch_bf16',
-                                  'torch_bf16_cl', 'torch_f32']
+  assert sorted(row['img_s']) == ['jax_bf16', 'jax_bf16_act', 'jax_f32',
+                                  'torch_bf16', 'torch_bf16_cl', 'torch_f32']
   assert row['img_s']['torch_bf16_cl'] == pytest.approx(200.0)
   assert row['torch_fastest'] == 'bf16_cl'
-  assert row['jax_fastest'] in ('f32', 'bf16')
-  jax_best = max(row['img_s']['jax_f32'], row['img_s']['jax_bf16'])
+  assert row['jax_fastest'] in ('f32', 'bf16', 'bf16_act')
+  jax_best = max(row['img_s'][f'jax_{m}'] for m in ('f32', 'bf16', 'bf16_act'))
   assert row['fastest_ratio'] == pytest.approx(jax_best / 200.0)
   assert row['f32_ratio'] == pytest.approx(row['img_s']['jax_f32'] / 100.0)
   # One warm-up and two timed blocks per PyTorch mode, interleaved.

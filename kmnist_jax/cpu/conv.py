@@ -1,7 +1,7 @@
 """A drop-in `conv_general_dilated` that is fast on XLA:CPU.
 
-On the CPU backend with a single device, for float32 NHWC/HWIO convolutions
-with unit dilations and one feature group:
+On the CPU backend with a single device, for float32 (or bfloat16) NHWC/HWIO
+convolutions with unit dilations and one feature group:
 
 * The gradients come from oneDNN through `jax.ffi` (`cpu/onednn.py`):
   about twice as fast as XLA:CPU's on this project's 2-core CPU (the
@@ -20,6 +20,13 @@ with unit dilations and one feature group:
   instructions (AVX512-BF16); without, XLA computes the same numbers.
   Everything around the convolutions (BatchNorm, ReLU, the loss, the
   updates) stays float32.
+* bfloat16 operands (`config.compute_dtype='bfloat16'`: the layers cast
+  them) take the same oneDNN kernels with a bfloat16 result and bfloat16
+  gradients, as PyTorch's bfloat16 autocast: resnet_preact20's train step
+  2.7x faster than XLA's bfloat16 convolutions (2-core Intel Xeon with AMX,
+  batch 128: 1144 against 427 img/s), though still below the bfloat16
+  passes (1256 img/s): XLA:CPU's elementwise fusions are slower on
+  bfloat16 than on float32 activations.
 
 Everything else, and every convolution on another backend (a GPU, a TPU),
 goes to `jax.lax.conv_general_dilated` unchanged. Values equal lax's up to
@@ -188,18 +195,61 @@ def _bf16_conv_bwd(strides, pads, res, g):
 _bf16_conv.defvjp(_bf16_conv_fwd, _bf16_conv_bwd)
 
 
+def _bf16_act_conv_impl(x, w, strides, pads):
+  if not onednn.available():
+    f, args = _exact_conv(x, w, strides, pads)
+    return f(*args).astype(jnp.bfloat16)
+  out_hw = _out_hw(x.shape[1:3], w.shape[:2], strides, pads)
+  return onednn.conv_fwd(x, w, strides, pads,
+                         (x.shape[0], *out_hw, w.shape[3]), jnp.bfloat16)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _bf16_act_conv(x, w, strides, pads):
+  return _bf16_act_conv_impl(x, w, strides, pads)
+
+
+def _bf16_act_conv_fwd(x, w, strides, pads):
+  return _bf16_act_conv_impl(x, w, strides, pads), (x, w)
+
+
+def _bf16_act_conv_bwd(strides, pads, res, g):
+  x, w = res
+  if not onednn.available():
+    f, args = _exact_conv(x, w, strides, pads)
+    dx, dw = jax.vjp(f, *args)[1](g.astype(jnp.float32))
+    return dx.astype(jnp.bfloat16), dw.astype(jnp.bfloat16)
+  return onednn.conv_bwd(x, w, g, strides, pads, jnp.bfloat16)
+
+
+_bf16_act_conv.defvjp(_bf16_act_conv_fwd, _bf16_act_conv_bwd)
+
+
+def _bf16_operands_conv(x, w, strides, pads):
+  """bfloat16 operands (config.compute_dtype='bfloat16'): oneDNN's bfloat16
+  kernels, float32 sums, a bfloat16 result and bfloat16 gradients, as
+  PyTorch's bfloat16 autocast computes a convolution. A single-channel image
+  runs the float32 path (its sum of shifted copies) and is rounded after."""
+  if x.shape[-1] == 1:
+    y = _fast_conv(x.astype(jnp.float32), w.astype(jnp.float32), strides,
+                   pads)
+    return y.astype(jnp.bfloat16)
+  return _bf16_act_conv(x, w, strides, pads)
+
+
 def bf16_passes(precision=None) -> bool:
   """Whether a convolution of float32 operands runs bfloat16 passes here."""
   return precision is None and (
       str(jax.config.jax_default_matmul_precision) in BF16_PASSES)
 
 
-def _cpu_nhwc_f32(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+def _cpu_nhwc(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
                   feature_group_count, batch_group_count, precision,
                   preferred_element_type) -> bool:
   """Where the fast convolution applies (see the module docstring)."""
   return (jax.default_backend() == 'cpu' and jax.device_count() == 1
-          and lhs.dtype == jnp.float32 and rhs.dtype == jnp.float32
+          and lhs.dtype == rhs.dtype
+          and lhs.dtype in (jnp.float32, jnp.bfloat16)
           and _is_nhwc(dimension_numbers, lhs.ndim)
           and tuple(lhs_dilation or (1, 1)) == (1, 1)
           and tuple(rhs_dilation or (1, 1)) == (1, 1)
@@ -214,7 +264,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None,
                          out_sharding=None):
-  if out_sharding is None and _cpu_nhwc_f32(
+  if out_sharding is None and _cpu_nhwc(
       lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
       feature_group_count, batch_group_count, precision,
       preferred_element_type):
@@ -230,6 +280,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
           out_hw, strides, rhs.shape[:2], lhs.shape[1:3], pads)]
       x = lhs[:, :lhs.shape[1] + min(hi[0], 0), :lhs.shape[2] + min(hi[1], 0)]
       pads = tuple((lo, max(h, 0)) for (lo, _), h in zip(pads, hi))
+      if x.dtype == jnp.bfloat16:
+        return _bf16_operands_conv(x, rhs, strides, pads)
       if x.shape[-1] > 1 and bf16_passes(precision):
         return _bf16_conv(x, rhs, strides, pads)
       return _fast_conv(x, rhs, strides, pads)
