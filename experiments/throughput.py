@@ -32,8 +32,10 @@ Sections (`--sections`, comma-separated; default all):
   against the PyTorch port; `--tta_repeats` times, the two sides
   alternating, with each repeat and the medians in the report.
 * `profile`: a `jax.profiler` trace of 10 train steps of keras_cnn (batch
-  128) and seed_cnn (batch 400); the XLA ops that take the most time per step,
-  with their shapes and what they compute. The traces stay in
+  128), seed_cnn (batch 400) and resnet_preact20 (batch 128), those of
+  `--models`, at `--jax_matmul_precision`; the XLA ops that take the most
+  time per step, with their shapes and what they compute, and the time of
+  every op summed by kind (oneDNN custom calls, XLA fusions, other). The traces stay in
   `--out`_traces/ (open them in Perfetto; git ignores them).
 
 Writes `--out`.md and `--out`.json (machine, versions, command, results).

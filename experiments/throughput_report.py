@@ -131,8 +131,12 @@ def _timing_lines(results: dict) -> list[str]:
 def _profile_tables(rows: list[dict]) -> list[str]:
   out = []
   for r in rows:
-    out += ['', f'Profile of {r["model"]} training, batch {r["batch"]} '
-            f'({r["step_ms"]:.1f} ms/step under the tracer; the run wrote its '
+    kinds = ', '.join(f'{k} {ms:.1f} ms' for k, ms in sorted(
+        r.get('by_kind', {}).items(), key=lambda kv: -kv[1]))
+    out += ['', f'Profile of {r["model"]} training, batch {r["batch"]}, '
+            f'matmul_precision {r.get("precision", "default")} '
+            f'({r["step_ms"]:.1f} ms/step under the tracer; every op summed '
+            f'by kind: {kinds}; the run wrote its '
             f'trace to `{r["trace"]}`, not committed). The XLA ops that take '
             'the most time per step (ops the thunk runtime runs concurrently '
             'overlap, so shares can sum past 100%):', '',

@@ -53,12 +53,36 @@ def hlo_ops(hlo_text: str) -> dict[str, str]:
   return ops
 
 
+def op_kind(what: str) -> str:
+  """The kind of an op from its `hlo_ops` description: 'custom call' (the
+  oneDNN convolutions), 'convolution' (XLA's, fused or not), 'fusion' (XLA's
+  elementwise and reduction loops) or 'other'."""
+  # 'SHAPE OP [jax op] {fused: ...}', SHAPE a tuple '(a, b)' for some.
+  rest = (what[what.index(') ') + 2:] if what.startswith('(')
+          else what.split(' ', 1)[1])
+  kind = rest.split(' ', 1)[0]
+  if kind == 'custom-call':
+    return 'custom call'
+  if kind == 'convolution' or 'fused: convolution' in what:
+    return 'convolution'
+  return 'fusion' if kind == 'fusion' else 'other'
+
+
+def by_kind(total: dict, ops: dict) -> dict[str, float]:
+  """ms per step of every op, summed by `op_kind`."""
+  out = collections.Counter()
+  for op, ms in total.items():
+    out[op_kind(ops[op])] += ms
+  return dict(out)
+
+
 def run_profile(args, data, results):
   """Top XLA ops per train step, from a jax.profiler trace."""
   rows = results.setdefault('profile', [])
   steps = 10
-  for name, batch in PROFILE_RUNS:
-    bench = bench_lib.JaxBench(name, data)
+  precision = getattr(args, 'jax_matmul_precision', 'default')
+  for name, batch in [r for r in PROFILE_RUNS if r[0] in args.models]:
+    bench = bench_lib.JaxBench(name, data, precision)
     step = bench._train_step(batch)  # pylint: disable=protected-access
     ops = hlo_ops(step.lower(bench.states[batch], bench.images, bench.labels,
                               bench.perm, 0).compile().as_text())
@@ -87,6 +111,7 @@ def run_profile(args, data, results):
     top = [dict(op=op, ms=ms, share=ms / step_ms, what=ops[op])
            for op, ms in total.most_common(8)]
     rows.append(dict(model=name, batch=batch, step_ms=step_ms, top=top,
+                     precision=precision, by_kind=by_kind(total, ops),
                      trace=os.path.relpath(target, bench_lib.ROOT)))
     print(f'profile {name} b{batch}: {step_ms:.1f} ms/step; ' + ', '.join(
         f'{t["op"]} {t["ms"]:.1f} ms' for t in top[:4]), flush=True)

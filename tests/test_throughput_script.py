@@ -137,6 +137,17 @@ ENTRY %main.9 (a: f32[32,26,26,128], b: f32[24,24,128,64]) -> f32[32,3,3,64] {
   assert ops['convolution.3'].startswith('f32[32,3,3,64]{3,2,1,0} convolution')
   assert ops['a'] == 'f32[32,26,26,128]{3,2,1,0} parameter'
   assert 'fused_computation.1' not in ops and 'main.9' not in ops
+  kinds = {op: xla_profile.op_kind(what) for op, what in ops.items()}
+  assert kinds == {'ynn_fusion.1': 'convolution', 'convolution.3': 'convolution',
+                   'a': 'other', 'b': 'other', 'p0': 'other', 'p1': 'other'}
+  assert xla_profile.op_kind('f32[16]{0} fusion {fused: reduce}') == 'fusion'
+  assert xla_profile.op_kind(
+      'f32[8,7,7,64]{3,2,1,0} custom-call [jit(f)/ffi_call]') == 'custom call'
+  assert xla_profile.op_kind(  # A tuple result: dx and dw in one call.
+      '(f32[8,7,7,64]{3,2,1,0}, f32[3,3,64,64]{3,2,1,0}) custom-call '
+      '[jit(f)/transpose(jvp())/ffi_call]') == 'custom call'
+  assert xla_profile.by_kind({'ynn_fusion.1': 2.0, 'a': 0.5, 'convolution.3': 1.0},
+                             ops) == {'convolution': 3.0, 'other': 0.5}
 
 
 def _fake_data(n=256):
