@@ -144,6 +144,11 @@ def _profile_tables(rows: list[dict]) -> list[str]:
                      [[t['op'], fmt(t['ms'], '.1f'),
                        fmt(100 * t['share'], '.0f') + '%',
                        '`' + t['what'][:140] + '`'] for t in r['top']])]
+    if r.get('fusion_shapes'):
+      out += ['', "XLA's fusions summed by the shape of their result:", '',
+              md_table(['result shape', 'fusions', 'ms/step'],
+                       [[f'`{f["shape"]}`', f['fusions'], fmt(f['ms'], '.1f')]
+                        for f in r['fusion_shapes']])]
   return out
 
 

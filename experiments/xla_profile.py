@@ -76,6 +76,19 @@ def by_kind(total: dict, ops: dict) -> dict[str, float]:
   return dict(out)
 
 
+def fusions_by_shape(total: dict, ops: dict, top: int = 6) -> list[dict]:
+  """XLA's fusions summed by their result's shape: the `top` shapes that
+  take the most ms per step, with how many fusions make each."""
+  ms, count = collections.Counter(), collections.Counter()
+  for op, t in total.items():
+    if op_kind(ops[op]) == 'fusion':
+      shape = ops[op].split(' ', 1)[0]
+      ms[shape] += t
+      count[shape] += 1
+  return [dict(shape=sh, ms=t, fusions=count[sh])
+          for sh, t in ms.most_common(top)]
+
+
 def run_profile(args, data, results):
   """Top XLA ops per train step, from a jax.profiler trace."""
   rows = results.setdefault('profile', [])
@@ -112,6 +125,7 @@ def run_profile(args, data, results):
            for op, ms in total.most_common(8)]
     rows.append(dict(model=name, batch=batch, step_ms=step_ms, top=top,
                      precision=precision, by_kind=by_kind(total, ops),
+                     fusion_shapes=fusions_by_shape(total, ops),
                      trace=os.path.relpath(target, bench_lib.ROOT)))
     print(f'profile {name} b{batch}: {step_ms:.1f} ms/step; ' + ', '.join(
         f'{t["op"]} {t["ms"]:.1f} ms' for t in top[:4]), flush=True)

@@ -148,6 +148,13 @@ ENTRY %main.9 (a: f32[32,26,26,128], b: f32[24,24,128,64]) -> f32[32,3,3,64] {
       '[jit(f)/transpose(jvp())/ffi_call]') == 'custom call'
   assert xla_profile.by_kind({'ynn_fusion.1': 2.0, 'a': 0.5, 'convolution.3': 1.0},
                              ops) == {'convolution': 3.0, 'other': 0.5}
+  fusions = {'f1': 'f32[16]{0} fusion {fused: reduce}',
+             'f2': 'f32[16]{0} fusion {fused: reduce}',
+             'f3': 'f32[8,4]{1,0} fusion {fused: add}', 'c': ops['ynn_fusion.1']}
+  assert xla_profile.fusions_by_shape(
+      {'f1': 1.0, 'f2': 2.5, 'f3': 3.0, 'c': 9.0}, fusions) == [
+          dict(shape='f32[8,4]{1,0}', ms=3.0, fusions=1),
+          dict(shape='f32[16]{0}', ms=3.5, fusions=2)][::-1]
 
 
 def _fake_data(n=256):
