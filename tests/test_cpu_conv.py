@@ -375,8 +375,9 @@ def test_bfloat16_operands_sum_in_float32_and_give_bfloat16(
   them) run oneDNN's bfloat16 kernels (XLA's float32 convolution of the
   same values without oneDNN): float32 sums rounded once to a bfloat16
   result, and bfloat16 gradients, as PyTorch's bfloat16 autocast; a
-  single-channel image runs the float32 path. Not XLA's bfloat16
-  convolution, 2.7x slower in resnet_preact20's train step."""
+  single-channel image runs the float32 path. Never XLA's bfloat16
+  convolution (2.7x slower in resnet_preact20's train step). A float32
+  result asked for (preferred_element_type) is lax's."""
   if not with_onednn:
     monkeypatch.setattr(onednn, 'available', lambda: False)
   elif not onednn.available():
@@ -405,3 +406,10 @@ def test_bfloat16_operands_sum_in_float32_and_give_bfloat16(
   assert ('custom_call' in hlo) == (with_onednn and cin > 1)
   convolutions = [l for l in hlo.splitlines() if 'convolution' in l]
   assert not any('bf16' in l for l in convolutions)  # Never XLA's bfloat16.
+  wide = conv.conv_general_dilated(x, w, strides, 'SAME',
+                                   dimension_numbers=NHWC,
+                                   preferred_element_type=jnp.float32)
+  assert wide.dtype == jnp.float32
+  np.testing.assert_array_equal(wide, lax.conv_general_dilated(
+      x, w, strides, 'SAME', dimension_numbers=NHWC,
+      preferred_element_type=jnp.float32))

@@ -22,11 +22,12 @@ convolutions with unit dilations and one feature group:
   updates) stays float32.
 * bfloat16 operands (`config.compute_dtype='bfloat16'`: the layers cast
   them) take the same oneDNN kernels with a bfloat16 result and bfloat16
-  gradients, as PyTorch's bfloat16 autocast: resnet_preact20's train step
-  2.7x faster than XLA's bfloat16 convolutions (2-core Intel Xeon with AMX,
-  batch 128: 1144 against 427 img/s), though still below the bfloat16
-  passes (1256 img/s): XLA:CPU's elementwise fusions are slower on
-  bfloat16 than on float32 activations.
+  gradients, as PyTorch's bfloat16 autocast. With XLA's bfloat16
+  convolutions instead, resnet_preact20's train step was 2.7x slower (an
+  A/B at batch 128 on the 2-core Intel Xeon with AMX, 2026-12-05); it stays
+  below the bfloat16 passes' (the `bf16_act` column of
+  experiments/results/speed_pairs/): XLA:CPU's elementwise fusions are
+  slower on bfloat16 than on float32 activations.
 
 Everything else, and every convolution on another backend (a GPU, a TPU),
 goes to `jax.lax.conv_general_dilated` unchanged. Values equal lax's up to
@@ -244,8 +245,8 @@ def bf16_passes(precision=None) -> bool:
 
 
 def _cpu_nhwc(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
-                  feature_group_count, batch_group_count, precision,
-                  preferred_element_type) -> bool:
+              feature_group_count, batch_group_count, precision,
+              preferred_element_type) -> bool:
   """Where the fast convolution applies (see the module docstring)."""
   return (jax.default_backend() == 'cpu' and jax.device_count() == 1
           and lhs.dtype == rhs.dtype
@@ -255,7 +256,7 @@ def _cpu_nhwc(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
           and tuple(rhs_dilation or (1, 1)) == (1, 1)
           and feature_group_count == 1 and batch_group_count == 1
           and precision in (None, lax.Precision.HIGHEST)
-          and preferred_element_type in (None, jnp.float32))
+          and preferred_element_type in (None, lhs.dtype))
 
 
 @functools.wraps(lax.conv_general_dilated)
