@@ -270,8 +270,10 @@ def main(argv=None, setup_process: bool = False) -> int:
   notes: list[str] = []
   torch_data = str(data_lib.resolve_data_dir(args.dataset or 'kmnist',
                                              args.data_dir))
-  worker = (torch_client.start_torch(args.torch_python, torch_data, notes)
-            if args.sides != 'jax' else None)
+  worker = None
+  if args.sides != 'jax':
+    worker = torch_client.start_torch(args.torch_python, torch_data, notes,
+                                      models=[c.model for c in plan.values()])
   if args.sides == 'torch' and not worker:
     print(f'error: --sides torch needs --torch_python: {notes[-1]}',
           file=sys.stderr)

@@ -368,7 +368,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  runtime.setup()
+  runtime.setup(models=args.models)
   notes: list[str] = []
   results = dict(command=report.command_line('throughput', sys.argv[1:]),
                  date=time.strftime('%Y-%m-%d %H:%M'), repeats=args.repeats,
@@ -376,7 +376,8 @@ def main(argv=None):
                  jax_matmul_precision=args.jax_matmul_precision)
   needs_torch = {'train', 'eval', 'pairs', 'tta'} & set(args.sections)
   torch = torch_client.start_torch(args.torch_python, args.data_dir, notes,
-                      args.torch_malloc) if needs_torch else None
+                                   args.torch_malloc,
+                                   args.models) if needs_torch else None
   try:
     results['machine'] = report.machine_info(torch)
     if results['machine']['load_average_start'][0] > 1.0:

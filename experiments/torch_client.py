@@ -51,19 +51,25 @@ class TorchWorker:
     self.proc.wait(timeout=30)
 
 
-def torch_env(malloc: str) -> dict:
-  """The worker's environment: `same` malloc settings as JAX's, or `stock`."""
+def torch_env(malloc: str, models=()) -> dict:
+  """The worker's environment: `same` malloc settings as JAX's, or `stock`.
+
+  `same` follows the JAX side's rule for the `models` the worker will run:
+  the C library's defaults when one is in `cpu.malloc.STOCK_FOR` (a
+  DenseNet), so that neither side keeps what a DenseNet frees.
+  """
   env = dict(os.environ)
-  if malloc == 'stock':
+  if malloc == 'stock' or any(m in cpu_malloc.STOCK_FOR for m in models):
     env[cpu_malloc.ENV] = '0'
   return env
 
 
 def start_torch(python: str | None, data_dir: str, notes: list[str],
-                malloc: str = 'same'):
-  """The worker, or None with a note when there is no torch Python."""
+                malloc: str = 'same', models=()):
+  """The worker for `models`, or None with a note when there is no torch
+  Python."""
   if not python or not os.path.exists(python):
     notes.append(f'PyTorch side skipped: no torch python ({python!r}); pass '
                  '--torch_python or set KMNIST_JAX_TORCH_PYTHON.')
     return None
-  return TorchWorker(python, data_dir, torch_env(malloc))
+  return TorchWorker(python, data_dir, torch_env(malloc, models))

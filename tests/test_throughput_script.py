@@ -89,6 +89,12 @@ def test_torch_env_switches_only_the_worker(monkeypatch):
   monkeypatch.delenv('KMNIST_JAX_MALLOC', raising=False)
   assert torch_client.torch_env('stock')['KMNIST_JAX_MALLOC'] == '0'
   assert 'KMNIST_JAX_MALLOC' not in torch_client.torch_env('same')
+  # The JAX side's rule for the models to run: a DenseNet keeps the stock
+  # allocator on both sides.
+  assert 'KMNIST_JAX_MALLOC' not in torch_client.torch_env(
+      'same', ['keras_cnn', 'resnet_preact20'])
+  assert torch_client.torch_env(
+      'same', ['keras_cnn', 'densenet_bc100_k12'])['KMNIST_JAX_MALLOC'] == '0'
   assert 'KMNIST_JAX_MALLOC' not in os.environ
   assert throughput.parse_args([]).torch_malloc == 'same'
   with pytest.raises(SystemExit):
