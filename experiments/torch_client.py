@@ -55,11 +55,11 @@ def torch_env(malloc: str, models=()) -> dict:
   """The worker's environment: `same` malloc settings as JAX's, or `stock`.
 
   `same` follows the JAX side's rule for the `models` the worker will run:
-  the C library's defaults when one is in `cpu.malloc.STOCK_FOR` (a
+  the C library's defaults where `cpu.malloc.stock_for` says so (a
   DenseNet), so that neither side keeps what a DenseNet frees.
   """
   env = dict(os.environ)
-  if malloc == 'stock' or any(m in cpu_malloc.STOCK_FOR for m in models):
+  if malloc == 'stock' or cpu_malloc.stock_for(models):
     env[cpu_malloc.ENV] = '0'
   return env
 

@@ -68,6 +68,12 @@ def accelerator_expected() -> str:
   return ''
 
 
+def stock_for(models) -> str:
+  """Why `models` keep the C library's defaults ('' if they need not)."""
+  return next((f'not for {m}: {STOCK_FOR[m]}' for m in models
+               if m in STOCK_FOR), '')
+
+
 def keep_freed_memory(models=()) -> bool:
   """Makes glibc's malloc keep freed memory for reuse. True if applied.
 
@@ -99,8 +105,7 @@ def keep_freed_memory(models=()) -> bool:
     return False
   accelerator = accelerator_expected()
   _skipped = (f'not for an accelerator: {accelerator}' if accelerator else
-              next((f'not for {m}: {STOCK_FOR[m]}' for m in models
-                    if m in STOCK_FOR), ''))
+              stock_for(models))
   if _skipped:
     return False
   try:
