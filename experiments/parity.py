@@ -147,6 +147,11 @@ def parse_args(argv=None):
                  default='default',
                  help="the JAX side's config.matmul_precision (PyTorch "
                  'stays float32)')
+  p.add_argument('--jax_compute_dtype', choices=('float32', 'bfloat16'),
+                 default='float32',
+                 help="the JAX side's config.compute_dtype: bfloat16 "
+                 "activations, as PyTorch's bfloat16 autocast (PyTorch "
+                 'stays float32)')
   p.add_argument('--train_examples', type=int, default=PROXY_SIZES[0],
                  help='train on test[:N] (tests and smoke runs)')
   p.add_argument('--eval_examples', type=int, default=PROXY_SIZES[1],
@@ -172,7 +177,8 @@ def _plan(args) -> dict:
                                   args.data_dir, args.steps_curve,
                                   args.sizes, args.jax_matmul_precision,
                                   args.eval_every_epoch, args.k49_on_kmnist,
-                                  args.batch_size, args.dataset)
+                                  args.batch_size, args.dataset,
+                                  args.jax_compute_dtype)
           for name in args.configs}
 
 
@@ -181,7 +187,8 @@ def _run_seed(args, name: str, seed: int, worker) -> list[dict]:
   config = compressed_config(name, args.epochs, seed, args.data_dir,
                              args.steps_curve, args.sizes,
                              args.jax_matmul_precision, args.eval_every_epoch,
-                             args.k49_on_kmnist, args.batch_size, args.dataset)
+                             args.k49_on_kmnist, args.batch_size, args.dataset,
+                             args.jax_compute_dtype)
   sides = []
   if args.sides != 'torch':
     with tempfile.TemporaryDirectory(prefix='parity_') as workdir:
@@ -239,6 +246,10 @@ def _closing_notes(args, meta: dict, worker) -> list[str]:
     notes.append(f'The JAX side ran with config.matmul_precision='
                  f'{args.jax_matmul_precision!r}: its convolutions on '
                  'bfloat16 operands with float32 sums; PyTorch in float32.')
+  if args.jax_compute_dtype != 'float32' and args.sides != 'torch':
+    notes.append(f'The JAX side ran with config.compute_dtype='
+                 f'{args.jax_compute_dtype!r}: bfloat16 activations, '
+                 'float32 parameters and updates; PyTorch in float32.')
   if args.k49_on_kmnist and any(n.startswith('k49_') for n in args.configs):
     notes.append('The K49 configs\' recipes ran on the KMNIST proxy data '
                  '(10 classes; no K49 data offline): a check that the two '

@@ -58,9 +58,9 @@ def compressed_config(name: str, epochs: int, seed: int, data_dir: str = '',
                       matmul_precision: str = 'default',
                       eval_every_epoch: bool = False,
                       k49_on_kmnist: bool = False, batch_size: int = 0,
-                      dataset: str = ''):
+                      dataset: str = '', compute_dtype: str = 'float32'):
   """Config `name` (`:proxy`) with its schedule compressed to `epochs`, its
-  JAX side at `matmul_precision`; a K49 recipe on the KMNIST proxy with
+  JAX side at `matmul_precision` and `compute_dtype`; a K49 recipe on the KMNIST proxy with
   `k49_on_kmnist`; `batch_size` in place of the recipe's when not 0; on
   `dataset`'s proxy (`configs/<name>.py:<dataset>,proxy`) when given."""
   c = reproduce.load_config(name, 'proxy', seed, {}, data_dir, dataset)
@@ -78,6 +78,7 @@ def compressed_config(name: str, epochs: int, seed: int, data_dir: str = '',
   # Only the final accuracy, as PyTorch's, unless every epoch's is asked.
   c.eval_from_epoch = 1 if eval_every_epoch else epochs
   c.matmul_precision = matmul_precision
+  c.compute_dtype = compute_dtype
   if tuple(sizes) != PROXY_SIZES:
     n, m = sizes
     c.train_split, c.eval_split = f'test[:{n}]', f'test[8000:{8000 + m}]'

@@ -9,6 +9,10 @@ training runs. On a GPU or TPU backend every piece stands aside.
   layer) runs as a sum of shifted copies of the image; the gradients come
   from oneDNN (`cpu/onednn.py`, C++ in `cpu/csrc/onednn_conv.cc`, compiled on
   first use and called through `jax.ffi`).
+* `bn_relu` (`cpu/batchnorm.py`): a training-mode BatchNorm followed by
+  ReLU, and its gradient, in C++ kernels (`cpu/csrc/batchnorm.cc`, built
+  into the same library) that read the activations twice each way, where
+  XLA:CPU's fusions of flax's BatchNorm take several passes.
 * `dropout` (`cpu/rng.py`): inverted dropout whose mask is bit for bit
   `jax.random.bernoulli`'s, without the loop XLA:CPU cannot fuse.
 * `malloc` (`cpu/malloc.py`): glibc malloc keeps freed memory, so XLA:CPU's
@@ -18,20 +22,21 @@ training runs. On a GPU or TPU backend every piece stands aside.
 * `compiler` (`cpu/compiler.py`): the XLA compiler options of the jitted
   init (backend optimisation level 1: half the compile time).
 
-The networks reach `conv_general_dilated` and `dropout` through one seam,
+The networks reach `conv_general_dilated`, `dropout` and `bn_relu` through one seam,
 `kmnist_jax.models.ops`, chosen when a model is built; nothing here imports
 a model.
 
 This package and `cpu.malloc` import only the standard library (the PyTorch
-benchmark worker, which has no jax, uses `cpu.malloc`); `conv_general_dilated`
-and `dropout` load their modules, and JAX, on first access.
+benchmark worker, which has no jax, uses `cpu.malloc`); `conv_general_dilated`,
+`dropout` and `bn_relu` load their modules, and JAX, on first access.
 """
 
 from __future__ import annotations
 
 import importlib
 
-_LAZY = {'conv_general_dilated': 'conv', 'dropout': 'rng', 'bernoulli': 'rng'}
+_LAZY = {'conv_general_dilated': 'conv', 'dropout': 'rng', 'bernoulli': 'rng',
+         'bn_relu': 'batchnorm'}
 
 __all__ = sorted(_LAZY)
 

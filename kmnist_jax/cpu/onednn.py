@@ -4,7 +4,9 @@ XLA:CPU computes the gradients of keras_cnn's second convolution about half
 as fast as oneDNN, the CPU kernel library PyTorch uses. `csrc/onednn_conv.cc`
 wraps oneDNN's input-gradient and weight-gradient convolutions, and its
 forward convolution (for the opt-in bfloat16 passes), as XLA FFI handlers;
-`kmnist_jax.cpu.conv` calls them. On first use the file is compiled
+`kmnist_jax.cpu.conv` calls them. The same library holds the
+BatchNorm+ReLU kernels of `csrc/batchnorm.cc` (no oneDNN in them;
+`kmnist_jax.cpu.batchnorm` calls them). On first use the files are compiled
 with the C++ compiler against jaxlib's FFI headers and the `onednn-cpu-gomp`
 wheel's libdnnl, into the user cache folder (`~/.cache/kmnist_jax/onednn`),
 once per source, jax, compiler and library. The folder is created private
@@ -40,8 +42,12 @@ ENV = 'KMNIST_JAX_ONEDNN'
 FWD, BWD, BWD_DATA, BWD_WEIGHTS = (
     'kmnist_conv_fwd', 'kmnist_conv_bwd', 'kmnist_conv_bwd_data',
     'kmnist_conv_bwd_weights')
+# The BatchNorm+ReLU kernels (`cpu/batchnorm.py`), built into the same library.
+BN_RELU_FWD, BN_RELU_BWD = 'kmnist_bn_relu_fwd', 'kmnist_bn_relu_bwd'
+_TARGETS = (FWD, BWD, BWD_DATA, BWD_WEIGHTS, BN_RELU_FWD, BN_RELU_BWD)
 _CSRC = os.path.join(os.path.dirname(__file__), 'csrc')
 _SOURCE = os.path.join(_CSRC, 'onednn_conv.cc')
+_BN_SOURCE = os.path.join(_CSRC, 'batchnorm.cc')
 _HEADER = os.path.join(_CSRC, 'onednn_checks.h')  # Included by _SOURCE.
 _LIB = 'libdnnl.so.3'
 _WHEEL = 'onednn-cpu-gomp'
@@ -78,7 +84,7 @@ def build(libdnnl: str, cache_root: str | None = None) -> str:
     raise RuntimeError('no C++ compiler (g++ or $CXX) on PATH')
   include = jax.ffi.include_dir()
   source = b''
-  for path in (_SOURCE, _HEADER):
+  for path in (_SOURCE, _BN_SOURCE, _HEADER):
     with open(path, 'rb') as f:
       source += f.read()
   key = hashlib.sha256(b'\0'.join([
@@ -95,8 +101,8 @@ def build(libdnnl: str, cache_root: str | None = None) -> str:
   # Compile into a temporary file, then rename: concurrent processes and
   # interrupted builds never leave a half-written library behind.
   with fileio.atomic_path(target, mode=0o700) as tmp:
-    cmd = [compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-w',
-           f'-I{include}', _SOURCE, '-o', tmp, f'-L{libdir}', f'-l:{_LIB}',
+    cmd = [compiler, '-O3', '-std=c++17', '-shared', '-fPIC', '-fopenmp', '-w',
+           f'-I{include}', _SOURCE, _BN_SOURCE, '-o', tmp, f'-L{libdir}', f'-l:{_LIB}',
            f'-Wl,-rpath,{libdir}']
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -153,7 +159,7 @@ def _reason_unavailable() -> str | None:
     return f'{_WHEEL} is not installed (pip install {_WHEEL})'
   try:
     lib = ctypes.CDLL(build(libdnnl))
-    for name in (FWD, BWD, BWD_DATA, BWD_WEIGHTS):
+    for name in _TARGETS:
       jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)),
                                   platform='cpu')
   except (OSError, RuntimeError, AttributeError) as e:

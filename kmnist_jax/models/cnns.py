@@ -32,16 +32,16 @@ class SeedCNN(nnx.Module):
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, dtype=None):
     cv = dict(dtype=dtype, rngs=rngs)
     self.conv1 = ops.conv(1, 16, (5, 5), padding='VALID', **cv)
-    self.bn1 = nnx.BatchNorm(16, dtype=dtype, rngs=rngs, **_BN)
+    self.bn1 = ops.batch_norm_relu(16, dtype=dtype, rngs=rngs, **_BN)
     self.conv2 = ops.conv(16, 32, (4, 4), strides=2, padding=((1, 1), (1, 1)),
                           **cv)
-    self.bn2 = nnx.BatchNorm(32, dtype=dtype, rngs=rngs, **_BN)
+    self.bn2 = ops.batch_norm_relu(32, dtype=dtype, rngs=rngs, **_BN)
     self.head = nnx.Linear(3 * 3 * 32, num_classes, dtype=dtype, rngs=rngs)
     self.dropout = ops.current().dropout
 
   def __call__(self, x, *, train: bool = False, dropout_key=None):
-    x = _max_pool(nnx.relu(self.bn1(self.conv1(x), use_running_average=not train)))
-    x = _max_pool(nnx.relu(self.bn2(self.conv2(x), use_running_average=not train)))
+    x = _max_pool(self.bn1(self.conv1(x), use_running_average=not train))
+    x = _max_pool(self.bn2(self.conv2(x), use_running_average=not train))
     x = self.dropout(x, 0.2, train, dropout_key)
     return self.head(x.reshape(x.shape[0], -1))
 

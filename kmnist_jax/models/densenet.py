@@ -29,17 +29,17 @@ from kmnist_jax.models import resnets
 # as the ResNets; the head as hysts' `initialize_weights` (PyTorch's default
 # weight, zero bias).
 _conv = resnets._conv  # pylint: disable=protected-access
-_bn = resnets._bn  # pylint: disable=protected-access
+_bn_relu = resnets._bn_relu  # pylint: disable=protected-access
 
 
 class _DenseBlock(nnx.Module):
   """Pre-activation block whose k new channels are appended to its input."""
 
   def __init__(self, cin, growth, bottleneck, *, rngs, dtype=None):
-    self.bn1 = _bn(cin, rngs, dtype)
+    self.bn1 = _bn_relu(cin, rngs, dtype)
     if bottleneck:
       self.conv1 = _conv(cin, 4 * growth, 1, 1, rngs, dtype)
-      self.bn2 = _bn(4 * growth, rngs, dtype)
+      self.bn2 = _bn_relu(4 * growth, rngs, dtype)
       self.conv2 = _conv(4 * growth, growth, 3, 1, rngs, dtype)
     else:
       self.conv1 = _conv(cin, growth, 3, 1, rngs, dtype)
@@ -47,9 +47,9 @@ class _DenseBlock(nnx.Module):
 
   def __call__(self, x, train):
     ura = not train
-    y = self.conv1(nnx.relu(self.bn1(x, use_running_average=ura)))
+    y = self.conv1(self.bn1(x, use_running_average=ura))
     if self.conv2 is not None:
-      y = self.conv2(nnx.relu(self.bn2(y, use_running_average=ura)))
+      y = self.conv2(self.bn2(y, use_running_average=ura))
     return jnp.concatenate([x, y], axis=-1)
 
 
@@ -57,11 +57,11 @@ class _Transition(nnx.Module):
   """BN-ReLU-conv1x1, then 2x2/2 average pooling (floor, as PyTorch)."""
 
   def __init__(self, cin, cout, *, rngs, dtype=None):
-    self.bn = _bn(cin, rngs, dtype)
+    self.bn = _bn_relu(cin, rngs, dtype)
     self.conv = _conv(cin, cout, 1, 1, rngs, dtype)
 
   def __call__(self, x, train):
-    x = self.conv(nnx.relu(self.bn(x, use_running_average=not train)))
+    x = self.conv(self.bn(x, use_running_average=not train))
     return nnx.avg_pool(x, (2, 2), strides=(2, 2), padding='VALID')
 
 
@@ -93,7 +93,7 @@ class DenseNet(nnx.Module):
         c = cout
     self.stages = nnx.List(stages)
     self.transitions = nnx.List(transitions)
-    self.bn = _bn(c, rngs, dtype)
+    self.bn = _bn_relu(c, rngs, dtype)
     self.head = resnets.head(c, num_classes, rngs, dtype, zero_bias=True)
 
   def __call__(self, x, *, train: bool = False, dropout_key=None):
@@ -104,7 +104,7 @@ class DenseNet(nnx.Module):
         x = block(x, train)
       if index < 2:
         x = self.transitions[index](x, train)
-    x = nnx.relu(self.bn(x, use_running_average=not train))
+    x = self.bn(x, use_running_average=not train)
     return self.head(jnp.mean(x, axis=(1, 2)))
 
 

@@ -1,11 +1,13 @@
 """The one seam between the networks and the speed code for XLA:CPU.
 
-Every convolution and dropout of the networks is the `Ops` chosen when the
-model is built: `factory.create_model(..., ops=...)` builds it inside
-`building(ops)`, and the layers take `conv` and `dropout` from there. The
-default, `FAST`, is `kmnist_jax.cpu`'s drop-ins (each computes what plain JAX
-computes, faster on XLA:CPU, and stands aside on a GPU or TPU); `PLAIN` is
-JAX's own `lax.conv_general_dilated` and a `jax.random.bernoulli` dropout.
+Every convolution, dropout and BatchNorm+ReLU of the networks is the `Ops`
+chosen when the model is built: `factory.create_model(..., ops=...)` builds
+it inside `building(ops)`, and the layers take `conv`, `dropout` and
+`batch_norm_relu` from there. The default, `FAST`, is `kmnist_jax.cpu`'s
+drop-ins (each computes what plain JAX computes, faster on XLA:CPU, and
+stands aside on a GPU or TPU); `PLAIN` is JAX's own
+`lax.conv_general_dilated`, a `jax.random.bernoulli` dropout and flax's
+BatchNorm followed by `nnx.relu`.
 """
 
 from __future__ import annotations
@@ -36,13 +38,17 @@ class Ops:
 
   conv_general_dilated: `lax.conv_general_dilated`'s signature.
   dropout: (x, rate, train, key) -> x, inverted dropout.
+  bn_relu: None (flax's BatchNorm, then ReLU), or a training-mode
+    BatchNorm+ReLU (x, scale, bias, epsilon) -> (y, batch mean, batch
+    variance), or None where it does not apply (`cpu.batchnorm.bn_relu`).
   """
   conv_general_dilated: Callable
   dropout: Callable
+  bn_relu: Callable | None = None
 
 
 PLAIN = Ops(jax.lax.conv_general_dilated, plain_dropout)
-FAST = Ops(cpu.conv_general_dilated, cpu.dropout)
+FAST = Ops(cpu.conv_general_dilated, cpu.dropout, cpu.bn_relu)
 _BUILDING: contextvars.ContextVar[Ops | None] = contextvars.ContextVar(
     'kmnist_jax_ops', default=None)
 
@@ -66,3 +72,37 @@ def conv(*args, **kwargs) -> nnx.Conv:
   """`nnx.Conv` computing with the current ops' convolution."""
   return nnx.Conv(*args, conv_general_dilated=current().conv_general_dilated,
                   **kwargs)
+
+
+class BatchNormReLU(nnx.BatchNorm):
+  """relu(BatchNorm(x)): flax's `nnx.BatchNorm` (the same variables, so the
+  same checkpoints), whose training pass runs the ops' fused `bn_relu`
+  where it applies; evaluation, and everywhere else, is flax's BatchNorm
+  then `nnx.relu`."""
+
+  def __init__(self, *args, bn_relu: Callable | None = None, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.bn_relu = bn_relu
+
+  def __call__(self, x, use_running_average: bool | None = None, *,
+               mask=None):
+    ura = (self.use_running_average if use_running_average is None
+           else use_running_average)
+    if not ura and mask is None and self.bn_relu is not None and (
+        self.axis in (-1, x.ndim - 1) and self.axis_name is None
+        and self.scale is not None and self.bias is not None):
+      dtype = self.dtype or x.dtype
+      out = self.bn_relu(x.astype(dtype), self.scale[...], self.bias[...],
+                         self.epsilon)
+      if out is not None:
+        y, mean, var = out
+        m = self.momentum
+        self.mean[...] = m * self.mean[...] + (1 - m) * mean
+        self.var[...] = m * self.var[...] + (1 - m) * var
+        return y
+    return nnx.relu(super().__call__(x, use_running_average, mask=mask))
+
+
+def batch_norm_relu(*args, **kwargs) -> BatchNormReLU:
+  """`BatchNormReLU` (nnx.BatchNorm's arguments) with the current ops'."""
+  return BatchNormReLU(*args, bn_relu=current().bn_relu, **kwargs)

@@ -68,6 +68,11 @@ def _bn(c, rngs, dtype):
   return nnx.BatchNorm(c, dtype=dtype, rngs=rngs, **_BN)
 
 
+def _bn_relu(c, rngs, dtype):
+  """BatchNorm then ReLU, one layer (`ops.BatchNormReLU`)."""
+  return ops.batch_norm_relu(c, dtype=dtype, rngs=rngs, **_BN)
+
+
 def _mix(h, mixup, point: int):
   """Mixes `h` with its permutation when `mixup` selects mixing `point`."""
   if mixup is None:
@@ -90,9 +95,9 @@ class PreActBlock(nnx.Module):
   """
 
   def __init__(self, cin, cout, stride, preact_shortcut, *, rngs, dtype=None):
-    self.bn1 = _bn(cin, rngs, dtype)
+    self.bn1 = _bn_relu(cin, rngs, dtype)
     self.conv1 = _conv(cin, cout, 3, stride, rngs, dtype)
-    self.bn2 = _bn(cout, rngs, dtype)
+    self.bn2 = _bn_relu(cout, rngs, dtype)
     self.conv2 = _conv(cout, cout, 3, 1, rngs, dtype)
     self.preact_shortcut = preact_shortcut
     self.shortcut = (_conv(cin, cout, 1, stride, rngs, dtype)
@@ -100,12 +105,12 @@ class PreActBlock(nnx.Module):
 
   def __call__(self, x, train):
     ura = not train
-    out = nnx.relu(self.bn1(x, use_running_average=ura))
+    out = self.bn1(x, use_running_average=ura)
     short = out if self.preact_shortcut else x
     if self.shortcut is not None:
       short = self.shortcut(short)
     out = self.conv1(out)
-    out = self.conv2(nnx.relu(self.bn2(out, use_running_average=ura)))
+    out = self.conv2(self.bn2(out, use_running_average=ura))
     return out + short
 
 
@@ -121,7 +126,7 @@ class _PreActNet(nnx.Module):
       for block in stage:
         x = block(x, train)
       x = _mix(x, mixup, k + 1)
-    x = nnx.relu(self.bn(x, use_running_average=not train))
+    x = self.bn(x, use_running_average=not train)
     return self.head(_head_pool(x))
 
 
@@ -149,7 +154,7 @@ class PreActResNet18(_PreActNet):
         cin = cout
       blocks.append(nnx.List(stage))
     self.stages = nnx.List(blocks)
-    self.bn = _bn(512, rngs, dtype)
+    self.bn = _bn_relu(512, rngs, dtype)
     self.head = head(512, num_classes, rngs, dtype, zero_bias=False)
 
 
@@ -169,7 +174,7 @@ class ResNetPreAct(_PreActNet):
         cin = cout
       blocks.append(nnx.List(stage))
     self.stages = nnx.List(blocks)
-    self.bn = _bn(cin, rngs, dtype)
+    self.bn = _bn_relu(cin, rngs, dtype)
     self.head = head(cin, num_classes, rngs, dtype, zero_bias=True)
 
 
@@ -187,13 +192,13 @@ class _ResidualPath(nnx.Module):
 
   def __init__(self, cin, cout, stride, *, rngs, dtype=None):
     self.conv1 = _conv(cin, cout, 3, stride, rngs, dtype)
-    self.bn1 = _bn(cout, rngs, dtype)
+    self.bn1 = _bn_relu(cout, rngs, dtype)
     self.conv2 = _conv(cout, cout, 3, 1, rngs, dtype)
     self.bn2 = _bn(cout, rngs, dtype)
 
   def __call__(self, x, train):
     ura = not train
-    x = nnx.relu(self.bn1(self.conv1(nnx.relu(x)), use_running_average=ura))
+    x = self.bn1(self.conv1(nnx.relu(x)), use_running_average=ura)
     return self.bn2(self.conv2(x), use_running_average=ura)
 
 
@@ -248,7 +253,7 @@ class ShakeShake(nnx.Module):
                rngs: nnx.Rngs, dtype=None):
     n = (depth - 2) // 6
     self.stem = _conv(1, base, 3, 1, rngs, dtype)
-    self.stem_bn = _bn(base, rngs, dtype)
+    self.stem_bn = _bn_relu(base, rngs, dtype)
     blocks, cin = [], base
     for cout, stride in ((base, 1), (2 * base, 2), (4 * base, 2)):
       stage = []
@@ -263,8 +268,8 @@ class ShakeShake(nnx.Module):
   def __call__(self, x, *, train: bool = False, dropout_key=None, mixup=None):
     if train and dropout_key is None:
       raise ValueError('shake-shake needs a dropout_key when train=True')
-    x = nnx.relu(self.stem_bn(self.stem(_mix(x, mixup, 0)),
-                              use_running_average=not train))
+    x = self.stem_bn(self.stem(_mix(x, mixup, 0)),
+                     use_running_average=not train)
     i = 0
     for k, stage in enumerate(self.stages):
       for block in stage:

@@ -58,10 +58,10 @@ class _ConvBN(nnx.Module):
     self.conv = ops.conv(
         cin, cout, (3, 3), padding=((1, 1), (1, 1)), kernel_init=_HE_FAN_OUT,
         bias_init=_torch_bias(9 * cin), dtype=dtype, rngs=rngs)
-    self.bn = nnx.BatchNorm(cout, dtype=dtype, rngs=rngs, **_BN)
+    self.bn = ops.batch_norm_relu(cout, dtype=dtype, rngs=rngs, **_BN)
 
   def __call__(self, x, train: bool):
-    return nnx.relu(self.bn(self.conv(x), use_running_average=not train))
+    return self.bn(self.conv(x), use_running_average=not train)
 
 
 def _linear(cin: int, cout: int, rngs: nnx.Rngs, dtype):
@@ -82,7 +82,7 @@ class HorevVGG(nnx.Module):
       blocks.append(nnx.List(layers))
     self.blocks = nnx.List(blocks)
     self.fc1 = _linear(cin, HIDDEN, rngs, dtype)  # 1x1 pixels after 4 pools.
-    self.bn_fc = nnx.BatchNorm(HIDDEN, dtype=dtype, rngs=rngs, **_BN)
+    self.bn_fc = ops.batch_norm_relu(HIDDEN, dtype=dtype, rngs=rngs, **_BN)
     self.fc2 = _linear(HIDDEN, num_classes, rngs, dtype)
     self.dropout = ops.current().dropout
 
@@ -93,7 +93,7 @@ class HorevVGG(nnx.Module):
       x = _max_pool(x)
     k1, k2 = jax.random.split(dropout_key) if train else (None, None)
     x = self.dropout(x.reshape(x.shape[0], -1), DROPOUT, train, k1)
-    x = nnx.relu(self.bn_fc(self.fc1(x), use_running_average=not train))
+    x = self.bn_fc(self.fc1(x), use_running_average=not train)
     x = self.dropout(x, DROPOUT, train, k2)
     return self.fc2(x)
 

@@ -1,0 +1,386 @@
+// Training-mode BatchNorm followed by ReLU, and its gradient, as XLA FFI
+// handlers (CPU; activations float32 or bfloat16, channels last):
+//   kmnist_bn_relu_fwd: x (..., C), scale (C), bias (C)
+//                       -> y (..., C), mean (C), var (C)
+//   kmnist_bn_relu_bwd: x, dy (..., C), scale, bias, mean, var (C)
+//                       -> dx (..., C), dscale (C), dbias (C)
+// with y = max((x - mean) * rsqrt(var + eps) * scale + bias, 0), mean and
+// var the batch statistics over every axis but the last (var biased, from
+// E[x^2] - E[x]^2 clipped at 0, as flax's BatchNorm with its default fast
+// variance). Attribute: eps (float32).
+//
+// Why: XLA:CPU runs flax's BatchNorm+ReLU and its autodiff gradient as
+// several loop fusions, at about a third of this CPU's memory bandwidth for
+// a ResNet's first-stage activations. Here the forward pass reads x twice
+// (statistics, then y) and the backward pass reads x and dy twice (two
+// per-channel sums, then dx): the fewest passes the formulas allow. The
+// per-channel sums are float32 over blocks of rows, then float64; every
+// elementwise step is float32; bfloat16 activations are read and written as
+// bfloat16 (rounded to nearest even).
+//
+// kmnist_jax.cpu.onednn compiles this file with onednn_conv.cc into one
+// library; kmnist_jax.cpu.batchnorm calls it through jax.ffi. The loops are
+// compiled for AVX-512, AVX2 and plain x86-64 (GCC target_clones; the loader
+// picks the CPU's best).
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace {
+
+namespace ffi = xla::ffi;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define KMNIST_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define KMNIST_CLONES
+#endif
+
+inline float Load(const float* p, int64_t i) { return p[i]; }
+inline float Load(const uint16_t* p, int64_t i) {
+  uint32_t u = static_cast<uint32_t>(p[i]) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline void Store(float* p, int64_t i, float v) { p[i] = v; }
+inline void Store(uint16_t* p, int64_t i, float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  // Round to nearest even; a NaN stays a (quiet) NaN.
+  uint32_t r = (u & 0x7fffffffu) > 0x7f800000u
+                   ? (u | 0x00400000u)
+                   : u + 0x7fffu + ((u >> 16) & 1u);
+  p[i] = static_cast<uint16_t>(r >> 16);
+}
+
+constexpr int64_t kBlock = 64;  // Rows summed in float32 before float64.
+
+// Per-channel sums of x and x*x over rows [begin, end) of c channels.
+template <typename T>
+KMNIST_CLONES void Moments(const T* x, int64_t begin, int64_t end, int64_t c,
+                           double* s, double* s2) {
+  std::vector<float> a(c), a2(c);
+  for (int64_t j = 0; j < c; ++j) s[j] = s2[j] = 0.0;
+  for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
+    int64_t r1 = r0 + kBlock < end ? r0 + kBlock : end;
+    for (int64_t j = 0; j < c; ++j) a[j] = a2[j] = 0.f;
+    float* __restrict pa = a.data();
+    float* __restrict pa2 = a2.data();
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = x + r * c;
+      for (int64_t j = 0; j < c; ++j) {
+        float v = Load(row, j);
+        pa[j] += v;
+        pa2[j] += v * v;
+      }
+    }
+    for (int64_t j = 0; j < c; ++j) {
+      s[j] += pa[j];
+      s2[j] += pa2[j];
+    }
+  }
+}
+
+// y = max(x * a + b, 0).
+template <typename T>
+KMNIST_CLONES void ScaleShiftRelu(const T* __restrict x, int64_t begin,
+                                  int64_t end, int64_t c,
+                                  const float* __restrict a,
+                                  const float* __restrict b, T* __restrict y) {
+  for (int64_t r = begin; r < end; ++r) {
+    const T* xr = x + r * c;
+    T* yr = y + r * c;
+    for (int64_t j = 0; j < c; ++j) {
+      float v = Load(xr, j) * a[j] + b[j];
+      Store(yr, j, v < 0.f ? 0.f : v);  // A NaN stays NaN, as jax.nn.relu.
+    }
+  }
+}
+
+// g = dy where x * a + b > 0, else 0; sums of g and of g * (x - mean) * inv.
+template <typename T>
+KMNIST_CLONES void GradSums(const T* x, const T* dy, int64_t begin,
+                            int64_t end, int64_t c, const float* a,
+                            const float* b, const float* mean,
+                            const float* inv, double* sg, double* sgx) {
+  std::vector<float> acc(c), accx(c);
+  for (int64_t j = 0; j < c; ++j) sg[j] = sgx[j] = 0.0;
+  for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
+    int64_t r1 = r0 + kBlock < end ? r0 + kBlock : end;
+    for (int64_t j = 0; j < c; ++j) acc[j] = accx[j] = 0.f;
+    float* __restrict pg = acc.data();
+    float* __restrict pgx = accx.data();
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = x + r * c;
+      const T* gr = dy + r * c;
+      for (int64_t j = 0; j < c; ++j) {
+        float v = Load(xr, j);
+        float g = v * a[j] + b[j] > 0.f ? Load(gr, j) : 0.f;
+        pg[j] += g;
+        pgx[j] += g * ((v - mean[j]) * inv[j]);
+      }
+    }
+    for (int64_t j = 0; j < c; ++j) {
+      sg[j] += pg[j];
+      sgx[j] += pgx[j];
+    }
+  }
+}
+
+// dx = a * (g - mean(g) - xhat * mean(g * xhat)).
+template <typename T>
+KMNIST_CLONES void InputGrad(const T* __restrict x, const T* __restrict dy,
+                             int64_t begin, int64_t end, int64_t c,
+                             const float* __restrict a,
+                             const float* __restrict b,
+                             const float* __restrict mean,
+                             const float* __restrict inv,
+                             const float* __restrict mg,
+                             const float* __restrict mgx, T* __restrict dx) {
+  for (int64_t r = begin; r < end; ++r) {
+    const T* xr = x + r * c;
+    const T* gr = dy + r * c;
+    T* dr = dx + r * c;
+    for (int64_t j = 0; j < c; ++j) {
+      float v = Load(xr, j);
+      float g = v * a[j] + b[j] > 0.f ? Load(gr, j) : 0.f;
+      float xhat = (v - mean[j]) * inv[j];
+      Store(dr, j, a[j] * (g - mg[j] - xhat * mgx[j]));
+    }
+  }
+}
+
+ffi::Error Invalid(const std::string& m) {
+  return ffi::Error::InvalidArgument("kmnist_bn_relu: " + m);
+}
+
+// x (and every buffer listed with it) float32 or bfloat16, rank >= 1, the
+// same dimensions; each per-channel buffer float32 of shape (C).
+ffi::Error CheckActivations(std::initializer_list<
+                                std::pair<const char*, const ffi::AnyBuffer*>>
+                                bufs) {
+  const ffi::AnyBuffer& x = *bufs.begin()->second;
+  ffi::DataType t = x.element_type();
+  if (t != ffi::DataType::F32 && t != ffi::DataType::BF16)
+    return Invalid("x must be float32 or bfloat16");
+  auto d = x.dimensions();
+  if (d.size() < 1) return Invalid("x must have rank 1 or more");
+  for (int64_t n : d)
+    if (n < 1) return Invalid("x has an empty dimension");
+  for (const auto& [name, b] : bufs) {
+    if (b->element_type() != t)
+      return Invalid(std::string(name) + " must have x's element type");
+    auto e = b->dimensions();
+    bool same = e.size() == d.size();
+    for (size_t i = 0; same && i < d.size(); ++i) same = e[i] == d[i];
+    if (!same) return Invalid(std::string(name) + " must have x's shape");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error CheckChannels(const char* name, const ffi::AnyBuffer& b,
+                         int64_t c) {
+  if (b.element_type() != ffi::DataType::F32)
+    return Invalid(std::string(name) + " must be float32");
+  auto d = b.dimensions();
+  if (d.size() != 1 || d[0] != c)
+    return Invalid(std::string(name) + " must have shape (" +
+                   std::to_string(c) + ",)");
+  return ffi::Error::Success();
+}
+
+#define KMNIST_BN_CHECK(expr)          \
+  do {                                 \
+    ::xla::ffi::Error error = (expr);  \
+    if (error.failure()) return error; \
+  } while (0)
+
+void Rows(const ffi::AnyBuffer& x, int64_t* m, int64_t* c) {
+  auto d = x.dimensions();
+  *c = d[d.size() - 1];
+  *m = 1;
+  for (size_t i = 0; i + 1 < d.size(); ++i) *m *= d[i];
+}
+
+// a = scale * inv, b = bias - mean * a, inv = 1 / sqrt(var + eps).
+void Affine(int64_t c, const float* scale, const float* bias,
+            const float* mean, const float* var, float eps, float* inv,
+            float* a, float* b) {
+  for (int64_t j = 0; j < c; ++j) {
+    inv[j] = 1.f / std::sqrt(var[j] + eps);
+    a[j] = scale[j] * inv[j];
+    b[j] = bias[j] - mean[j] * a[j];
+  }
+}
+
+// The rows are cut into kChunks ranges, run by OpenMP's threads; the sums
+// of the ranges are added in range order, so results do not depend on the
+// number of threads.
+constexpr int kChunks = 16;
+
+int64_t ChunkBegin(int64_t m, int k) { return m * k / kChunks; }
+
+// Per-channel totals of `sums(begin, end, s, s2)` over every chunk.
+template <typename F>
+void ChunkedSums(int64_t m, int64_t c, double* s, double* s2, F sums) {
+  std::vector<double> part(2 * kChunks * c);
+#pragma omp parallel for schedule(static)
+  for (int k = 0; k < kChunks; ++k)
+    sums(ChunkBegin(m, k), ChunkBegin(m, k + 1), part.data() + 2 * k * c,
+         part.data() + (2 * k + 1) * c);
+  for (int64_t j = 0; j < c; ++j) s[j] = s2[j] = 0.0;
+  for (int k = 0; k < kChunks; ++k)
+    for (int64_t j = 0; j < c; ++j) {
+      s[j] += part[2 * k * c + j];
+      s2[j] += part[(2 * k + 1) * c + j];
+    }
+}
+
+template <typename F>
+void ChunkedRows(int64_t m, F rows) {
+#pragma omp parallel for schedule(static)
+  for (int k = 0; k < kChunks; ++k) rows(ChunkBegin(m, k), ChunkBegin(m, k + 1));
+}
+
+template <typename T>
+void Forward(const ffi::AnyBuffer& x, const float* scale, const float* bias,
+             float eps, ffi::AnyBuffer* y, float* mean, float* var) {
+  int64_t m, c;
+  Rows(x, &m, &c);
+  const T* xp = static_cast<const T*>(x.untyped_data());
+  std::vector<double> s(c), s2(c);
+  ChunkedSums(m, c, s.data(), s2.data(),
+              [&](int64_t b0, int64_t b1, double* p, double* p2) {
+                Moments(xp, b0, b1, c, p, p2);
+              });
+  std::vector<float> inv(c), a(c), b(c);
+  for (int64_t j = 0; j < c; ++j) {
+    // E[x^2] - E[x]^2 in float32 and clipped at 0 as flax's
+    // jnp.maximum(0, v), which keeps a NaN: an overflowing step reaches the
+    // loss as NaN, and training stops there.
+    float mu = static_cast<float>(s[j] / m);
+    float v = static_cast<float>(s2[j] / m) - mu * mu;
+    mean[j] = mu;
+    var[j] = v < 0.f ? 0.f : v;
+  }
+  Affine(c, scale, bias, mean, var, eps, inv.data(), a.data(), b.data());
+  T* yp = static_cast<T*>(y->untyped_data());
+  ChunkedRows(m, [&](int64_t b0, int64_t b1) {
+    ScaleShiftRelu(xp, b0, b1, c, a.data(), b.data(), yp);
+  });
+}
+
+template <typename T>
+void Backward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& dy,
+              const float* scale, const float* bias, const float* mean,
+              const float* var, float eps, ffi::AnyBuffer* dx, float* dscale,
+              float* dbias) {
+  int64_t m, c;
+  Rows(x, &m, &c);
+  const T* xp = static_cast<const T*>(x.untyped_data());
+  const T* gp = static_cast<const T*>(dy.untyped_data());
+  std::vector<float> inv(c), a(c), b(c), mg(c), mgx(c);
+  Affine(c, scale, bias, mean, var, eps, inv.data(), a.data(), b.data());
+  std::vector<double> sg(c), sgx(c);
+  ChunkedSums(m, c, sg.data(), sgx.data(),
+              [&](int64_t b0, int64_t b1, double* p, double* p2) {
+                GradSums(xp, gp, b0, b1, c, a.data(), b.data(), mean,
+                         inv.data(), p, p2);
+              });
+  for (int64_t j = 0; j < c; ++j) {
+    dbias[j] = static_cast<float>(sg[j]);
+    dscale[j] = static_cast<float>(sgx[j]);
+    mg[j] = static_cast<float>(sg[j] / m);
+    mgx[j] = static_cast<float>(sgx[j] / m);
+  }
+  T* dp = static_cast<T*>(dx->untyped_data());
+  ChunkedRows(m, [&](int64_t b0, int64_t b1) {
+    InputGrad(xp, gp, b0, b1, c, a.data(), b.data(), mean, inv.data(),
+              mg.data(), mgx.data(), dp);
+  });
+}
+
+ffi::Error Fwd(ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi::AnyBuffer bias,
+               ffi::Result<ffi::AnyBuffer> y,
+               ffi::Result<ffi::AnyBuffer> mean,
+               ffi::Result<ffi::AnyBuffer> var, float eps) {
+  KMNIST_BN_CHECK(CheckActivations({{"x", &x}, {"y", &*y}}));
+  int64_t m, c;
+  Rows(x, &m, &c);
+  KMNIST_BN_CHECK(CheckChannels("scale", scale, c));
+  KMNIST_BN_CHECK(CheckChannels("bias", bias, c));
+  KMNIST_BN_CHECK(CheckChannels("mean", *mean, c));
+  KMNIST_BN_CHECK(CheckChannels("var", *var, c));
+  if (!(eps > 0.f)) return Invalid("eps must be positive");
+  auto f = [&](auto tag) {
+    using T = decltype(tag);
+    Forward<T>(x, static_cast<const float*>(scale.untyped_data()),
+               static_cast<const float*>(bias.untyped_data()), eps, &*y,
+               static_cast<float*>(mean->untyped_data()),
+               static_cast<float*>(var->untyped_data()));
+  };
+  if (x.element_type() == ffi::DataType::F32) f(float{});
+  else f(uint16_t{});
+  return ffi::Error::Success();
+}
+
+ffi::Error Bwd(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::AnyBuffer scale,
+               ffi::AnyBuffer bias, ffi::AnyBuffer mean, ffi::AnyBuffer var,
+               ffi::Result<ffi::AnyBuffer> dx,
+               ffi::Result<ffi::AnyBuffer> dscale,
+               ffi::Result<ffi::AnyBuffer> dbias, float eps) {
+  KMNIST_BN_CHECK(
+      CheckActivations({{"x", &x}, {"dy", &dy}, {"dx", &*dx}}));
+  int64_t m, c;
+  Rows(x, &m, &c);
+  KMNIST_BN_CHECK(CheckChannels("scale", scale, c));
+  KMNIST_BN_CHECK(CheckChannels("bias", bias, c));
+  KMNIST_BN_CHECK(CheckChannels("mean", mean, c));
+  KMNIST_BN_CHECK(CheckChannels("var", var, c));
+  KMNIST_BN_CHECK(CheckChannels("dscale", *dscale, c));
+  KMNIST_BN_CHECK(CheckChannels("dbias", *dbias, c));
+  if (!(eps > 0.f)) return Invalid("eps must be positive");
+  auto f = [&](auto tag) {
+    using T = decltype(tag);
+    Backward<T>(x, dy, static_cast<const float*>(scale.untyped_data()),
+                static_cast<const float*>(bias.untyped_data()),
+                static_cast<const float*>(mean.untyped_data()),
+                static_cast<const float*>(var.untyped_data()), eps, &*dx,
+                static_cast<float*>(dscale->untyped_data()),
+                static_cast<float*>(dbias->untyped_data()));
+  };
+  if (x.element_type() == ffi::DataType::F32) f(float{});
+  else f(uint16_t{});
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_bn_relu_fwd, Fwd,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<float>("eps"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_bn_relu_bwd, Bwd,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<float>("eps"));
