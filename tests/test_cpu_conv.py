@@ -122,19 +122,33 @@ def _seed_cnn_step_hlo():
   ).as_text()
 
 
+def _cpu_with(monkeypatch, avx512: bool):
+  """As on a CPU with (or without) AVX-512: where training's forward
+  passes are oneDNN's (`conv.onednn_forward`)."""
+  from kmnist_jax.cpu import features
+  flags = frozenset({'avx512f'} if avx512 else {'avx2'})
+  monkeypatch.setattr(features, 'detect',
+                      lambda: features.CpuFeatures('test', flags))
+
+
 @needs_onednn
-def test_seed_cnn_train_step_takes_its_gradients_from_onednn():
-  """Forward passes stay XLA's (conv1 as the 25-tap sum); both convolutions'
-  gradients come from oneDNN; conv1's input gradient is dropped."""
+@pytest.mark.parametrize('avx512', [False, True])
+def test_seed_cnn_train_step_takes_its_gradients_from_onednn(monkeypatch,
+                                                             avx512):
+  """conv1's forward pass is the 25-tap sum; conv2's is XLA's, or oneDNN's
+  with AVX-512; both convolutions' gradients come from oneDNN; conv1's input
+  gradient is dropped."""
+  _cpu_with(monkeypatch, avx512)
   hlo = _seed_cnn_step_hlo()
   convs = re.findall(r'fused: convolution|\} convolution\(', hlo)
-  assert len(convs) == 1, convs  # conv2's forward pass
+  assert len(convs) == (0 if avx512 else 1), convs  # conv2's forward pass
   tap_fusions = [c for c in re.split(r'\n(?=%\S+ \()', hlo)
                  if c.count(' slice(') >= 25]
   assert len(tap_fusions) == 1
   calls = re.findall(r'custom_call_target="(kmnist_conv_\w+)"', hlo)
   # conv1 (one input channel): weight gradient only; conv2: both at once.
-  assert sorted(calls) == sorted([onednn.BWD_WEIGHTS, onednn.BWD]), calls
+  assert sorted(calls) == sorted([onednn.BWD_WEIGHTS, onednn.BWD] +
+                                 [onednn.FWD] * avx512), calls
 
 
 @needs_onednn
@@ -281,9 +295,13 @@ def test_resnets_equal_lax_convolutions(name, kwargs, train):
 
 
 @needs_onednn
-def test_resnet_train_step_takes_its_gradients_from_onednn():
+@pytest.mark.parametrize('avx512', [False, True])
+def test_resnet_train_step_takes_its_gradients_from_onednn(monkeypatch,
+                                                           avx512):
   """resnet_preact20's train step: all 21 convolutions' gradients from
-  oneDNN (the stem, one input channel: its weight gradient only)."""
+  oneDNN (the stem, one input channel: its weight gradient only); with
+  AVX-512 the 20 others' forward passes too."""
+  _cpu_with(monkeypatch, avx512)
   config = configlib.load_config_file('configs/resnet_preact20_cutout.py',
                                       'proxy')
   tx = optim.create_optimizer(config, 10)
@@ -295,7 +313,8 @@ def test_resnet_train_step_takes_its_gradients_from_onednn():
   hlo = step.lower(state, images, labels, jnp.arange(16), 0).compile(
   ).as_text()
   calls = re.findall(r'custom_call_target="(kmnist_conv_\w+)"', hlo)
-  assert sorted(calls) == sorted([onednn.BWD_WEIGHTS] + [onednn.BWD] * 20)
+  assert sorted(calls) == sorted([onednn.BWD_WEIGHTS] + [onednn.BWD] * 20 +
+                                 [onednn.FWD] * (20 * avx512)), calls
 
 
 def test_on_a_gpu_backend_nothing_of_the_cpu_code_engages(monkeypatch):
@@ -413,3 +432,25 @@ def test_bfloat16_operands_sum_in_float32_and_give_bfloat16(
   np.testing.assert_array_equal(wide, lax.conv_general_dilated(
       x, w, strides, 'SAME', dimension_numbers=NHWC,
       preferred_element_type=jnp.float32))
+
+
+@needs_onednn
+@pytest.mark.parametrize('avx512, channels, expect', [
+    (True, 8, True),
+    (False, 8, False),    # XLA's forward pass without AVX-512
+    (True, 1, False),     # the image: the sum of shifted copies
+])
+def test_training_forward_pass_is_onednns_only_with_avx512(
+    monkeypatch, avx512, channels, expect):
+  _cpu_with(monkeypatch, avx512)
+  x = jnp.ones((2, 6, 6, channels), jnp.float32)
+  k = jnp.ones((3, 3, channels, 4), jnp.float32)
+  f = lambda x, k: conv.conv_general_dilated(x, k, (1, 1), 'SAME',
+                                             dimension_numbers=NHWC)
+  train = str(jax.make_jaxpr(lambda x, k: jax.vjp(f, x, k))(x, k))
+  evaluation = str(jax.make_jaxpr(f)(x, k))
+  assert (onednn.FWD in train) == expect
+  assert onednn.FWD not in evaluation
+  y, vjp = jax.vjp(f, x, k)
+  np.testing.assert_allclose(y, lax.conv_general_dilated(
+      x, k, (1, 1), 'SAME', dimension_numbers=NHWC), rtol=1e-6)

@@ -7,7 +7,9 @@ convolutions with unit dilations and one feature group:
   about twice as fast as XLA:CPU's on this project's 2-core CPU (the
   keras_cnn train step is 1.3x faster at batch 128, 1.5x at 400). Where
   oneDNN is not available they are XLA's.
-* The forward pass stays XLA's, the faster one in training and in eval. A
+* In training, the forward pass of a convolution with more than one input
+  channel is oneDNN's on a CPU with AVX-512 and XLA's elsewhere, whichever
+  measured faster there (`onednn_forward`); evaluation keeps XLA's. A
   single-channel convolution (the first layer of a KMNIST model) runs it as
   a sum of kh*kw shifted copies of the image, each scaled by one row of the
   kernel: one elementwise fusion, vectorized over the output channels
@@ -44,6 +46,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from kmnist_jax.cpu import features
 from kmnist_jax.cpu import onednn
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
@@ -131,11 +134,27 @@ def _fast_conv(x, w, strides, pads):
   return _xla_conv(x, w, strides, pads)
 
 
+def onednn_forward(x) -> bool:
+  """Whether training's forward pass of a convolution of `x` is oneDNN's:
+  more than one input channel, on a CPU with AVX-512. In a train step on
+  the 2-core Intel Xeon with AMX (2026-12-06, batch 128, float32) oneDNN's
+  forward pass made preact_resnet18 1.29x, resnet_preact20 1.13x, keras_cnn
+  1.07x and seed_cnn 1.02x faster than XLA's; on the 2-core AMD EPYC
+  without AVX-512, XLA's was the faster (seed_cnn at batch 400: 37 against
+  41 ms per step). Evaluation and prediction keep XLA's (keras_cnn at batch
+  1000 on the AMD EPYC: 4.7k against 3.8k img/s)."""
+  return (x.shape[-1] > 1 and features.detect().avx512
+          and onednn.available())
+
+
 def _fast_conv_fwd(x, w, strides, pads):
-  # XLA's forward pass: faster than oneDNN's, in training (seed_cnn at batch
-  # 400: 37 against 41 ms per step) as in eval (keras_cnn at batch 1000: 4.7k
-  # against 3.8k img/s).
-  return _xla_conv(x, w, strides, pads), (x, w)
+  if onednn_forward(x):
+    out_hw = _out_hw(x.shape[1:3], w.shape[:2], strides, pads)
+    y = onednn.conv_fwd(x, w, strides, pads,
+                        (x.shape[0], *out_hw, w.shape[3]))
+  else:
+    y = _xla_conv(x, w, strides, pads)
+  return y, (x, w)
 
 
 def _fast_conv_bwd(strides, pads, res, g):

@@ -29,6 +29,10 @@ class CpuFeatures:
     return 'amx_bf16' in self.flags and 'amx_tile' in self.flags
 
   @property
+  def avx512(self) -> bool:
+    return 'avx512f' in self.flags
+
+  @property
   def avx512_bf16(self) -> bool:
     return 'avx512_bf16' in self.flags
 

@@ -195,7 +195,8 @@ def _attrs(strides, pads):
 
 def conv_fwd(x, w, strides, pads, y_shape, out_dtype=None):
   """y = conv(x, w), of `out_dtype` (default x's: float32 or, for bfloat16
-  operands, bfloat16 or float32). In float32 XLA's is faster (conv.py)."""
+  operands, bfloat16 or float32). In float32, training's forward pass where
+  `conv.onednn_forward` says."""
   out = jax.ShapeDtypeStruct(tuple(y_shape), out_dtype or x.dtype)
   return jax.ffi.ffi_call(FWD, out)(x, w, **_attrs(strides, pads))
 
