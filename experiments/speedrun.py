@@ -7,12 +7,16 @@ The JAX side runs the real command line (`python -m kmnist_jax.main --config
 configs/speedrun.py --config.seed=S`, compilation cache off) and reads its
 metrics.jsonl as it grows: the time is from the process's start (imports and
 compilation included) to the moment the first eval record at or above
-`--target` appears; the run is then stopped. The PyTorch side, when
-`--torch_python` is given, trains the port of the hysts recipe
-(configs/resnet_preact20_cutout.py, its cosine schedule compressed to
-`--torch_epochs`) with experiments/torch_worker.py's `fit` and reports the
-time at the end of the first epoch whose eval accuracy reaches the target.
-Seeds and sides alternate. Writes `--out`.md and .json.
+`--target` appears; the run is then stopped. `--jax_override k=v` passes
+`--config.k=v` to it. The PyTorch side, when `--torch_python` is given,
+trains the port of `--torch_config`'s recipe (default the hysts recipe,
+configs/resnet_preact20_cutout.py; `speedrun` is the JAX side's own), its
+schedule compressed to `--torch_epochs`, in `--torch_mode` (float32, or
+bfloat16 autocast with or without channels_last) with
+experiments/torch_worker.py's `fit`, evaluates after each epoch from
+`--torch_eval_from` on, and reports the time at the end of the first epoch
+whose eval accuracy reaches the target. Seeds and sides alternate. Writes
+`--out`.md and .json.
 """
 
 from __future__ import annotations
@@ -137,6 +141,16 @@ def main(argv=None):
   p.add_argument('--timeout', type=float, default=900)
   p.add_argument('--torch_python',
                  default=os.environ.get('KMNIST_JAX_TORCH_PYTHON'))
+  p.add_argument('--jax_override', action='append', default=[],
+                 help='k=v: --config.k=v for the JAX side (repeatable)')
+  p.add_argument('--torch_config', default='resnet_preact20_cutout',
+                 help="the PyTorch side's recipe: a config name")
+  p.add_argument('--torch_mode', default='f32',
+                 choices=('f32', 'bf16', 'bf16_cl'),
+                 help="float32, or PyTorch's bfloat16 CPU autocast, with "
+                 'channels_last for bf16_cl')
+  p.add_argument('--torch_eval_from', type=int, default=1,
+                 help='the PyTorch side evaluates from this epoch on')
   p.add_argument('--torch_epochs', type=int, default=30)
   p.add_argument('--torch_seeds', type=int, default=1)
   p.add_argument('--data_dir', default=os.environ.get(
@@ -151,9 +165,13 @@ def main(argv=None):
                  load_start='/'.join(f'{x:.1f}' for x in os.getloadavg()),
                  machine=f'{features.describe()}, {os.cpu_count()} cores, Python '
                  f'{platform.python_version()}',
-                 jax_recipe=args.config, jax=[], torch=[],
-                 torch_recipe=('resnet_preact20_cutout (hysts), cosine over '
-                               f'{args.torch_epochs} epochs'))
+                 jax_recipe=' '.join([args.config] + [
+                     f'--config.{o}' for o in args.jax_override]),
+                 jax=[], torch=[],
+                 torch_recipe=(f'{args.torch_config}, its schedule over '
+                               f'{args.torch_epochs} epochs, evaluated from '
+                               f'epoch {args.torch_eval_from}, '
+                               f'{args.torch_mode}'))
   torch = None
   if args.torch_python:
     torch = torch_client.TorchWorker(args.torch_python, args.data_dir,
@@ -162,7 +180,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as root:
       for seed in range(max(args.seeds, args.torch_seeds if torch else 0)):
         if seed < args.seeds:
-          r = jax_time_to(args.target, seed, args.config, root, args.timeout)
+          r = jax_time_to(args.target, seed, args.config, root, args.timeout,
+                          [f'--config.{o}' for o in args.jax_override])
           results['jax'].append(r)
           print(f'jax seed {seed}: {r["seconds"]} s (epoch {r["epochs"]})',
                 flush=True)
@@ -180,11 +199,13 @@ def main(argv=None):
 
 
 def torch_time_to(torch, args, seed: int) -> dict:
-  """The PyTorch port of the hysts recipe, per-epoch eval, until target."""
-  config = recipe.compressed_config('resnet_preact20_cutout',
-                                    args.torch_epochs, seed, args.data_dir)
+  """The PyTorch port of `--torch_config`'s recipe, evaluated after each
+  epoch from `--torch_eval_from` on, until target."""
+  config = recipe.compressed_config(args.torch_config, args.torch_epochs,
+                                    seed, args.data_dir)
   out = torch('fit', recipe=recipe.torch_recipe(config), seed=seed,
-              steps_curve=0, target=args.target)
+              steps_curve=0, target=args.target, mode=args.torch_mode,
+              eval_from_epoch=args.torch_eval_from)
   if 'error' in out:
     raise RuntimeError(f'torch worker: {out["error"]}')
   history = out['history']

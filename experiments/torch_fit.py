@@ -28,11 +28,16 @@ the loss and the schedule are written again from what kmnist_jax documents
   before every step from `schedules.lr_at`;
 * eval in eval mode (BatchNorm running statistics), batches of
   `eval_batch_size`; with `tta_shift` the mean softmax over the 9 views
-  shifted by {-s, 0, s}^2 with zero fill (before normalising).
+  shifted by {-s, 0, s}^2 with zero fill (before normalising);
+* `mode`: 'f32', or PyTorch's bfloat16 CPU autocast around the forward
+  passes and the loss ('bf16'), with the model and its inputs in
+  `channels_last` as well ('bf16_cl'), as Intel and PyTorch advise on a CPU
+  with bfloat16 support (the modes of torch_worker's throughput commands).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -163,19 +168,36 @@ class Augmenter:
     return x, targets, handle
 
 
-def evaluate(model, images, labels, recipe: dict) -> dict:
+MODES = ('f32', 'bf16', 'bf16_cl')
+
+
+def _autocast(mode: str):
+  if mode not in MODES:
+    raise ValueError(f'unknown mode {mode!r}; valid: {", ".join(MODES)}')
+  if mode == 'f32':
+    return contextlib.nullcontext()
+  return torch.autocast('cpu', dtype=torch.bfloat16)
+
+
+def _layout(x, mode: str):
+  return x.contiguous(memory_format=torch.channels_last) if (
+      mode == 'bf16_cl') else x
+
+
+def evaluate(model, images, labels, recipe: dict, mode: str = 'f32') -> dict:
   """Accuracy and mean loss of uint8 `images` (N, 1, H, W) in eval mode."""
   model.eval()
   s, bs = recipe['tta_shift'], recipe['eval_batch_size']
   views = ([(dy, dx) for dy in (-s, 0, s) for dx in (-s, 0, s)] if s
            else [(0, 0)])
   correct, loss = 0, 0.0
-  with torch.inference_mode():
+  with torch.inference_mode(), _autocast(mode):
     for i in range(0, len(images), bs):
       x = images[i:i + bs].float().div_(255.0)
       y = labels[i:i + bs]
       probs = torch.stack([
-          F.softmax(model(_normalise(shift(x, dy, dx), recipe)), dim=1)
+          F.softmax(model(_layout(_normalise(shift(x, dy, dx), recipe),
+                                  mode)).float(), dim=1)
           for dy, dx in views]).mean(0)
       log_probs = torch.log(probs)
       correct += int((log_probs.argmax(1) == y).sum())
@@ -185,12 +207,14 @@ def evaluate(model, images, labels, recipe: dict) -> dict:
 
 def fit(recipe: dict, seed: int, data, models: dict,
         steps_curve: int = 300, target: float | None = None,
-        eval_every_epoch: bool = False) -> dict:
+        eval_every_epoch: bool = False, mode: str = 'f32',
+        eval_from_epoch: int = 1) -> dict:
   """Trains `models[recipe['model']]` on `recipe`; see the module doc.
 
-  `target` (experiments/speedrun.py): evaluate after every epoch, record
-  `history` (epoch, accuracy, seconds since the start, evaluations
-  included) and stop at the first epoch whose accuracy reaches it.
+  `target` (experiments/speedrun.py): evaluate after every epoch from
+  `eval_from_epoch` on, record `history` (epoch, accuracy, seconds since
+  the start, evaluations included) and stop at the first epoch whose
+  accuracy reaches it.
   `eval_every_epoch` (experiments/parity.py): the same `history`, no stop.
 
   `data`: (train images, train labels, eval images, eval labels), uint8
@@ -207,6 +231,9 @@ def fit(recipe: dict, seed: int, data, models: dict,
   torch.manual_seed(seed)  # Initialisation, dropout, shake-shake weights.
   num_classes = recipe['num_classes']
   model = models[recipe['model']](num_classes=num_classes)
+  if mode == 'bf16_cl':
+    model = model.to(memory_format=torch.channels_last)
+  _autocast(mode)  # An unknown mode fails here, before any training.
   opt = make_optimizer(recipe, model.parameters())
   augment = Augmenter(recipe, model, seed)
   n, batch = len(images), recipe['batch_size']
@@ -227,11 +254,13 @@ def fit(recipe: dict, seed: int, data, models: dict,
         group['lr'] = schedules.lr_at(recipe, step)
       opt.zero_grad(set_to_none=True)
       try:
-        logits = model(x)
+        with _autocast(mode):
+          logits = model(_layout(x, mode))
+          loss = soft_cross_entropy(logits.float(), targets,
+                                    recipe['label_smoothing'])
       finally:
         if handle is not None:
           handle.remove()
-      loss = soft_cross_entropy(logits, targets, recipe['label_smoothing'])
       loss.backward()
       if recipe['grad_clip_norm'] > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(),
@@ -244,14 +273,14 @@ def fit(recipe: dict, seed: int, data, models: dict,
       step += 1
     epoch_seconds.append(time.perf_counter() - t0)
     epoch_loss.append(total / spe)
-    if target is not None or eval_every_epoch:
-      ev = evaluate(model, ev_images, ev_labels, recipe)
+    if eval_every_epoch or (target is not None and epoch >= eval_from_epoch):
+      ev = evaluate(model, ev_images, ev_labels, recipe, mode)
       history.append({'epoch': epoch, 'accuracy': ev['accuracy'],
                       'seconds': time.perf_counter() - t_start})
       if target is not None and ev['accuracy'] >= target:
         break
-  if target is None and not eval_every_epoch:
-    ev = evaluate(model, ev_images, ev_labels, recipe)
+  if (target is None and not eval_every_epoch) or not history:
+    ev = evaluate(model, ev_images, ev_labels, recipe, mode)
   return {'accuracy': ev['accuracy'], 'eval_loss': ev['loss'],
           'history': history,
           'epoch_seconds': epoch_seconds, 'epoch_train_loss': epoch_loss,

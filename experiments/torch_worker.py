@@ -251,7 +251,9 @@ def main():
       try:
         out = torch_fit.fit(cmd['recipe'], cmd['seed'], data, MODELS,
                             cmd.get('steps_curve', 300), cmd.get('target'),
-                            cmd.get('eval_every_epoch', False))
+                            cmd.get('eval_every_epoch', False),
+                            cmd.get('mode', 'f32'),
+                            cmd.get('eval_from_epoch', 1))
       except Exception as e:  # pylint: disable=broad-except
         out = {'error': f'{type(e).__name__}: {e}'}
     else:

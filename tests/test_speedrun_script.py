@@ -26,3 +26,24 @@ def test_median_only_when_every_seed_got_there():
   assert speedrun.summary([dict(seconds=30.0), dict(seconds=10.0),
                            dict(seconds=20.0)]) == 20.0
   assert speedrun.summary([dict(seconds=30.0), dict(seconds=None)]) is None
+
+
+def test_jax_overrides_reach_the_command_line(tmp_path, monkeypatch):
+  """--jax_override k=v becomes --config.k=v of the CLI the clock times."""
+  seen = {}
+
+  class Done:
+    def __init__(self, cmd, **kwargs):
+      seen['cmd'] = cmd
+      seen['env'] = kwargs['env']
+
+    def poll(self):
+      return 0
+
+  monkeypatch.setattr(speedrun.subprocess, 'Popen', Done)
+  r = speedrun.jax_time_to(0.99, 2, 'configs/speedrun.py', str(tmp_path), 5,
+                           ['--config.compute_dtype=bfloat16'])
+  assert seen['cmd'][-2:] == ['--config.seed=2',
+                              '--config.compute_dtype=bfloat16']
+  assert seen['env']['KMNIST_JAX_COMPILATION_CACHE'] == '0'
+  assert r['seconds'] is None and r['history'] == []

@@ -14,7 +14,8 @@
 // a ResNet's first-stage activations. Here the forward pass reads x twice
 // (statistics, then y) and the backward pass reads x and dy twice (two
 // per-channel sums, then dx): the fewest passes the formulas allow. The
-// per-channel sums are float32 over blocks of rows, then float64; every
+// per-channel sums are float32 over blocks of 64 rows, then float64 over
+// 16 fixed chunks of rows (run on XLA's intra-op threads); every
 // elementwise step is float32; bfloat16 activations are read and written as
 // bfloat16 (rounded to nearest even).
 //
@@ -23,9 +24,15 @@
 // compiled for AVX-512, AVX2 and plain x86-64 (GCC target_clones; the loader
 // picks the CPU's best).
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -220,21 +227,60 @@ void Affine(int64_t c, const float* scale, const float* bias,
   }
 }
 
-// The rows are cut into kChunks ranges, run by OpenMP's threads; the sums
-// of the ranges are added in range order, so results do not depend on the
-// number of threads.
+// The rows are cut into kChunks ranges; the sums of the ranges are added in
+// range order, so results do not depend on which thread ran which range, nor
+// on how many there were.
 constexpr int kChunks = 16;
 
 int64_t ChunkBegin(int64_t m, int k) { return m * k / kChunks; }
 
+// What the calling thread and its helpers share: the next chunk to take, and
+// how many are done. Held by shared_ptr: a helper that XLA's pool starts
+// after the call has returned finds no chunk left and touches nothing else.
+struct Work {
+  std::atomic<int> next{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  std::function<void(int)> chunk;
+};
+
+void TakeChunks(Work& w) {
+  int k, n = 0;
+  while ((k = w.next.fetch_add(1)) < kChunks) {
+    w.chunk(k);
+    ++n;
+  }
+  if (n == 0) return;
+  std::lock_guard<std::mutex> lock(w.mu);
+  w.done += n;
+  if (w.done == kChunks) w.cv.notify_all();
+}
+
+// Runs chunk(k) for every k < kChunks, on this thread and on XLA's intra-op
+// thread pool (the threads XLA runs its own ops on, one per core), each
+// taking the next chunk until none is left. No OpenMP team: nothing spins,
+// so the step does not collapse when another process shares the cores; a
+// helper busy elsewhere leaves its chunks to this thread.
+void ParallelChunks(ffi::ThreadPool& pool, std::function<void(int)> chunk) {
+  auto w = std::make_shared<Work>();
+  w->chunk = std::move(chunk);
+  int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, kChunks - 1);
+  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([w] { TakeChunks(*w); });
+  TakeChunks(*w);
+  std::unique_lock<std::mutex> lock(w->mu);
+  w->cv.wait(lock, [&] { return w->done == kChunks; });
+}
+
 // Per-channel totals of `sums(begin, end, s, s2)` over every chunk.
 template <typename F>
-void ChunkedSums(int64_t m, int64_t c, double* s, double* s2, F sums) {
+void ChunkedSums(ffi::ThreadPool& pool, int64_t m, int64_t c, double* s,
+                 double* s2, F sums) {
   std::vector<double> part(2 * kChunks * c);
-#pragma omp parallel for schedule(static)
-  for (int k = 0; k < kChunks; ++k)
+  ParallelChunks(pool, [&](int k) {
     sums(ChunkBegin(m, k), ChunkBegin(m, k + 1), part.data() + 2 * k * c,
          part.data() + (2 * k + 1) * c);
+  });
   for (int64_t j = 0; j < c; ++j) s[j] = s2[j] = 0.0;
   for (int k = 0; k < kChunks; ++k)
     for (int64_t j = 0; j < c; ++j) {
@@ -244,19 +290,21 @@ void ChunkedSums(int64_t m, int64_t c, double* s, double* s2, F sums) {
 }
 
 template <typename F>
-void ChunkedRows(int64_t m, F rows) {
-#pragma omp parallel for schedule(static)
-  for (int k = 0; k < kChunks; ++k) rows(ChunkBegin(m, k), ChunkBegin(m, k + 1));
+void ChunkedRows(ffi::ThreadPool& pool, int64_t m, F rows) {
+  ParallelChunks(pool, [&](int k) {
+    rows(ChunkBegin(m, k), ChunkBegin(m, k + 1));
+  });
 }
 
 template <typename T>
-void Forward(const ffi::AnyBuffer& x, const float* scale, const float* bias,
-             float eps, ffi::AnyBuffer* y, float* mean, float* var) {
+void Forward(ffi::ThreadPool& pool, const ffi::AnyBuffer& x,
+             const float* scale, const float* bias, float eps,
+             ffi::AnyBuffer* y, float* mean, float* var) {
   int64_t m, c;
   Rows(x, &m, &c);
   const T* xp = static_cast<const T*>(x.untyped_data());
   std::vector<double> s(c), s2(c);
-  ChunkedSums(m, c, s.data(), s2.data(),
+  ChunkedSums(pool, m, c, s.data(), s2.data(),
               [&](int64_t b0, int64_t b1, double* p, double* p2) {
                 Moments(xp, b0, b1, c, p, p2);
               });
@@ -272,13 +320,14 @@ void Forward(const ffi::AnyBuffer& x, const float* scale, const float* bias,
   }
   Affine(c, scale, bias, mean, var, eps, inv.data(), a.data(), b.data());
   T* yp = static_cast<T*>(y->untyped_data());
-  ChunkedRows(m, [&](int64_t b0, int64_t b1) {
+  ChunkedRows(pool, m, [&](int64_t b0, int64_t b1) {
     ScaleShiftRelu(xp, b0, b1, c, a.data(), b.data(), yp);
   });
 }
 
 template <typename T>
-void Backward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& dy,
+void Backward(ffi::ThreadPool& pool, const ffi::AnyBuffer& x,
+              const ffi::AnyBuffer& dy,
               const float* scale, const float* bias, const float* mean,
               const float* var, float eps, ffi::AnyBuffer* dx, float* dscale,
               float* dbias) {
@@ -289,7 +338,7 @@ void Backward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& dy,
   std::vector<float> inv(c), a(c), b(c), mg(c), mgx(c);
   Affine(c, scale, bias, mean, var, eps, inv.data(), a.data(), b.data());
   std::vector<double> sg(c), sgx(c);
-  ChunkedSums(m, c, sg.data(), sgx.data(),
+  ChunkedSums(pool, m, c, sg.data(), sgx.data(),
               [&](int64_t b0, int64_t b1, double* p, double* p2) {
                 GradSums(xp, gp, b0, b1, c, a.data(), b.data(), mean,
                          inv.data(), p, p2);
@@ -301,13 +350,13 @@ void Backward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& dy,
     mgx[j] = static_cast<float>(sgx[j] / m);
   }
   T* dp = static_cast<T*>(dx->untyped_data());
-  ChunkedRows(m, [&](int64_t b0, int64_t b1) {
+  ChunkedRows(pool, m, [&](int64_t b0, int64_t b1) {
     InputGrad(xp, gp, b0, b1, c, a.data(), b.data(), mean, inv.data(),
               mg.data(), mgx.data(), dp);
   });
 }
 
-ffi::Error Fwd(ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi::AnyBuffer bias,
+ffi::Error Fwd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi::AnyBuffer bias,
                ffi::Result<ffi::AnyBuffer> y,
                ffi::Result<ffi::AnyBuffer> mean,
                ffi::Result<ffi::AnyBuffer> var, float eps) {
@@ -321,7 +370,7 @@ ffi::Error Fwd(ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi::AnyBuffer bias,
   if (!(eps > 0.f)) return Invalid("eps must be positive");
   auto f = [&](auto tag) {
     using T = decltype(tag);
-    Forward<T>(x, static_cast<const float*>(scale.untyped_data()),
+    Forward<T>(pool, x, static_cast<const float*>(scale.untyped_data()),
                static_cast<const float*>(bias.untyped_data()), eps, &*y,
                static_cast<float*>(mean->untyped_data()),
                static_cast<float*>(var->untyped_data()));
@@ -331,7 +380,7 @@ ffi::Error Fwd(ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi::AnyBuffer bias,
   return ffi::Error::Success();
 }
 
-ffi::Error Bwd(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::AnyBuffer scale,
+ffi::Error Bwd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::AnyBuffer scale,
                ffi::AnyBuffer bias, ffi::AnyBuffer mean, ffi::AnyBuffer var,
                ffi::Result<ffi::AnyBuffer> dx,
                ffi::Result<ffi::AnyBuffer> dscale,
@@ -349,7 +398,7 @@ ffi::Error Bwd(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::AnyBuffer scale,
   if (!(eps > 0.f)) return Invalid("eps must be positive");
   auto f = [&](auto tag) {
     using T = decltype(tag);
-    Backward<T>(x, dy, static_cast<const float*>(scale.untyped_data()),
+    Backward<T>(pool, x, dy, static_cast<const float*>(scale.untyped_data()),
                 static_cast<const float*>(bias.untyped_data()),
                 static_cast<const float*>(mean.untyped_data()),
                 static_cast<const float*>(var.untyped_data()), eps, &*dx,
@@ -365,6 +414,7 @@ ffi::Error Bwd(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::AnyBuffer scale,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_bn_relu_fwd, Fwd,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
@@ -374,6 +424,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_bn_relu_fwd, Fwd,
                                   .Attr<float>("eps"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_bn_relu_bwd, Bwd,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
