@@ -341,6 +341,10 @@ def parse_args(argv=None):
                  default='default',
                  help="the JAX side's config.matmul_precision in the train "
                  'and eval sections (PyTorch stays float32)')
+  p.add_argument('--jax_compute_dtype', choices=('float32', 'bfloat16'),
+                 default='float32',
+                 help="the JAX side's config.compute_dtype in the profile "
+                 'section (bfloat16: bfloat16 activations)')
   p.add_argument('--sections', default=','.join(SECTIONS))
   p.add_argument('--models', default=','.join(MODELS))
   p.add_argument('--batches', default='128,400')

@@ -134,7 +134,8 @@ def _profile_tables(rows: list[dict]) -> list[str]:
     kinds = ', '.join(f'{k} {ms:.1f} ms' for k, ms in sorted(
         r.get('by_kind', {}).items(), key=lambda kv: -kv[1]))
     out += ['', f'Profile of {r["model"]} training, batch {r["batch"]}, '
-            f'matmul_precision {r.get("precision", "default")} '
+            f'matmul_precision {r.get("precision", "default")}, '
+            f'compute_dtype {r.get("compute_dtype", "float32")} '
             f'({r["step_ms"]:.1f} ms/step under the tracer; every op summed '
             f'by kind: {kinds}; the run wrote its '
             f'trace to `{r["trace"]}`, not committed). The XLA ops that take '

@@ -184,6 +184,14 @@ def _layout(x, mode: str):
       mode == 'bf16_cl') else x
 
 
+def _in_mode(model, mode: str):
+  """The model in `mode`'s memory format; an unknown mode fails here,
+  before any training."""
+  _autocast(mode)
+  return (model.to(memory_format=torch.channels_last) if mode == 'bf16_cl'
+          else model)
+
+
 def evaluate(model, images, labels, recipe: dict, mode: str = 'f32') -> dict:
   """Accuracy and mean loss of uint8 `images` (N, 1, H, W) in eval mode."""
   model.eval()
@@ -230,10 +238,7 @@ def fit(recipe: dict, seed: int, data, models: dict,
                           ev_labels[:recipe['eval_examples']])
   torch.manual_seed(seed)  # Initialisation, dropout, shake-shake weights.
   num_classes = recipe['num_classes']
-  model = models[recipe['model']](num_classes=num_classes)
-  if mode == 'bf16_cl':
-    model = model.to(memory_format=torch.channels_last)
-  _autocast(mode)  # An unknown mode fails here, before any training.
+  model = _in_mode(models[recipe['model']](num_classes=num_classes), mode)
   opt = make_optimizer(recipe, model.parameters())
   augment = Augmenter(recipe, model, seed)
   n, batch = len(images), recipe['batch_size']

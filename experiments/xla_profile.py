@@ -40,6 +40,9 @@ def hlo_ops(hlo_text: str) -> dict[str, str]:
     desc = f'{shape} {kind}'
     if 'window={' in rest:
       desc += ' window=' + rest.split('window={', 1)[1].split('}', 1)[0]
+    if 'custom_call_target="' in rest:
+      desc += ' target=' + rest.split('custom_call_target="', 1)[1].split(
+          '"', 1)[0]
     if 'op_name="' in rest:
       desc += ' [' + rest.split('op_name="', 1)[1].split('"', 1)[0] + ']'
     if is_root and computation:
@@ -55,14 +58,16 @@ def hlo_ops(hlo_text: str) -> dict[str, str]:
 
 def op_kind(what: str) -> str:
   """The kind of an op from its `hlo_ops` description: 'custom call' (the
-  oneDNN convolutions), 'convolution' (XLA's, fused or not), 'fusion' (XLA's
+  oneDNN convolutions), 'BatchNorm+ReLU' (kmnist_jax.cpu.batchnorm's
+  kernels), 'convolution' (XLA's, fused or not), 'fusion' (XLA's
   elementwise and reduction loops) or 'other'."""
   # 'SHAPE OP [jax op] {fused: ...}', SHAPE a tuple '(a, b)' for some.
   rest = (what[what.index(') ') + 2:] if what.startswith('(')
           else what.split(' ', 1)[1])
   kind = rest.split(' ', 1)[0]
   if kind == 'custom-call':
-    return 'custom call'
+    return 'BatchNorm+ReLU' if 'target=kmnist_bn_relu' in what else (
+        'custom call')
   if kind == 'convolution' or 'fused: convolution' in what:
     return 'convolution'
   return 'fusion' if kind == 'fusion' else 'other'
@@ -94,8 +99,9 @@ def run_profile(args, data, results):
   rows = results.setdefault('profile', [])
   steps = 10
   precision = getattr(args, 'jax_matmul_precision', 'default')
+  compute_dtype = getattr(args, 'jax_compute_dtype', 'float32')
   for name, batch in [r for r in PROFILE_RUNS if r[0] in args.models]:
-    bench = bench_lib.JaxBench(name, data, precision)
+    bench = bench_lib.JaxBench(name, data, precision, compute_dtype)
     step = bench._train_step(batch)  # pylint: disable=protected-access
     ops = hlo_ops(step.lower(bench.states[batch], bench.images, bench.labels,
                               bench.perm, 0).compile().as_text())
@@ -124,7 +130,8 @@ def run_profile(args, data, results):
     top = [dict(op=op, ms=ms, share=ms / step_ms, what=ops[op])
            for op, ms in total.most_common(8)]
     rows.append(dict(model=name, batch=batch, step_ms=step_ms, top=top,
-                     precision=precision, by_kind=by_kind(total, ops),
+                     precision=precision, compute_dtype=compute_dtype,
+                     by_kind=by_kind(total, ops),
                      fusion_shapes=fusions_by_shape(total, ops),
                      trace=os.path.relpath(target, bench_lib.ROOT)))
     print(f'profile {name} b{batch}: {step_ms:.1f} ms/step; ' + ', '.join(

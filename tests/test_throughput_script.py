@@ -152,6 +152,9 @@ ENTRY %main.9 (a: f32[32,26,26,128], b: f32[24,24,128,64]) -> f32[32,3,3,64] {
   assert xla_profile.op_kind(  # A tuple result: dx and dw in one call.
       '(f32[8,7,7,64]{3,2,1,0}, f32[3,3,64,64]{3,2,1,0}) custom-call '
       '[jit(f)/transpose(jvp())/ffi_call]') == 'custom call'
+  assert xla_profile.op_kind(
+      '(bf16[8,7,7,64]{3,2,1,0}, f32[64]{0}, f32[64]{0}) custom-call '
+      '[jit(f)/ffi_call] target=kmnist_bn_relu_fwd') == 'BatchNorm+ReLU'
   assert xla_profile.by_kind({'ynn_fusion.1': 2.0, 'a': 0.5, 'convolution.3': 1.0},
                              ops) == {'convolution': 3.0, 'other': 0.5}
   fusions = {'f1': 'f32[16]{0} fusion {fused: reduce}',
