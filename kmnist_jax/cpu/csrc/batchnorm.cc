@@ -356,6 +356,24 @@ void Backward(ffi::ThreadPool& pool, const ffi::AnyBuffer& x,
   });
 }
 
+// Every per-channel buffer float32 of shape (C); eps positive.
+ffi::Error CheckPerChannel(
+    int64_t c, float eps,
+    std::initializer_list<std::pair<const char*, const ffi::AnyBuffer*>>
+        bufs) {
+  for (const auto& [name, b] : bufs) KMNIST_BN_CHECK(CheckChannels(name, *b, c));
+  if (!(eps > 0.f)) return Invalid("eps must be positive");
+  return ffi::Error::Success();
+}
+
+// f(float{}) for float32 activations, f(uint16_t{}) for bfloat16 ones.
+template <typename F>
+ffi::Error ForElementType(const ffi::AnyBuffer& x, F f) {
+  if (x.element_type() == ffi::DataType::F32) f(float{});
+  else f(uint16_t{});
+  return ffi::Error::Success();
+}
+
 ffi::Error Fwd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi::AnyBuffer bias,
                ffi::Result<ffi::AnyBuffer> y,
                ffi::Result<ffi::AnyBuffer> mean,
@@ -363,21 +381,17 @@ ffi::Error Fwd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi
   KMNIST_BN_CHECK(CheckActivations({{"x", &x}, {"y", &*y}}));
   int64_t m, c;
   Rows(x, &m, &c);
-  KMNIST_BN_CHECK(CheckChannels("scale", scale, c));
-  KMNIST_BN_CHECK(CheckChannels("bias", bias, c));
-  KMNIST_BN_CHECK(CheckChannels("mean", *mean, c));
-  KMNIST_BN_CHECK(CheckChannels("var", *var, c));
-  if (!(eps > 0.f)) return Invalid("eps must be positive");
-  auto f = [&](auto tag) {
+  KMNIST_BN_CHECK(CheckPerChannel(c, eps, {{"scale", &scale},
+                                            {"bias", &bias},
+                                            {"mean", &*mean},
+                                            {"var", &*var}}));
+  return ForElementType(x, [&](auto tag) {
     using T = decltype(tag);
     Forward<T>(pool, x, static_cast<const float*>(scale.untyped_data()),
                static_cast<const float*>(bias.untyped_data()), eps, &*y,
                static_cast<float*>(mean->untyped_data()),
                static_cast<float*>(var->untyped_data()));
-  };
-  if (x.element_type() == ffi::DataType::F32) f(float{});
-  else f(uint16_t{});
-  return ffi::Error::Success();
+  });
 }
 
 ffi::Error Bwd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::AnyBuffer scale,
@@ -389,14 +403,13 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::A
       CheckActivations({{"x", &x}, {"dy", &dy}, {"dx", &*dx}}));
   int64_t m, c;
   Rows(x, &m, &c);
-  KMNIST_BN_CHECK(CheckChannels("scale", scale, c));
-  KMNIST_BN_CHECK(CheckChannels("bias", bias, c));
-  KMNIST_BN_CHECK(CheckChannels("mean", mean, c));
-  KMNIST_BN_CHECK(CheckChannels("var", var, c));
-  KMNIST_BN_CHECK(CheckChannels("dscale", *dscale, c));
-  KMNIST_BN_CHECK(CheckChannels("dbias", *dbias, c));
-  if (!(eps > 0.f)) return Invalid("eps must be positive");
-  auto f = [&](auto tag) {
+  KMNIST_BN_CHECK(CheckPerChannel(c, eps, {{"scale", &scale},
+                                            {"bias", &bias},
+                                            {"mean", &mean},
+                                            {"var", &var},
+                                            {"dscale", &*dscale},
+                                            {"dbias", &*dbias}}));
+  return ForElementType(x, [&](auto tag) {
     using T = decltype(tag);
     Backward<T>(pool, x, dy, static_cast<const float*>(scale.untyped_data()),
                 static_cast<const float*>(bias.untyped_data()),
@@ -404,10 +417,7 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::A
                 static_cast<const float*>(var.untyped_data()), eps, &*dx,
                 static_cast<float*>(dscale->untyped_data()),
                 static_cast<float*>(dbias->untyped_data()));
-  };
-  if (x.element_type() == ffi::DataType::F32) f(float{});
-  else f(uint16_t{});
-  return ffi::Error::Success();
+  });
 }
 
 }  // namespace
