@@ -56,6 +56,9 @@ def _fused(x, scale, bias):
     (16, 28, 28, 16),   # a ResNet's first stage
     (8, 7, 7, 64),
     (4, 5, 5, 20),      # channels not a multiple of the vector width
+    (4, 5, 5, 48),      # tiles of 16 channels: 3
+    (2, 6, 6, 32),      # 2
+    (2, 6, 6, 147),     # 4 + 4 + 1, and 3 channels past the last tile
     (3, 3),             # a dense layer's (batch, features), fewer rows than chunks
     (2, 9, 9, 1),
 ])

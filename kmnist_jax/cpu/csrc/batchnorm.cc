@@ -18,6 +18,12 @@
 // 16 fixed chunks of rows (run on XLA's intra-op threads); every
 // elementwise step is float32; bfloat16 activations are read and written as
 // bfloat16 (rounded to nearest even).
+// The loops hold a tile of up to 64 channels' per-channel values and sums
+// in vector registers while they walk the rows (the same sums, in the same
+// order, as a loop over channels). On the 2-core Intel Xeon with AMX
+// (2026-12-06), resnet_preact20's kernels at batch 128 in bfloat16 (its 19
+// forward and 19 backward calls a step) took 13.3 ms against 15.9 ms with
+// the per-channel arrays in memory, and its train step ran 1.08x faster.
 //
 // kmnist_jax.cpu.onednn compiles this file with onednn_conv.cc into one
 // library; kmnist_jax.cpu.batchnorm calls it through jax.ffi. The loops are
@@ -34,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -69,99 +76,272 @@ inline void Store(uint16_t* p, int64_t i, float v) {
 
 constexpr int64_t kBlock = 64;  // Rows summed in float32 before float64.
 
-// Per-channel sums of x and x*x over rows [begin, end) of c channels.
+// 16 float32 lanes (one AVX-512 register; two AVX2 or four SSE ones in the
+// other clones). The loops below keep a tile of 16, 32, 48 or 64 channels of
+// per-channel values and sums in such registers while they walk the rows;
+// channels past the last whole tile of 16 take the scalar loops.
+typedef float VF __attribute__((vector_size(64)));
+typedef uint32_t VU __attribute__((vector_size(64)));
+typedef uint16_t VH __attribute__((vector_size(32)));
+constexpr int kLanes = 16;
+
+#define KMNIST_INLINE static inline __attribute__((always_inline))
+
+KMNIST_INLINE VF LoadV(const float* p) {
+  VF v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+KMNIST_INLINE VF LoadV(const uint16_t* p) {
+  VH h;
+  std::memcpy(&h, p, sizeof(h));
+  VU u = __builtin_convertvector(h, VU) << 16;
+  VF v;
+  std::memcpy(&v, &u, sizeof(v));
+  return v;
+}
+KMNIST_INLINE void StoreV(float* p, VF v) { std::memcpy(p, &v, sizeof(v)); }
+KMNIST_INLINE void StoreV(uint16_t* p, VF v) {
+  VU u;
+  std::memcpy(&u, &v, sizeof(u));
+  // As Store: round to nearest even; a NaN stays a (quiet) NaN.
+  VU r = (u & 0x7fffffffu) > 0x7f800000u ? (u | 0x00400000u)
+                                           : u + 0x7fffu + ((u >> 16) & 1u);
+  VH h = __builtin_convertvector(r >> 16, VH);
+  std::memcpy(p, &h, sizeof(h));
+}
+KMNIST_INLINE VF LoadF(const float* p) { return LoadV(p); }
+// max(v, 0) that keeps a NaN, as jax.nn.relu.
+KMNIST_INLINE VF Relu(VF v) {
+  VF zero = {};
+  return v < zero ? zero : v;
+}
+
+// Calls f(std::integral_constant<int, K>, j0) for each tile of K * 16
+// channels (K <= 4) covering [0, c - c % 16), then f(0-constant, j0) for the
+// rest, if any: the scalar loops over channels [j0, c).
+template <typename F>
+void ForTiles(int64_t c, F f) {
+  int64_t j = 0;
+  for (; j + 4 * kLanes <= c; j += 4 * kLanes)
+    f(std::integral_constant<int, 4>{}, j);
+  if (j + 3 * kLanes <= c) {
+    f(std::integral_constant<int, 3>{}, j);
+    j += 3 * kLanes;
+  } else if (j + 2 * kLanes <= c) {
+    f(std::integral_constant<int, 2>{}, j);
+    j += 2 * kLanes;
+  } else if (j + kLanes <= c) {
+    f(std::integral_constant<int, 1>{}, j);
+    j += kLanes;
+  }
+  if (j < c) f(std::integral_constant<int, 0>{}, j);
+}
+
+// Per-channel sums of x and x*x over rows [r0, r1) (at most kBlock) of
+// channels [j0, j0 + 16K) (K = 0: [j0, c)), added to s and s2 (float64).
+template <int K, typename T>
+KMNIST_CLONES void MomentsTile(const T* x, int64_t r0, int64_t r1, int64_t c,
+                               int64_t j0, double* s, double* s2) {
+  if constexpr (K == 0) {
+    float a[kLanes] = {}, a2[kLanes] = {};
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = j0; j < c; ++j) {
+        float v = Load(x + r * c, j);
+        a[j - j0] += v;
+        a2[j - j0] += v * v;
+      }
+    for (int64_t j = j0; j < c; ++j) {
+      s[j] += a[j - j0];
+      s2[j] += a2[j - j0];
+    }
+  } else {
+    VF a[K] = {}, a2[K] = {};
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = x + r * c + j0;
+#pragma GCC unroll 4
+      for (int k = 0; k < K; ++k) {
+        VF v = LoadV(row + k * kLanes);
+        a[k] += v;
+        a2[k] += v * v;
+      }
+    }
+    for (int k = 0; k < K; ++k)
+      for (int l = 0; l < kLanes; ++l) {
+        s[j0 + k * kLanes + l] += a[k][l];
+        s2[j0 + k * kLanes + l] += a2[k][l];
+      }
+  }
+}
+
+// Per-channel sums of x and x*x over rows [begin, end) of c channels, each
+// the float64 sum of float32 sums over blocks of kBlock rows.
 template <typename T>
-KMNIST_CLONES void Moments(const T* x, int64_t begin, int64_t end, int64_t c,
-                           double* s, double* s2) {
-  std::vector<float> a(c), a2(c);
+void Moments(const T* x, int64_t begin, int64_t end, int64_t c, double* s,
+             double* s2) {
   for (int64_t j = 0; j < c; ++j) s[j] = s2[j] = 0.0;
   for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
     int64_t r1 = r0 + kBlock < end ? r0 + kBlock : end;
-    for (int64_t j = 0; j < c; ++j) a[j] = a2[j] = 0.f;
-    float* __restrict pa = a.data();
-    float* __restrict pa2 = a2.data();
-    for (int64_t r = r0; r < r1; ++r) {
-      const T* row = x + r * c;
-      for (int64_t j = 0; j < c; ++j) {
-        float v = Load(row, j);
-        pa[j] += v;
-        pa2[j] += v * v;
+    ForTiles(c, [&](auto k, int64_t j0) {
+      MomentsTile<decltype(k)::value>(x, r0, r1, c, j0, s, s2);
+    });
+  }
+}
+
+// y = max(x * a + b, 0) over rows [begin, end), channels [j0, j0 + 16K).
+template <int K, typename T>
+KMNIST_CLONES void ScaleShiftReluTile(const T* __restrict x, int64_t begin,
+                                      int64_t end, int64_t c, int64_t j0,
+                                      const float* __restrict a,
+                                      const float* __restrict b,
+                                      T* __restrict y) {
+  if constexpr (K == 0) {
+    for (int64_t r = begin; r < end; ++r)
+      for (int64_t j = j0; j < c; ++j) {
+        float v = Load(x + r * c, j) * a[j] + b[j];
+        Store(y + r * c, j, v < 0.f ? 0.f : v);  // A NaN stays NaN.
       }
+  } else {
+    VF va[K], vb[K];
+    for (int k = 0; k < K; ++k) {
+      va[k] = LoadF(a + j0 + k * kLanes);
+      vb[k] = LoadF(b + j0 + k * kLanes);
     }
-    for (int64_t j = 0; j < c; ++j) {
-      s[j] += pa[j];
-      s2[j] += pa2[j];
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * c + j0;
+      T* yr = y + r * c + j0;
+#pragma GCC unroll 4
+      for (int k = 0; k < K; ++k)
+        StoreV(yr + k * kLanes, Relu(LoadV(xr + k * kLanes) * va[k] + vb[k]));
     }
   }
 }
 
-// y = max(x * a + b, 0).
 template <typename T>
-KMNIST_CLONES void ScaleShiftRelu(const T* __restrict x, int64_t begin,
-                                  int64_t end, int64_t c,
-                                  const float* __restrict a,
-                                  const float* __restrict b, T* __restrict y) {
-  for (int64_t r = begin; r < end; ++r) {
-    const T* xr = x + r * c;
-    T* yr = y + r * c;
-    for (int64_t j = 0; j < c; ++j) {
-      float v = Load(xr, j) * a[j] + b[j];
-      Store(yr, j, v < 0.f ? 0.f : v);  // A NaN stays NaN, as jax.nn.relu.
+void ScaleShiftRelu(const T* x, int64_t begin, int64_t end, int64_t c,
+                    const float* a, const float* b, T* y) {
+  ForTiles(c, [&](auto k, int64_t j0) {
+    ScaleShiftReluTile<decltype(k)::value>(x, begin, end, c, j0, a, b, y);
+  });
+}
+
+// Over rows [r0, r1) (at most kBlock), channels [j0, j0 + 16K): g = dy where
+// x * a + b > 0, else 0; the sums of g and of g * (x - mean) * inv added to
+// sg and sgx (float64).
+template <int K, typename T>
+KMNIST_CLONES void GradSumsTile(const T* x, const T* dy, int64_t r0,
+                                int64_t r1, int64_t c, int64_t j0,
+                                const float* a, const float* b,
+                                const float* mean, const float* inv,
+                                double* sg, double* sgx) {
+  if constexpr (K == 0) {
+    float acc[kLanes] = {}, accx[kLanes] = {};
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = j0; j < c; ++j) {
+        float v = Load(x + r * c, j);
+        float g = v * a[j] + b[j] > 0.f ? Load(dy + r * c, j) : 0.f;
+        acc[j - j0] += g;
+        accx[j - j0] += g * ((v - mean[j]) * inv[j]);
+      }
+    for (int64_t j = j0; j < c; ++j) {
+      sg[j] += acc[j - j0];
+      sgx[j] += accx[j - j0];
     }
+  } else {
+    VF va[K], vb[K], vm[K], vi[K], acc[K] = {}, accx[K] = {};
+    for (int k = 0; k < K; ++k) {
+      va[k] = LoadF(a + j0 + k * kLanes);
+      vb[k] = LoadF(b + j0 + k * kLanes);
+      vm[k] = LoadF(mean + j0 + k * kLanes);
+      vi[k] = LoadF(inv + j0 + k * kLanes);
+    }
+    const VF zero = {};
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = x + r * c + j0;
+      const T* gr = dy + r * c + j0;
+#pragma GCC unroll 4
+      for (int k = 0; k < K; ++k) {
+        VF v = LoadV(xr + k * kLanes);
+        VF g = v * va[k] + vb[k] > zero ? LoadV(gr + k * kLanes) : zero;
+        acc[k] += g;
+        accx[k] += g * ((v - vm[k]) * vi[k]);
+      }
+    }
+    for (int k = 0; k < K; ++k)
+      for (int l = 0; l < kLanes; ++l) {
+        sg[j0 + k * kLanes + l] += acc[k][l];
+        sgx[j0 + k * kLanes + l] += accx[k][l];
+      }
   }
 }
 
 // g = dy where x * a + b > 0, else 0; sums of g and of g * (x - mean) * inv.
 template <typename T>
-KMNIST_CLONES void GradSums(const T* x, const T* dy, int64_t begin,
-                            int64_t end, int64_t c, const float* a,
-                            const float* b, const float* mean,
-                            const float* inv, double* sg, double* sgx) {
-  std::vector<float> acc(c), accx(c);
+void GradSums(const T* x, const T* dy, int64_t begin, int64_t end, int64_t c,
+              const float* a, const float* b, const float* mean,
+              const float* inv, double* sg, double* sgx) {
   for (int64_t j = 0; j < c; ++j) sg[j] = sgx[j] = 0.0;
   for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
     int64_t r1 = r0 + kBlock < end ? r0 + kBlock : end;
-    for (int64_t j = 0; j < c; ++j) acc[j] = accx[j] = 0.f;
-    float* __restrict pg = acc.data();
-    float* __restrict pgx = accx.data();
-    for (int64_t r = r0; r < r1; ++r) {
-      const T* xr = x + r * c;
-      const T* gr = dy + r * c;
-      for (int64_t j = 0; j < c; ++j) {
-        float v = Load(xr, j);
-        float g = v * a[j] + b[j] > 0.f ? Load(gr, j) : 0.f;
-        pg[j] += g;
-        pgx[j] += g * ((v - mean[j]) * inv[j]);
+    ForTiles(c, [&](auto k, int64_t j0) {
+      GradSumsTile<decltype(k)::value>(x, dy, r0, r1, c, j0, a, b, mean, inv,
+                                       sg, sgx);
+    });
+  }
+}
+
+// dx = a * (g - mean(g) - xhat * mean(g * xhat)) over rows [begin, end),
+// channels [j0, j0 + 16K).
+template <int K, typename T>
+KMNIST_CLONES void InputGradTile(
+    const T* __restrict x, const T* __restrict dy, int64_t begin, int64_t end,
+    int64_t c, int64_t j0, const float* __restrict a,
+    const float* __restrict b, const float* __restrict mean,
+    const float* __restrict inv, const float* __restrict mg,
+    const float* __restrict mgx, T* __restrict dx) {
+  if constexpr (K == 0) {
+    for (int64_t r = begin; r < end; ++r)
+      for (int64_t j = j0; j < c; ++j) {
+        float v = Load(x + r * c, j);
+        float g = v * a[j] + b[j] > 0.f ? Load(dy + r * c, j) : 0.f;
+        float xhat = (v - mean[j]) * inv[j];
+        Store(dx + r * c, j, a[j] * (g - mg[j] - xhat * mgx[j]));
       }
+  } else {
+    VF va[K], vb[K], vm[K], vi[K], vg[K], vgx[K];
+    for (int k = 0; k < K; ++k) {
+      int64_t j = j0 + k * kLanes;
+      va[k] = LoadF(a + j);
+      vb[k] = LoadF(b + j);
+      vm[k] = LoadF(mean + j);
+      vi[k] = LoadF(inv + j);
+      vg[k] = LoadF(mg + j);
+      vgx[k] = LoadF(mgx + j);
     }
-    for (int64_t j = 0; j < c; ++j) {
-      sg[j] += pg[j];
-      sgx[j] += pgx[j];
+    const VF zero = {};
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * c + j0;
+      const T* gr = dy + r * c + j0;
+      T* dr = dx + r * c + j0;
+#pragma GCC unroll 4
+      for (int k = 0; k < K; ++k) {
+        VF v = LoadV(xr + k * kLanes);
+        VF g = v * va[k] + vb[k] > zero ? LoadV(gr + k * kLanes) : zero;
+        VF xhat = (v - vm[k]) * vi[k];
+        StoreV(dr + k * kLanes, va[k] * (g - vg[k] - xhat * vgx[k]));
+      }
     }
   }
 }
 
-// dx = a * (g - mean(g) - xhat * mean(g * xhat)).
 template <typename T>
-KMNIST_CLONES void InputGrad(const T* __restrict x, const T* __restrict dy,
-                             int64_t begin, int64_t end, int64_t c,
-                             const float* __restrict a,
-                             const float* __restrict b,
-                             const float* __restrict mean,
-                             const float* __restrict inv,
-                             const float* __restrict mg,
-                             const float* __restrict mgx, T* __restrict dx) {
-  for (int64_t r = begin; r < end; ++r) {
-    const T* xr = x + r * c;
-    const T* gr = dy + r * c;
-    T* dr = dx + r * c;
-    for (int64_t j = 0; j < c; ++j) {
-      float v = Load(xr, j);
-      float g = v * a[j] + b[j] > 0.f ? Load(gr, j) : 0.f;
-      float xhat = (v - mean[j]) * inv[j];
-      Store(dr, j, a[j] * (g - mg[j] - xhat * mgx[j]));
-    }
-  }
+void InputGrad(const T* x, const T* dy, int64_t begin, int64_t end, int64_t c,
+               const float* a, const float* b, const float* mean,
+               const float* inv, const float* mg, const float* mgx, T* dx) {
+  ForTiles(c, [&](auto k, int64_t j0) {
+    InputGradTile<decltype(k)::value>(x, dy, begin, end, c, j0, a, b, mean,
+                                      inv, mg, mgx, dx);
+  });
 }
 
 ffi::Error Invalid(const std::string& m) {
