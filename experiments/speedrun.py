@@ -15,7 +15,10 @@ schedule compressed to `--torch_epochs`, in `--torch_mode` (float32, or
 bfloat16 autocast with or without channels_last) with
 experiments/torch_worker.py's `fit`, evaluates after each epoch from
 `--torch_eval_from` on, and reports the time at the end of the first epoch
-whose eval accuracy reaches the target. Seeds and sides alternate. Writes
+whose eval accuracy reaches the target, counted from the start of a fresh
+worker process for each seed (Python, torch's import and the data load
+included, as the JAX side's imports and compilation are). Seeds and sides
+alternate. Writes
 `--out`.md and .json.
 """
 
@@ -172,46 +175,49 @@ def main(argv=None):
                                f'{args.torch_epochs} epochs, evaluated from '
                                f'epoch {args.torch_eval_from}, '
                                f'{args.torch_mode}'))
-  torch = None
-  if args.torch_python:
-    torch = torch_client.TorchWorker(args.torch_python, args.data_dir,
-                                     torch_client.torch_env('same'))
-  try:
-    with tempfile.TemporaryDirectory() as root:
-      for seed in range(max(args.seeds, args.torch_seeds if torch else 0)):
-        if seed < args.seeds:
-          r = jax_time_to(args.target, seed, args.config, root, args.timeout,
-                          [f'--config.{o}' for o in args.jax_override])
-          results['jax'].append(r)
-          print(f'jax seed {seed}: {r["seconds"]} s (epoch {r["epochs"]})',
-                flush=True)
-        if torch and seed < args.torch_seeds:
-          r = torch_time_to(torch, args, seed)
-          results['torch'].append(r)
-          print(f'torch seed {seed}: {r["seconds"]} s (epoch {r["epochs"]})',
-                flush=True)
-  finally:
-    if torch:
-      torch.close()
+  torch_seeds = args.torch_seeds if args.torch_python else 0
+  with tempfile.TemporaryDirectory() as root:
+    for seed in range(max(args.seeds, torch_seeds)):
+      if seed < args.seeds:
+        r = jax_time_to(args.target, seed, args.config, root, args.timeout,
+                        [f'--config.{o}' for o in args.jax_override])
+        results['jax'].append(r)
+        print(f'jax seed {seed}: {r["seconds"]} s (epoch {r["epochs"]})',
+              flush=True)
+      if seed < torch_seeds:
+        r = torch_time_to(args, seed)
+        results['torch'].append(r)
+        print(f'torch seed {seed}: {r["seconds"]} s (epoch {r["epochs"]})',
+              flush=True)
   results['load_end'] = '/'.join(f'{x:.1f}' for x in os.getloadavg())
   write_report(args.out, results)
   print(open(args.out + '.md', encoding='utf-8').read())
 
 
-def torch_time_to(torch, args, seed: int) -> dict:
+def torch_time_to(args, seed: int) -> dict:
   """The PyTorch port of `--torch_config`'s recipe, evaluated after each
-  epoch from `--torch_eval_from` on, until target."""
+  epoch from `--torch_eval_from` on, until target, in a fresh worker
+  process: its times count from that process's start (Python, torch's
+  import and the data load included), as the JAX side's do."""
   config = recipe.compressed_config(args.torch_config, args.torch_epochs,
                                     seed, args.data_dir)
-  out = torch('fit', recipe=recipe.torch_recipe(config), seed=seed,
-              steps_curve=0, target=args.target, mode=args.torch_mode,
-              eval_from_epoch=args.torch_eval_from)
+  t0 = time.time()
+  torch = torch_client.TorchWorker(args.torch_python, args.data_dir,
+                                   torch_client.torch_env('same'))
+  try:
+    out = torch('fit', recipe=recipe.torch_recipe(config), seed=seed,
+                steps_curve=0, target=args.target, mode=args.torch_mode,
+                eval_from_epoch=args.torch_eval_from)
+  finally:
+    torch.close()
   if 'error' in out:
     raise RuntimeError(f'torch worker: {out["error"]}')
-  history = out['history']
+  start = out['started_at'] - t0  # Process start to the first step.
+  history = [dict(h, seconds=h['seconds'] + start) for h in out['history']]
   hit = next((h for h in history if h['accuracy'] >= args.target), None)
   return dict(seed=seed, seconds=hit and hit['seconds'],
-              epochs=hit and hit['epoch'], history=history)
+              epochs=hit and hit['epoch'], history=history,
+              startup_seconds=start)
 
 
 if __name__ == '__main__':

@@ -247,6 +247,7 @@ def fit(recipe: dict, seed: int, data, models: dict,
   order = torch.Generator().manual_seed(seed + 1)
   losses, epoch_seconds, epoch_loss, step = [], [], [], 0
   history, t_start = [], time.perf_counter()
+  started_at = time.time()  # speedrun.py: seconds from the process start.
   for epoch in range(1, recipe['num_epochs'] + 1):
     model.train()
     t0, total = time.perf_counter(), 0.0
@@ -287,7 +288,7 @@ def fit(recipe: dict, seed: int, data, models: dict,
   if (target is None and not eval_every_epoch) or not history:
     ev = evaluate(model, ev_images, ev_labels, recipe, mode)
   return {'accuracy': ev['accuracy'], 'eval_loss': ev['loss'],
-          'history': history,
+          'history': history, 'started_at': started_at,
           'epoch_seconds': epoch_seconds, 'epoch_train_loss': epoch_loss,
           'losses': losses, 'steps_per_epoch': spe,
           'threads': torch.get_num_threads()}

@@ -47,3 +47,37 @@ def test_jax_overrides_reach_the_command_line(tmp_path, monkeypatch):
                               '--config.compute_dtype=bfloat16']
   assert seen['env']['KMNIST_JAX_COMPILATION_CACHE'] == '0'
   assert r['seconds'] is None and r['history'] == []
+
+
+def test_torch_times_count_from_a_fresh_worker_process(monkeypatch):
+  """Each PyTorch seed gets its own worker, closed after; its epoch times
+  move by the worker's start-up (process start to the first step), so both
+  sides are timed from a process's start."""
+  calls, clock = [], iter([1000.0])
+
+  class Worker:
+    def __init__(self, python, data_dir, env):
+      calls.append(('start', python, data_dir))
+
+    def __call__(self, cmd, **kw):
+      calls.append((cmd, kw['seed'], kw['mode'], kw['eval_from_epoch']))
+      return {'started_at': 1004.5, 'history': [
+          {'epoch': 3, 'accuracy': 0.985, 'seconds': 20.0},
+          {'epoch': 4, 'accuracy': 0.9905, 'seconds': 26.0}]}
+
+    def close(self):
+      calls.append(('close',))
+
+  monkeypatch.setattr(speedrun.torch_client, 'TorchWorker', Worker)
+  monkeypatch.setattr(speedrun.time, 'time', lambda: next(clock))
+  monkeypatch.setattr(speedrun.recipe, 'compressed_config',
+                      lambda *a: 'config')
+  monkeypatch.setattr(speedrun.recipe, 'torch_recipe', lambda c: {'r': c})
+  args = speedrun.argparse.Namespace(
+      torch_config='speedrun', torch_epochs=16, data_dir='D',
+      torch_python='P', target=0.99, torch_mode='bf16_cl', torch_eval_from=3)
+  r = speedrun.torch_time_to(args, 1)
+  assert calls == [('start', 'P', 'D'), ('fit', 1, 'bf16_cl', 3), ('close',)]
+  assert r['startup_seconds'] == 4.5
+  assert r['seconds'] == 30.5 and r['epochs'] == 4
+  assert [h['seconds'] for h in r['history']] == [24.5, 30.5]
