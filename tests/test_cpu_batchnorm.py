@@ -1,7 +1,9 @@
 """kmnist_jax.cpu.batchnorm and ops.BatchNormReLU: flax's BatchNorm+ReLU,
 values, gradients and running statistics, in two passes each way."""
 
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -78,6 +80,83 @@ def test_float32_values_gradients_and_statistics_equal_flax(shape):
     scale_ = float(jnp.max(jnp.abs(b)))
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale_)
 
+
+
+def _add_reference(a, b, scale, bias, u, w):
+  """s = a + b (rounded to a's type, as XLA's add), then _flax; the loss
+  sum(y * w) + sum(s * u) reaches s both ways."""
+  s = a + b
+  y = _flax(s, scale, bias)[0]
+  return jnp.sum(y * w) + jnp.sum(s.astype(jnp.float32) * u)
+
+
+def _add_fused(a, b, scale, bias, u, w):
+  s, y, _, _ = batchnorm.add_bn_relu(a, b, scale, bias, EPS, True)
+  return (jnp.sum(y.astype(jnp.float32) * w)
+          + jnp.sum(s.astype(jnp.float32) * u))
+
+
+@needs_kernels
+@pytest.mark.parametrize('shape, dtype', [
+    ((8, 14, 14, 32), jnp.float32),
+    ((4, 5, 5, 147), jnp.float32),     # tiles and a remainder
+    ((8, 14, 14, 32), jnp.bfloat16),
+    ((3, 7, 7, 20), jnp.bfloat16),
+])
+def test_add_then_bn_relu_equals_the_add_then_flax(shape, dtype):
+  """add_bn_relu(a, b) = BatchNorm+ReLU of a + b with s = a + b as XLA's
+  add rounds it; with_sum: s too, and the gradient reaching s directly is
+  added to the one through the BatchNorm (a and b get the same)."""
+  a, w, scale, bias = _inputs(shape, 0, dtype)
+  b, u, _, _ = _inputs(shape, 1, dtype)
+  s, y, mean, var = batchnorm.add_bn_relu(a, b, scale, bias, EPS, True)
+  assert s.dtype == y.dtype == dtype and mean.dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(s, np.float32),
+                                np.asarray(a + b, np.float32))
+  ry, rmean, rvar = _flax(a + b, scale, bias)
+  np.testing.assert_allclose(mean, rmean, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(var, rvar, rtol=1e-5)
+  tol = 2.0**-8 if dtype == jnp.bfloat16 else 2e-5
+  np.testing.assert_allclose(np.asarray(y, np.float32), ry, rtol=tol,
+                             atol=tol)
+  y2, mean2, _ = batchnorm.add_bn_relu(a, b, scale, bias, EPS, False)
+  np.testing.assert_array_equal(np.asarray(y2, np.float32),
+                                np.asarray(y, np.float32))
+  np.testing.assert_array_equal(mean2, mean)
+  g = jax.grad(_add_fused, argnums=(0, 1, 2, 3))(a, b, scale, bias, u, w)
+  # Not jitted: XLA may keep a + b in float32 where it is converted back
+  # (excess precision), and the ReLU's mask then moves at |x| ~ 1e-3.
+  gr = jax.grad(_add_reference, argnums=(0, 1, 2, 3))(
+      a, b, scale, bias, u, w)
+  np.testing.assert_array_equal(np.asarray(g[0], np.float32),
+                                np.asarray(g[1], np.float32))
+  for x, r in zip(g, gr):
+    assert x.dtype == r.dtype and x.shape == r.shape
+    x, r = np.asarray(x, np.float32), np.asarray(r, np.float32)
+    top = float(np.max(np.abs(r)))
+    if dtype == jnp.bfloat16:  # One rounding where XLA's path has three.
+      np.testing.assert_allclose(x, r, rtol=2.0**-6, atol=0.02 * top)
+    else:
+      np.testing.assert_allclose(x, r, rtol=1e-4, atol=1e-5 * top)
+  # Without the sum's own cotangent: dx through the BatchNorm alone.
+  f = lambda a, b: jnp.sum(batchnorm.add_bn_relu(
+      a, b, scale, bias, EPS, False)[0].astype(jnp.float32) * w)
+  fr = lambda a, b: jnp.sum(_flax(a + b, scale, bias)[0] * w)
+  da, db = jax.grad(f, argnums=(0, 1))(a, b)
+  ra = jax.grad(fr)(a, b)
+  np.testing.assert_array_equal(np.asarray(da), np.asarray(db))
+  top = float(np.max(np.abs(np.asarray(ra, np.float32))))
+  np.testing.assert_allclose(np.asarray(da, np.float32),
+                             np.asarray(ra, np.float32),
+                             rtol=2.0**-6, atol=0.02 * top)
+
+
+def test_add_bn_relu_stands_aside_for_mismatched_operands():
+  a = jnp.ones((2, 3, 3, 4))
+  assert batchnorm.add_bn_relu(a, jnp.ones((2, 3, 3, 4), jnp.bfloat16),
+                               jnp.ones(4), jnp.zeros(4), EPS, True) is None
+  assert batchnorm.add_bn_relu(a, jnp.ones((1, 3, 3, 4)), jnp.ones(4),
+                               jnp.zeros(4), EPS, False) is None
 
 @needs_kernels
 def test_bfloat16_is_read_and_written_as_bfloat16_and_rounds_once():
@@ -253,3 +332,52 @@ def test_overflow_and_nan_reach_the_output_as_flax(column):
   assert np.all(np.isnan(ry)) and np.all(np.isnan(y))
   np.testing.assert_array_equal(np.isnan(var), np.isnan(rvar))
   np.testing.assert_array_equal(mean, rmean)
+
+
+@needs_kernels
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_resnet_fuses_each_residual_add_into_the_next_batchnorm(dtype):
+  """resnet_preact20 in training: its 9 residual adds are the add kernels'
+  (3 blocks feed a shortcut from the pre-activation, 6 the identity, whose
+  gradients meet in the kernel), and the loss and gradients equal those of
+  the same ops without them (XLA's adds, then the BatchNorm kernels): in
+  float32 to rounding, in bfloat16 to the roundings the fused kernels skip
+  (s + ds is rounded once, not twice)."""
+  from kmnist_jax.models import factory  # pylint: disable=g-import-not-at-top
+  x = jnp.asarray(np.random.default_rng(0).random((4, 28, 28, 1)),
+                  jnp.float32)
+
+  def loss_and_grads(o):
+    model = factory.create_model('resnet_preact20', 10, seed=0, dtype=dtype,
+                                 ops=o)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(p, r):
+      r = jax.tree.map(lambda v: v, r)  # Variables of this trace level.
+      m = nnx.merge(graphdef, p, r)
+      return jnp.sum(m(x, train=True).astype(jnp.float32) ** 2)
+
+    return loss, (params, rest)
+
+  loss, args = loss_and_grads(ops.FAST)
+  jaxpr = str(jax.make_jaxpr(jax.grad(loss))(*args))
+  calls = lambda name: len(re.findall(rf'\b{name}\b', jaxpr))
+  assert calls(batchnorm.ADD_FWD) == 9
+  assert calls(batchnorm.BWD_ADD) == 6
+  assert calls(batchnorm.FWD) == 10  # bn2 of each block and the first bn1
+  assert calls(batchnorm.BWD) == 13  # and the 3 adds without a shortcut
+  value, grads = jax.jit(jax.value_and_grad(loss))(*args)
+  unfused = dataclasses.replace(ops.FAST, add_bn_relu=None)
+  loss_u, args_u = loss_and_grads(unfused)
+  assert not re.search(batchnorm.ADD_FWD,
+                       str(jax.make_jaxpr(jax.grad(loss_u))(*args_u)))
+  value_u, grads_u = jax.jit(jax.value_and_grad(loss_u))(*args_u)
+  if dtype == jnp.float32:
+    np.testing.assert_allclose(value, value_u, rtol=1e-6)
+  else:  # The sums are the same bfloat16 values: the forward pass is too.
+    np.testing.assert_array_equal(value, value_u)
+  tol = 5e-2 if dtype == jnp.bfloat16 else 1e-4
+  for g, gu in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_u)):
+    scale_ = float(jnp.max(jnp.abs(gu))) + 1e-12
+    np.testing.assert_allclose(np.asarray(g, np.float32) / scale_,
+                               np.asarray(gu, np.float32) / scale_, atol=tol)

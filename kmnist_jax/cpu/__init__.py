@@ -12,7 +12,8 @@ training runs. On a GPU or TPU backend every piece stands aside.
 * `bn_relu` (`cpu/batchnorm.py`): a training-mode BatchNorm followed by
   ReLU, and its gradient, in C++ kernels (`cpu/csrc/batchnorm.cc`, built
   into the same library) that read the activations twice each way, where
-  XLA:CPU's fusions of flax's BatchNorm take several passes.
+  XLA:CPU's fusions of flax's BatchNorm take several passes; `add_bn_relu`,
+  the same after a residual add, which it computes in the same passes.
 * `dropout` (`cpu/rng.py`): inverted dropout whose mask is bit for bit
   `jax.random.bernoulli`'s, without the loop XLA:CPU cannot fuse.
 * `malloc` (`cpu/malloc.py`): glibc malloc keeps freed memory, so XLA:CPU's
@@ -22,7 +23,8 @@ training runs. On a GPU or TPU backend every piece stands aside.
 * `compiler` (`cpu/compiler.py`): the XLA compiler options of the jitted
   init (backend optimisation level 1: half the compile time).
 
-The networks reach `conv_general_dilated`, `dropout` and `bn_relu` through one seam,
+The networks reach `conv_general_dilated`, `dropout`, `bn_relu` and
+`add_bn_relu` through one seam,
 `kmnist_jax.models.ops`, chosen when a model is built; nothing here imports
 a model.
 
@@ -36,7 +38,7 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {'conv_general_dilated': 'conv', 'dropout': 'rng', 'bernoulli': 'rng',
-         'bn_relu': 'batchnorm'}
+         'bn_relu': 'batchnorm', 'add_bn_relu': 'batchnorm'}
 
 __all__ = sorted(_LAZY)
 

@@ -44,7 +44,10 @@ FWD, BWD, BWD_DATA, BWD_WEIGHTS = (
     'kmnist_conv_bwd_weights')
 # The BatchNorm+ReLU kernels (`cpu/batchnorm.py`), built into the same library.
 BN_RELU_FWD, BN_RELU_BWD = 'kmnist_bn_relu_fwd', 'kmnist_bn_relu_bwd'
-_TARGETS = (FWD, BWD, BWD_DATA, BWD_WEIGHTS, BN_RELU_FWD, BN_RELU_BWD)
+ADD_BN_RELU_FWD, BN_RELU_BWD_ADD = ('kmnist_add_bn_relu_fwd',
+                                    'kmnist_bn_relu_bwd_add')
+_TARGETS = (FWD, BWD, BWD_DATA, BWD_WEIGHTS, BN_RELU_FWD, BN_RELU_BWD,
+            ADD_BN_RELU_FWD, BN_RELU_BWD_ADD)
 _CSRC = os.path.join(os.path.dirname(__file__), 'csrc')
 _SOURCE = os.path.join(_CSRC, 'onednn_conv.cc')
 _BN_SOURCE = os.path.join(_CSRC, 'batchnorm.cc')

@@ -1,6 +1,7 @@
 """The one seam between the networks and the speed code for XLA:CPU.
 
-Every convolution, dropout and BatchNorm+ReLU of the networks is the `Ops`
+Every convolution, dropout and BatchNorm+ReLU of the networks (and a
+residual add that feeds one, `BatchNormReLU.after_add`) is the `Ops`
 chosen when the model is built: `factory.create_model(..., ops=...)` builds
 it inside `building(ops)`, and the layers take `conv`, `dropout` and
 `batch_norm_relu` from there. The default, `FAST`, is `kmnist_jax.cpu`'s
@@ -41,14 +42,20 @@ class Ops:
   bn_relu: None (flax's BatchNorm, then ReLU), or a training-mode
     BatchNorm+ReLU (x, scale, bias, epsilon) -> (y, batch mean, batch
     variance), or None where it does not apply (`cpu.batchnorm.bn_relu`).
+  add_bn_relu: None (an add, then `bn_relu`), or bn_relu of a + b
+    (a, b, scale, bias, epsilon, with_sum) -> ([a + b,] y, batch mean,
+    batch variance) computed in the same passes, or None where it does not
+    apply (`cpu.batchnorm.add_bn_relu`).
   """
   conv_general_dilated: Callable
   dropout: Callable
   bn_relu: Callable | None = None
+  add_bn_relu: Callable | None = None
 
 
 PLAIN = Ops(jax.lax.conv_general_dilated, plain_dropout)
-FAST = Ops(cpu.conv_general_dilated, cpu.dropout, cpu.bn_relu)
+FAST = Ops(cpu.conv_general_dilated, cpu.dropout, cpu.bn_relu,
+           cpu.add_bn_relu)
 _BUILDING: contextvars.ContextVar[Ops | None] = contextvars.ContextVar(
     'kmnist_jax_ops', default=None)
 
@@ -80,29 +87,58 @@ class BatchNormReLU(nnx.BatchNorm):
   where it applies; evaluation, and everywhere else, is flax's BatchNorm
   then `nnx.relu`."""
 
-  def __init__(self, *args, bn_relu: Callable | None = None, **kwargs):
+  def __init__(self, *args, bn_relu: Callable | None = None,
+               add_bn_relu: Callable | None = None, **kwargs):
     super().__init__(*args, **kwargs)
     self.bn_relu = bn_relu
+    self.add_bn_relu = add_bn_relu
+
+  def _fused(self, kernel, x, use_running_average, mask) -> bool:
+    """Whether this call may run `kernel` (a training pass over the last
+    axis, with scale and bias)."""
+    ura = (self.use_running_average if use_running_average is None
+           else use_running_average)
+    return (not ura and mask is None and kernel is not None
+            and self.axis in (-1, x.ndim - 1) and self.axis_name is None
+            and self.scale is not None and self.bias is not None)
+
+  def _update_statistics(self, mean, var):
+    m = self.momentum
+    self.mean[...] = m * self.mean[...] + (1 - m) * mean
+    self.var[...] = m * self.var[...] + (1 - m) * var
 
   def __call__(self, x, use_running_average: bool | None = None, *,
                mask=None):
-    ura = (self.use_running_average if use_running_average is None
-           else use_running_average)
-    if not ura and mask is None and self.bn_relu is not None and (
-        self.axis in (-1, x.ndim - 1) and self.axis_name is None
-        and self.scale is not None and self.bias is not None):
+    if self._fused(self.bn_relu, x, use_running_average, mask):
       dtype = self.dtype or x.dtype
       out = self.bn_relu(x.astype(dtype), self.scale[...], self.bias[...],
                          self.epsilon)
       if out is not None:
         y, mean, var = out
-        m = self.momentum
-        self.mean[...] = m * self.mean[...] + (1 - m) * mean
-        self.var[...] = m * self.var[...] + (1 - m) * var
+        self._update_statistics(mean, var)
         return y
     return nnx.relu(super().__call__(x, use_running_average, mask=mask))
+
+  def after_add(self, a, b, use_running_average: bool | None = None, *,
+                with_sum: bool):
+    """self(a + b): a residual add and this layer, fused where the ops'
+    `add_bn_relu` applies (in training). `with_sum`: returns (a + b, y),
+    for a caller that uses the sum too; else y."""
+    if self._fused(self.add_bn_relu, a, use_running_average, None):
+      dtype = self.dtype or a.dtype
+      out = self.add_bn_relu(a.astype(dtype), b.astype(dtype),
+                             self.scale[...], self.bias[...], self.epsilon,
+                             with_sum)
+      if out is not None:
+        s, (y, mean, var) = (out[0], out[1:]) if with_sum else (None, out)
+        self._update_statistics(mean, var)
+        return (s, y) if with_sum else y
+    s = a + b
+    y = self(s, use_running_average)
+    return (s, y) if with_sum else y
 
 
 def batch_norm_relu(*args, **kwargs) -> BatchNormReLU:
   """`BatchNormReLU` (nnx.BatchNorm's arguments) with the current ops'."""
-  return BatchNormReLU(*args, bn_relu=current().bn_relu, **kwargs)
+  return BatchNormReLU(*args, bn_relu=current().bn_relu,
+                       add_bn_relu=current().add_bn_relu, **kwargs)

@@ -23,6 +23,7 @@ dropout_key)` with x float32 (B, 28, 28, 1). Manifold mixup: pass
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,6 +87,25 @@ def _head_pool(x):
   return jnp.mean(x, axis=(1, 2))
 
 
+class Sum(NamedTuple):
+  """A block's output a + b, not yet added: the next BatchNorm+ReLU adds
+  it in its own passes (`ops.BatchNormReLU.after_add`)."""
+  a: jax.Array
+  b: jax.Array
+
+
+def _total(x):
+  return x.a + x.b if isinstance(x, Sum) else x
+
+
+def _bn_relu_of(bn, x, ura, with_sum: bool):
+  """bn(x) for an array or a `Sum`; with_sum: (x as one array, bn(x))."""
+  if isinstance(x, Sum):
+    return bn.after_add(x.a, x.b, ura, with_sum=with_sum)
+  y = bn(x, use_running_average=ura)
+  return (x, y) if with_sum else y
+
+
 class PreActBlock(nnx.Module):
   """Pre-activation basic block.
 
@@ -104,19 +124,24 @@ class PreActBlock(nnx.Module):
                      if stride != 1 or cin != cout else None)
 
   def __call__(self, x, train):
+    """x: an array, or the previous block's `Sum`; returns a `Sum`."""
     ura = not train
-    out = self.bn1(x, use_running_average=ura)
-    short = out if self.preact_shortcut else x
+    if self.preact_shortcut:
+      out = short = _bn_relu_of(self.bn1, x, ura, False)
+    else:
+      short, out = _bn_relu_of(self.bn1, x, ura, True)
     if self.shortcut is not None:
       short = self.shortcut(short)
     out = self.conv1(out)
     out = self.conv2(self.bn2(out, use_running_average=ura))
-    return out + short
+    return Sum(out, short)
 
 
 class _PreActNet(nnx.Module):
   """stem -> stages of PreActBlocks -> BN-ReLU -> pool -> head, with the
   manifold-mixup points before the stem (0) and after each stage (1, 2, ...).
+  Each block's residual add is left to the next BatchNorm+ReLU (a `Sum`),
+  which fuses it where the ops can.
   """
 
   def __call__(self, x, *, train: bool = False, dropout_key=None, mixup=None):
@@ -125,8 +150,9 @@ class _PreActNet(nnx.Module):
     for k, stage in enumerate(self.stages):
       for block in stage:
         x = block(x, train)
-      x = _mix(x, mixup, k + 1)
-    x = self.bn(x, use_running_average=not train)
+      if mixup is not None:
+        x = _mix(_total(x), mixup, k + 1)
+    x = _bn_relu_of(self.bn, x, not train, False)
     return self.head(_head_pool(x))
 
 

@@ -7,7 +7,13 @@
 // with y = max((x - mean) * rsqrt(var + eps) * scale + bias, 0), mean and
 // var the batch statistics over every axis but the last (var biased, from
 // E[x^2] - E[x]^2 clipped at 0, as flax's BatchNorm with its default fast
-// variance). Attribute: eps (float32).
+// variance). Attribute: eps (float32). After a residual add:
+//   kmnist_add_bn_relu_fwd: a, b (..., C), scale, bias (C)
+//                           -> s = a + b, then y, mean, var of s
+//   kmnist_bn_relu_bwd_add: x, dy, ds (..., C), scale, bias, mean, var (C)
+//                           -> dx + ds, dscale, dbias
+// (s is written in the statistics pass, rounded as the activations are;
+// ds, the gradient that reaches s directly, is added in dx's pass).
 //
 // Why: XLA:CPU runs flax's BatchNorm+ReLU and its autodiff gradient as
 // several loop fusions, at about a third of this CPU's memory bandwidth for
@@ -174,6 +180,59 @@ KMNIST_CLONES void MomentsTile(const T* x, int64_t r0, int64_t r1, int64_t c,
   }
 }
 
+// MomentsTile of s = a + b, which it writes (rounded to T first, so the sums
+// are those of the stored s: as an add followed by BatchNorm computes them).
+template <int K, typename T>
+KMNIST_CLONES void SumMomentsTile(const T* a, const T* b, T* sum, int64_t r0,
+                                  int64_t r1, int64_t c, int64_t j0,
+                                  double* s, double* s2) {
+  if constexpr (K == 0) {
+    float p[kLanes] = {}, p2[kLanes] = {};
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = j0; j < c; ++j) {
+        Store(sum + r * c, j, Load(a + r * c, j) + Load(b + r * c, j));
+        float v = Load(sum + r * c, j);
+        p[j - j0] += v;
+        p2[j - j0] += v * v;
+      }
+    for (int64_t j = j0; j < c; ++j) {
+      s[j] += p[j - j0];
+      s2[j] += p2[j - j0];
+    }
+  } else {
+    VF p[K] = {}, p2[K] = {};
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t o = r * c + j0;
+#pragma GCC unroll 4
+      for (int k = 0; k < K; ++k) {
+        StoreV(sum + o + k * kLanes,
+               LoadV(a + o + k * kLanes) + LoadV(b + o + k * kLanes));
+        VF v = LoadV(sum + o + k * kLanes);  // As stored: rounded to T.
+        p[k] += v;
+        p2[k] += v * v;
+      }
+    }
+    for (int k = 0; k < K; ++k)
+      for (int l = 0; l < kLanes; ++l) {
+        s[j0 + k * kLanes + l] += p[k][l];
+        s2[j0 + k * kLanes + l] += p2[k][l];
+      }
+  }
+}
+
+// Moments of s = a + b over rows [begin, end), writing s.
+template <typename T>
+void SumMoments(const T* a, const T* b, T* sum, int64_t begin, int64_t end,
+                int64_t c, double* s, double* s2) {
+  for (int64_t j = 0; j < c; ++j) s[j] = s2[j] = 0.0;
+  for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
+    int64_t r1 = r0 + kBlock < end ? r0 + kBlock : end;
+    ForTiles(c, [&](auto k, int64_t j0) {
+      SumMomentsTile<decltype(k)::value>(a, b, sum, r0, r1, c, j0, s, s2);
+    });
+  }
+}
+
 // Per-channel sums of x and x*x over rows [begin, end) of c channels, each
 // the float64 sum of float32 sums over blocks of kBlock rows.
 template <typename T>
@@ -294,18 +353,20 @@ void GradSums(const T* x, const T* dy, int64_t begin, int64_t end, int64_t c,
 // channels [j0, j0 + 16K).
 template <int K, typename T>
 KMNIST_CLONES void InputGradTile(
-    const T* __restrict x, const T* __restrict dy, int64_t begin, int64_t end,
-    int64_t c, int64_t j0, const float* __restrict a,
-    const float* __restrict b, const float* __restrict mean,
-    const float* __restrict inv, const float* __restrict mg,
-    const float* __restrict mgx, T* __restrict dx) {
+    const T* __restrict x, const T* __restrict dy, const T* __restrict extra,
+    int64_t begin, int64_t end, int64_t c, int64_t j0,
+    const float* __restrict a, const float* __restrict b,
+    const float* __restrict mean, const float* __restrict inv,
+    const float* __restrict mg, const float* __restrict mgx,
+    T* __restrict dx) {
   if constexpr (K == 0) {
     for (int64_t r = begin; r < end; ++r)
       for (int64_t j = j0; j < c; ++j) {
         float v = Load(x + r * c, j);
         float g = v * a[j] + b[j] > 0.f ? Load(dy + r * c, j) : 0.f;
         float xhat = (v - mean[j]) * inv[j];
-        Store(dx + r * c, j, a[j] * (g - mg[j] - xhat * mgx[j]));
+        float d = a[j] * (g - mg[j] - xhat * mgx[j]);
+        Store(dx + r * c, j, extra ? d + Load(extra + r * c, j) : d);
       }
   } else {
     VF va[K], vb[K], vm[K], vi[K], vg[K], vgx[K];
@@ -319,28 +380,40 @@ KMNIST_CLONES void InputGradTile(
       vgx[k] = LoadF(mgx + j);
     }
     const VF zero = {};
-    for (int64_t r = begin; r < end; ++r) {
-      const T* xr = x + r * c + j0;
-      const T* gr = dy + r * c + j0;
-      T* dr = dx + r * c + j0;
+    // Two copies of the loop: with and without the extra cotangent.
+    auto rows = [&](auto with_extra) {
+      for (int64_t r = begin; r < end; ++r) {
+        const T* xr = x + r * c + j0;
+        const T* gr = dy + r * c + j0;
+        T* dr = dx + r * c + j0;
 #pragma GCC unroll 4
-      for (int k = 0; k < K; ++k) {
-        VF v = LoadV(xr + k * kLanes);
-        VF g = v * va[k] + vb[k] > zero ? LoadV(gr + k * kLanes) : zero;
-        VF xhat = (v - vm[k]) * vi[k];
-        StoreV(dr + k * kLanes, va[k] * (g - vg[k] - xhat * vgx[k]));
+        for (int k = 0; k < K; ++k) {
+          VF v = LoadV(xr + k * kLanes);
+          VF g = v * va[k] + vb[k] > zero ? LoadV(gr + k * kLanes) : zero;
+          VF xhat = (v - vm[k]) * vi[k];
+          VF d = va[k] * (g - vg[k] - xhat * vgx[k]);
+          if constexpr (decltype(with_extra)::value)
+            d += LoadV(extra + r * c + j0 + k * kLanes);
+          StoreV(dr + k * kLanes, d);
+        }
       }
-    }
+    };
+    if (extra)
+      rows(std::true_type{});
+    else
+      rows(std::false_type{});
   }
 }
 
+// dx, plus `extra` (a second cotangent of x, or nullptr).
 template <typename T>
-void InputGrad(const T* x, const T* dy, int64_t begin, int64_t end, int64_t c,
-               const float* a, const float* b, const float* mean,
-               const float* inv, const float* mg, const float* mgx, T* dx) {
+void InputGrad(const T* x, const T* dy, const T* extra, int64_t begin,
+               int64_t end, int64_t c, const float* a, const float* b,
+               const float* mean, const float* inv, const float* mg,
+               const float* mgx, T* dx) {
   ForTiles(c, [&](auto k, int64_t j0) {
-    InputGradTile<decltype(k)::value>(x, dy, begin, end, c, j0, a, b, mean,
-                                      inv, mg, mgx, dx);
+    InputGradTile<decltype(k)::value>(x, dy, extra, begin, end, c, j0, a, b,
+                                      mean, inv, mg, mgx, dx);
   });
 }
 
@@ -476,17 +549,24 @@ void ChunkedRows(ffi::ThreadPool& pool, int64_t m, F rows) {
   });
 }
 
+// BatchNorm+ReLU of x. With `sum_b` non-null, x is the buffer of
+// s = sum_a + sum_b, which the statistics pass writes, then normalises.
 template <typename T>
 void Forward(ffi::ThreadPool& pool, const ffi::AnyBuffer& x,
              const float* scale, const float* bias, float eps,
-             ffi::AnyBuffer* y, float* mean, float* var) {
+             ffi::AnyBuffer* y, float* mean, float* var,
+             const T* sum_a = nullptr, const T* sum_b = nullptr) {
   int64_t m, c;
   Rows(x, &m, &c);
   const T* xp = static_cast<const T*>(x.untyped_data());
   std::vector<double> s(c), s2(c);
   ChunkedSums(pool, m, c, s.data(), s2.data(),
               [&](int64_t b0, int64_t b1, double* p, double* p2) {
-                Moments(xp, b0, b1, c, p, p2);
+                if (sum_b)
+                  SumMoments(sum_a, sum_b, const_cast<T*>(xp), b0, b1, c, p,
+                             p2);
+                else
+                  Moments(xp, b0, b1, c, p, p2);
               });
   std::vector<float> inv(c), a(c), b(c);
   for (int64_t j = 0; j < c; ++j) {
@@ -505,12 +585,13 @@ void Forward(ffi::ThreadPool& pool, const ffi::AnyBuffer& x,
   });
 }
 
+// With `extra` non-null, dx also gets that second cotangent of x added.
 template <typename T>
 void Backward(ffi::ThreadPool& pool, const ffi::AnyBuffer& x,
               const ffi::AnyBuffer& dy,
               const float* scale, const float* bias, const float* mean,
               const float* var, float eps, ffi::AnyBuffer* dx, float* dscale,
-              float* dbias) {
+              float* dbias, const T* extra = nullptr) {
   int64_t m, c;
   Rows(x, &m, &c);
   const T* xp = static_cast<const T*>(x.untyped_data());
@@ -531,7 +612,7 @@ void Backward(ffi::ThreadPool& pool, const ffi::AnyBuffer& x,
   }
   T* dp = static_cast<T*>(dx->untyped_data());
   ChunkedRows(pool, m, [&](int64_t b0, int64_t b1) {
-    InputGrad(xp, gp, b0, b1, c, a.data(), b.data(), mean, inv.data(),
+    InputGrad(xp, gp, extra, b0, b1, c, a.data(), b.data(), mean, inv.data(),
               mg.data(), mgx.data(), dp);
   });
 }
@@ -600,6 +681,62 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::A
   });
 }
 
+// s = a + b, then Fwd of s: a, b, scale, bias -> s, y, mean, var.
+ffi::Error AddFwd(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                  ffi::AnyBuffer scale, ffi::AnyBuffer bias,
+                  ffi::Result<ffi::AnyBuffer> s,
+                  ffi::Result<ffi::AnyBuffer> y,
+                  ffi::Result<ffi::AnyBuffer> mean,
+                  ffi::Result<ffi::AnyBuffer> var, float eps) {
+  KMNIST_BN_CHECK(
+      CheckActivations({{"a", &a}, {"b", &b}, {"s", &*s}, {"y", &*y}}));
+  int64_t m, c;
+  Rows(a, &m, &c);
+  KMNIST_BN_CHECK(CheckPerChannel(c, eps, {{"scale", &scale},
+                                            {"bias", &bias},
+                                            {"mean", &*mean},
+                                            {"var", &*var}}));
+  return ForElementType(a, [&](auto tag) {
+    using T = decltype(tag);
+    Forward<T>(pool, *s, static_cast<const float*>(scale.untyped_data()),
+               static_cast<const float*>(bias.untyped_data()), eps, &*y,
+               static_cast<float*>(mean->untyped_data()),
+               static_cast<float*>(var->untyped_data()),
+               static_cast<const T*>(a.untyped_data()),
+               static_cast<const T*>(b.untyped_data()));
+  });
+}
+
+// Bwd with a second cotangent of x, ds, added to dx: x, dy, ds, scale,
+// bias, mean, var -> dx, dscale, dbias.
+ffi::Error BwdAdd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                  ffi::AnyBuffer ds, ffi::AnyBuffer scale,
+                  ffi::AnyBuffer bias, ffi::AnyBuffer mean,
+                  ffi::AnyBuffer var, ffi::Result<ffi::AnyBuffer> dx,
+                  ffi::Result<ffi::AnyBuffer> dscale,
+                  ffi::Result<ffi::AnyBuffer> dbias, float eps) {
+  KMNIST_BN_CHECK(CheckActivations(
+      {{"x", &x}, {"dy", &dy}, {"ds", &ds}, {"dx", &*dx}}));
+  int64_t m, c;
+  Rows(x, &m, &c);
+  KMNIST_BN_CHECK(CheckPerChannel(c, eps, {{"scale", &scale},
+                                            {"bias", &bias},
+                                            {"mean", &mean},
+                                            {"var", &var},
+                                            {"dscale", &*dscale},
+                                            {"dbias", &*dbias}}));
+  return ForElementType(x, [&](auto tag) {
+    using T = decltype(tag);
+    Backward<T>(pool, x, dy, static_cast<const float*>(scale.untyped_data()),
+                static_cast<const float*>(bias.untyped_data()),
+                static_cast<const float*>(mean.untyped_data()),
+                static_cast<const float*>(var.untyped_data()), eps, &*dx,
+                static_cast<float*>(dscale->untyped_data()),
+                static_cast<float*>(dbias->untyped_data()),
+                static_cast<const T*>(ds.untyped_data()));
+  });
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_bn_relu_fwd, Fwd,
@@ -615,6 +752,32 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_bn_relu_fwd, Fwd,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_bn_relu_bwd, Bwd,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<float>("eps"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_add_bn_relu_fwd, AddFwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<float>("eps"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kmnist_bn_relu_bwd_add, BwdAdd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
