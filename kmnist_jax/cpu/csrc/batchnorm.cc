@@ -635,50 +635,74 @@ ffi::Error ForElementType(const ffi::AnyBuffer& x, F f) {
   return ffi::Error::Success();
 }
 
-ffi::Error Fwd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi::AnyBuffer bias,
-               ffi::Result<ffi::AnyBuffer> y,
-               ffi::Result<ffi::AnyBuffer> mean,
-               ffi::Result<ffi::AnyBuffer> var, float eps) {
-  KMNIST_BN_CHECK(CheckActivations({{"x", &x}, {"y", &*y}}));
+const float* F32(const ffi::AnyBuffer& b) {
+  return static_cast<const float*>(b.untyped_data());
+}
+float* F32(ffi::AnyBuffer* b) { return static_cast<float*>(b->untyped_data()); }
+template <typename T>
+const T* Data(const ffi::AnyBuffer* b) {
+  return b ? static_cast<const T*>(b->untyped_data()) : nullptr;
+}
+
+// The per-channel checks, then Forward of x; with `a` and `b`, of the sum
+// s = a + b, which it writes into x first.
+ffi::Error ForwardHandler(ffi::ThreadPool& pool, const ffi::AnyBuffer& x,
+                          const ffi::AnyBuffer* a, const ffi::AnyBuffer* b,
+                          const ffi::AnyBuffer& scale,
+                          const ffi::AnyBuffer& bias, ffi::AnyBuffer* y,
+                          ffi::AnyBuffer* mean, ffi::AnyBuffer* var,
+                          float eps) {
   int64_t m, c;
   Rows(x, &m, &c);
-  KMNIST_BN_CHECK(CheckPerChannel(c, eps, {{"scale", &scale},
-                                            {"bias", &bias},
-                                            {"mean", &*mean},
-                                            {"var", &*var}}));
+  KMNIST_BN_CHECK(CheckPerChannel(
+      c, eps, {{"scale", &scale}, {"bias", &bias}, {"mean", mean},
+               {"var", var}}));
   return ForElementType(x, [&](auto tag) {
     using T = decltype(tag);
-    Forward<T>(pool, x, static_cast<const float*>(scale.untyped_data()),
-               static_cast<const float*>(bias.untyped_data()), eps, &*y,
-               static_cast<float*>(mean->untyped_data()),
-               static_cast<float*>(var->untyped_data()));
+    Forward<T>(pool, x, F32(scale), F32(bias), eps, y, F32(mean), F32(var),
+               Data<T>(a), Data<T>(b));
   });
 }
 
-ffi::Error Bwd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::AnyBuffer scale,
-               ffi::AnyBuffer bias, ffi::AnyBuffer mean, ffi::AnyBuffer var,
-               ffi::Result<ffi::AnyBuffer> dx,
-               ffi::Result<ffi::AnyBuffer> dscale,
-               ffi::Result<ffi::AnyBuffer> dbias, float eps) {
-  KMNIST_BN_CHECK(
-      CheckActivations({{"x", &x}, {"dy", &dy}, {"dx", &*dx}}));
+// The per-channel checks, then Backward; with `ds`, a second cotangent of x
+// added to dx.
+ffi::Error BackwardHandler(ffi::ThreadPool& pool, const ffi::AnyBuffer& x,
+                           const ffi::AnyBuffer& dy, const ffi::AnyBuffer* ds,
+                           const ffi::AnyBuffer& scale,
+                           const ffi::AnyBuffer& bias,
+                           const ffi::AnyBuffer& mean,
+                           const ffi::AnyBuffer& var, ffi::AnyBuffer* dx,
+                           ffi::AnyBuffer* dscale, ffi::AnyBuffer* dbias,
+                           float eps) {
   int64_t m, c;
   Rows(x, &m, &c);
-  KMNIST_BN_CHECK(CheckPerChannel(c, eps, {{"scale", &scale},
-                                            {"bias", &bias},
-                                            {"mean", &mean},
-                                            {"var", &var},
-                                            {"dscale", &*dscale},
-                                            {"dbias", &*dbias}}));
+  KMNIST_BN_CHECK(CheckPerChannel(
+      c, eps, {{"scale", &scale}, {"bias", &bias}, {"mean", &mean},
+               {"var", &var}, {"dscale", dscale}, {"dbias", dbias}}));
   return ForElementType(x, [&](auto tag) {
     using T = decltype(tag);
-    Backward<T>(pool, x, dy, static_cast<const float*>(scale.untyped_data()),
-                static_cast<const float*>(bias.untyped_data()),
-                static_cast<const float*>(mean.untyped_data()),
-                static_cast<const float*>(var.untyped_data()), eps, &*dx,
-                static_cast<float*>(dscale->untyped_data()),
-                static_cast<float*>(dbias->untyped_data()));
+    Backward<T>(pool, x, dy, F32(scale), F32(bias), F32(mean), F32(var), eps,
+                dx, F32(dscale), F32(dbias), Data<T>(ds));
   });
+}
+
+ffi::Error Fwd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer scale,
+               ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> y,
+               ffi::Result<ffi::AnyBuffer> mean,
+               ffi::Result<ffi::AnyBuffer> var, float eps) {
+  KMNIST_BN_CHECK(CheckActivations({{"x", &x}, {"y", &*y}}));
+  return ForwardHandler(pool, x, nullptr, nullptr, scale, bias, &*y, &*mean,
+                        &*var, eps);
+}
+
+ffi::Error Bwd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
+               ffi::AnyBuffer scale, ffi::AnyBuffer bias, ffi::AnyBuffer mean,
+               ffi::AnyBuffer var, ffi::Result<ffi::AnyBuffer> dx,
+               ffi::Result<ffi::AnyBuffer> dscale,
+               ffi::Result<ffi::AnyBuffer> dbias, float eps) {
+  KMNIST_BN_CHECK(CheckActivations({{"x", &x}, {"dy", &dy}, {"dx", &*dx}}));
+  return BackwardHandler(pool, x, dy, nullptr, scale, bias, mean, var, &*dx,
+                         &*dscale, &*dbias, eps);
 }
 
 // s = a + b, then Fwd of s: a, b, scale, bias -> s, y, mean, var.
@@ -690,21 +714,8 @@ ffi::Error AddFwd(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
                   ffi::Result<ffi::AnyBuffer> var, float eps) {
   KMNIST_BN_CHECK(
       CheckActivations({{"a", &a}, {"b", &b}, {"s", &*s}, {"y", &*y}}));
-  int64_t m, c;
-  Rows(a, &m, &c);
-  KMNIST_BN_CHECK(CheckPerChannel(c, eps, {{"scale", &scale},
-                                            {"bias", &bias},
-                                            {"mean", &*mean},
-                                            {"var", &*var}}));
-  return ForElementType(a, [&](auto tag) {
-    using T = decltype(tag);
-    Forward<T>(pool, *s, static_cast<const float*>(scale.untyped_data()),
-               static_cast<const float*>(bias.untyped_data()), eps, &*y,
-               static_cast<float*>(mean->untyped_data()),
-               static_cast<float*>(var->untyped_data()),
-               static_cast<const T*>(a.untyped_data()),
-               static_cast<const T*>(b.untyped_data()));
-  });
+  return ForwardHandler(pool, *s, &a, &b, scale, bias, &*y, &*mean, &*var,
+                        eps);
 }
 
 // Bwd with a second cotangent of x, ds, added to dx: x, dy, ds, scale,
@@ -717,24 +728,8 @@ ffi::Error BwdAdd(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
                   ffi::Result<ffi::AnyBuffer> dbias, float eps) {
   KMNIST_BN_CHECK(CheckActivations(
       {{"x", &x}, {"dy", &dy}, {"ds", &ds}, {"dx", &*dx}}));
-  int64_t m, c;
-  Rows(x, &m, &c);
-  KMNIST_BN_CHECK(CheckPerChannel(c, eps, {{"scale", &scale},
-                                            {"bias", &bias},
-                                            {"mean", &mean},
-                                            {"var", &var},
-                                            {"dscale", &*dscale},
-                                            {"dbias", &*dbias}}));
-  return ForElementType(x, [&](auto tag) {
-    using T = decltype(tag);
-    Backward<T>(pool, x, dy, static_cast<const float*>(scale.untyped_data()),
-                static_cast<const float*>(bias.untyped_data()),
-                static_cast<const float*>(mean.untyped_data()),
-                static_cast<const float*>(var.untyped_data()), eps, &*dx,
-                static_cast<float*>(dscale->untyped_data()),
-                static_cast<float*>(dbias->untyped_data()),
-                static_cast<const T*>(ds.untyped_data()));
-  });
+  return BackwardHandler(pool, x, dy, &ds, scale, bias, mean, var, &*dx,
+                         &*dscale, &*dbias, eps);
 }
 
 }  // namespace
