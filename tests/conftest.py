@@ -45,8 +45,15 @@ def real_data_dir() -> pathlib.Path:
 
 
 def make_learnable_dir(directory: pathlib.Path, n_train=320, n_test=200,
-                       seed=0) -> pathlib.Path:
-  """KMNIST-named files whose class is a bright 6x6 patch position + noise."""
+                       seed=0, textured=False) -> pathlib.Path:
+  """KMNIST-named files whose class is a bright 6x6 patch position + noise.
+
+  The patch is flat (250) by default. Flat, its 5x5 windows are equal, and
+  so are the convolution outputs over them, up to how XLA rounds each
+  position: max pooling then routes the gradient by a last-bit tie that
+  any change of summation order can flip. `textured=True` gives the patch
+  noise (200-255) for tests that compare trainings to rounding.
+  """
   directory.mkdir(parents=True, exist_ok=True)
   rng = np.random.default_rng(seed)
   for split, n in (('train', n_train), ('test', n_test)):
@@ -54,7 +61,8 @@ def make_learnable_dir(directory: pathlib.Path, n_train=320, n_test=200,
     images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
     for i, c in enumerate(labels):
       r, col = 2 + 8 * (c // 4), 2 + 6 * (c % 4)
-      images[i, r:r + 6, col:col + 6] = 250
+      images[i, r:r + 6, col:col + 6] = (
+          rng.integers(200, 256, (6, 6)) if textured else 250)
     np.savez_compressed(directory / f'kmnist-{split}-imgs.npz', images)
     np.savez_compressed(directory / f'kmnist-{split}-labels.npz', labels)
   return directory

@@ -8,6 +8,14 @@ workdirs.
 They train with SGD: the convolution biases of seed_cnn feed a BatchNorm that
 cancels them, so their gradient is rounding noise, which Adam scales up to
 full-size steps and would make any two reduction orders disagree there.
+
+Two reduction orders also make the trainings differ at a max pooling whose
+two largest inputs are within rounding of each other: the gradient goes to
+the one that rounds larger. Over 20 steps that happens a few times, each
+moving a few kernel entries by ~2e-5 (jax 0.12.1 reduces across processes
+in another order than 0.12.0.1; the flat 6x6 patch of `make_learnable_dir`
+made such ties by the thousand: textured=True). So the states are compared
+to STATE_ATOL; the train losses, which such a tie hardly moves, to TOL.
 """
 
 import json
@@ -35,6 +43,7 @@ from test_train import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOL = dict(rtol=1e-5, atol=1e-5)
+STATE_TOL = dict(rtol=1e-5, atol=1e-4)  # Rounding, and a few max-pool ties.
 
 
 def _free_port() -> int:
@@ -97,7 +106,7 @@ def _collect(procs, timeout=300) -> list[tuple[int, str]]:
 def runs(tmp_path_factory):
   """name -> (workdir, [(returncode, stderr) per process])."""
   root = tmp_path_factory.mktemp('dist')
-  make_learnable_dir(root / 'data')
+  make_learnable_dir(root / 'data', textured=True)  # No last-bit ties.
   port = _free_port()
   two = [f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2']
   procs = {
@@ -144,7 +153,7 @@ def _assert_same_training(a, b):
   _, _, sb, step_b = evaluate.restore_for_inference(str(b))
   assert step_a == step_b == 20
   for x, y in zip(leaves(sa), leaves(sb)):
-    np.testing.assert_allclose(x, y, **TOL)
+    np.testing.assert_allclose(x, y, **STATE_TOL)
 
 
 def test_four_devices_match_one_device(runs):
