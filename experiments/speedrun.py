@@ -44,6 +44,7 @@ if __name__ == '__main__' and not __package__:  # A file, not -m.
 from experiments import recipe
 from experiments import report
 from experiments import torch_client
+from kmnist_jax.data import datasets as data_lib
 from kmnist_jax.cpu import features
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,8 +203,10 @@ def torch_time_to(args, seed: int) -> dict:
   config = recipe.compressed_config(args.torch_config, args.torch_epochs,
                                     seed, args.data_dir)
   t0 = time.time()
-  torch = torch_client.TorchWorker(args.torch_python, args.data_dir,
-                                   torch_client.torch_env('same'))
+  # The worker reads one dataset's flat folder; --data_dir may be a root.
+  torch = torch_client.TorchWorker(
+      args.torch_python, str(data_lib.resolve_data_dir('kmnist', args.data_dir)),
+      torch_client.torch_env('same'))
   try:
     out = torch('fit', recipe=recipe.torch_recipe(config), seed=seed,
                 steps_curve=0, target=args.target, mode=args.torch_mode,

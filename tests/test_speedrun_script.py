@@ -49,7 +49,7 @@ def test_jax_overrides_reach_the_command_line(tmp_path, monkeypatch):
   assert r['seconds'] is None and r['history'] == []
 
 
-def test_torch_times_count_from_a_fresh_worker_process(monkeypatch):
+def test_torch_times_count_from_a_fresh_worker_process(monkeypatch, tmp_path):
   """Each PyTorch seed gets its own worker, closed after; its epoch times
   move by the worker's start-up (process start to the first step), so both
   sides are timed from a process's start."""
@@ -81,3 +81,10 @@ def test_torch_times_count_from_a_fresh_worker_process(monkeypatch):
   assert r['startup_seconds'] == 4.5
   assert r['seconds'] == 30.5 and r['epochs'] == 4
   assert [h['seconds'] for h in r['history']] == [24.5, 30.5]
+  # A data root (a folder per dataset) gives the worker its kmnist folder.
+  (tmp_path / 'kmnist').mkdir()
+  calls.clear()
+  clock = iter([1000.0])
+  speedrun.torch_time_to(
+      speedrun.argparse.Namespace(**dict(vars(args), data_dir=str(tmp_path))), 1)
+  assert calls[0] == ('start', 'P', str(tmp_path / 'kmnist'))
