@@ -44,8 +44,8 @@ if __name__ == '__main__' and not __package__:  # A file, not -m.
 from experiments import recipe
 from experiments import report
 from experiments import torch_client
-from kmnist_jax.data import datasets as data_lib
 from kmnist_jax.cpu import features
+from kmnist_jax.data import datasets as data_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

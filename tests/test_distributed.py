@@ -15,7 +15,7 @@ the one that rounds larger. Over 20 steps that happens a few times, each
 moving a few kernel entries by ~2e-5 (jax 0.12.1 reduces across processes
 in another order than 0.12.0.1; the flat 6x6 patch of `make_learnable_dir`
 made such ties by the thousand: textured=True). So the states are compared
-to STATE_ATOL; the train losses, which such a tie hardly moves, to TOL.
+to STATE_TOL; the train losses, which such a tie hardly moves, to TOL.
 """
 
 import json
@@ -106,7 +106,7 @@ def _collect(procs, timeout=300) -> list[tuple[int, str]]:
 def runs(tmp_path_factory):
   """name -> (workdir, [(returncode, stderr) per process])."""
   root = tmp_path_factory.mktemp('dist')
-  make_learnable_dir(root / 'data', textured=True)  # No last-bit ties.
+  make_learnable_dir(root / 'data', textured=True)  # No flat patch.
   port = _free_port()
   two = [f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2']
   procs = {
