@@ -134,6 +134,29 @@ def test_training_learns_and_eval_reproduces(data_dir, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_eval_may_change_the_test_time_views_only(data_dir, tmp_path):
+  """`--mode eval` of a run trained without test-time views scores its
+  checkpoint with them when the config asks (and any other change of the
+  recipe is still refused)."""
+  workdir = str(tmp_path / 'w')
+  config = tiny_config(data_dir, num_epochs=1)
+  _, m = harness.fit(config, workdir)
+  plain = harness.evaluate(config, workdir)
+  assert plain['accuracy'] == m['eval']['accuracy']
+  views = harness.evaluate(tiny_config(data_dir, num_epochs=1, tta_shift=1),
+                           workdir)
+  _, graphdef, state, _ = evaluate.restore_for_inference(workdir)
+  images, labels = np.load(data_dir / 'kmnist-test-imgs.npz')['arr_0'], (
+      np.load(data_dir / 'kmnist-test-labels.npz')['arr_0'])
+  log_probs = steps.infer(steps.make_infer_fn(graphdef, 1), state, images,
+                          64)
+  assert views['accuracy'] == np.mean(log_probs.argmax(-1) == labels)
+  assert views['loss'] != plain['loss']  # The views changed the scores.
+  with pytest.raises(UserError, match='learning_rate'):
+    harness.evaluate(tiny_config(data_dir, num_epochs=1, learning_rate=0.1),
+                     workdir)
+
+
 def test_same_seed_same_numbers_and_resume_equals_uninterrupted(
     data_dir, tmp_path):
   config = tiny_config(data_dir, num_epochs=2, checkpoint_every_steps=4)

@@ -30,8 +30,9 @@ RESUMABLE_FIELDS = frozenset({
     'eval_from_epoch',
     'keep_checkpoints', 'write_plots'})
 # Fields that `--mode eval` may change on top of those: it scores a
-# checkpoint on another split with the same model.
-EVAL_FIELDS = frozenset({'train_split', 'eval_split', 'seed'})
+# checkpoint on another split with the same model, with or without the
+# test-time shifted views.
+EVAL_FIELDS = frozenset({'train_split', 'eval_split', 'seed', 'tta_shift'})
 
 
 def prepare_workdir(workdir: str) -> None:
