@@ -13,8 +13,8 @@ at 0.4 two, at 0.6 and 0.8 all three by epoch 11, 0.8 with the larger
 margin (0.9920, 0.9905, 0.9925 at best without the views). Without
 the 9 shifted views every seed still reached it, and an evaluation does a
 ninth of the work (one forward pass of each image instead of 9; with the
-views it took 3-3.75 s here), so evaluating from epoch 10 costs little. Before epoch 10 no seed came near (at most 0.9805 at
-epoch 9).
+views it took about 3.75 s here), so evaluating from epoch 10 costs
+little. Before epoch 10 no seed came near (at most 0.9805 at epoch 9).
 
   python -m kmnist_jax.main --config configs/speedrun.py --workdir W
   python -m experiments.speedrun --seeds 3   # time to 0.99, JAX and PyTorch
