@@ -328,6 +328,10 @@ def _rounded(a):
     ((4, 28, 28, 16), (1, 1, 16, 32), (2, 2), ((0, 0), (0, 0))),  # 1x1 s2
     ((2, 14, 14, 96), (1, 1, 96, 96), (1, 1), ((0, 0), (0, 0))),  # 1x1 s1
     ((2, 4, 4, 512), (3, 3, 512, 512), (1, 1), ((1, 1), (1, 1))),  # 512
+    # Weight gradients by the matrix product (onednn_conv.cc's Gemm):
+    ((2, 7, 7, 256), (3, 3, 256, 512), (2, 2), ((1, 1), (1, 1))),  # to 512
+    ((2, 7, 7, 128), (3, 3, 128, 64), (1, 1), ((1, 1), (1, 1))),  # 7x7
+    ((2, 14, 14, 128), (1, 1, 128, 256), (2, 2), ((0, 0), (0, 0))),  # 1x1 s2
     ((16, 26, 26, 32), (3, 3, 32, 64), (1, 1), 'VALID'),       # keras conv2
     ((8, 12, 12, 16), (4, 4, 16, 32), (2, 2), ((1, 1), (1, 1))),  # seed conv2
 ])
@@ -403,3 +407,57 @@ def test_handlers_refuse_mixed_element_types(args, outs, message):
                      match='INVALID_ARGUMENT: kmnist_conv: ' + message):
     jax.block_until_ready(_call(onednn.FWD, outs,
                                 *[jnp.ones(s, d) for s, d in args]))
+
+
+_WGRAD_SCRIPT = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from kmnist_jax.cpu import conv
+r = np.random.default_rng(3)
+out = {}
+for name, xs, ws, st, pad, dt in [
+    ('deep', (3, 7, 7, 128), (3, 3, 128, 24), (2, 2), ((1, 1), (1, 1)),
+     jnp.float32),
+    ('image', (3, 9, 8, 1), (3, 2, 1, 5), (1, 2), ((2, 0), (0, 1)),
+     jnp.float32),
+    ('bf16', (2, 6, 5, 40), (2, 3, 40, 8), (1, 1), ((1, 0), (1, 1)),
+     jnp.bfloat16)]:
+  x = jnp.asarray(r.standard_normal(xs, np.float32)).astype(dt)
+  w = jnp.asarray(r.standard_normal(ws, np.float32) * 0.2).astype(dt)
+  f = lambda x, w: conv.conv_general_dilated(
+      x, w, st, pad, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  y, vjp = jax.vjp(f, x, w)
+  g = jnp.asarray(r.standard_normal(y.shape, np.float32)).astype(dt)
+  dx, dw = jax.jit(lambda x, w, g: jax.vjp(f, x, w)[1](g))(x, w, g)
+  out[name + '_dx'] = np.asarray(dx, np.float32)
+  out[name + '_dw'] = np.asarray(dw, np.float32)
+np.savez(sys.argv[1], **out)
+"""
+
+
+@needs_onednn
+def test_weight_gradients_by_matrix_product_equal_the_convolutions(tmp_path):
+  """KMNIST_JAX_ONEDNN_WGRAD=gemm computes every weight gradient as cols(x)^T
+  . dy (onednn_conv.cc's Gemm: windows clipped by padding and strides, a
+  single-channel image, bfloat16), =conv as oneDNN's convolution: the same
+  gradients up to the order of the sums."""
+  import subprocess
+  import sys
+  runs = {}
+  for mode in ('gemm', 'conv'):
+    out = tmp_path / f'{mode}.npz'
+    env = dict(os.environ, KMNIST_JAX_ONEDNN_WGRAD=mode)
+    proc = subprocess.run([sys.executable, '-c', _WGRAD_SCRIPT, str(out)],
+                          env=env, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs[mode] = dict(np.load(out))
+  gemm, ref = runs['gemm'], runs['conv']
+  assert sorted(gemm) == sorted(ref) and len(gemm) == 6
+  for k in ref:
+    bf16 = k.startswith('bf16')
+    scale = float(np.abs(ref[k]).max())
+    assert scale > 0.1, k
+    np.testing.assert_allclose(gemm[k], ref[k], rtol=0,
+                               atol=(1e-2 if bf16 else 1e-5) * scale,
+                               err_msg=k)

@@ -104,7 +104,7 @@ def build(libdnnl: str, cache_root: str | None = None) -> str:
   # Compile into a temporary file, then rename: concurrent processes and
   # interrupted builds never leave a half-written library behind.
   with fileio.atomic_path(target, mode=0o700) as tmp:
-    cmd = [compiler, '-O3', '-std=c++17', '-shared', '-fPIC', '-w',
+    cmd = [compiler, '-O3', '-std=c++17', '-shared', '-fPIC', '-w', '-fopenmp',
            f'-I{include}', _SOURCE, _BN_SOURCE, '-o', tmp, f'-L{libdir}', f'-l:{_LIB}',
            f'-Wl,-rpath,{libdir}']
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -14,8 +14,10 @@
 //   kmnist_conv_bwd_weights:   x, dy     -> dw
 // Each reorders its operands into the layouts oneDNN's kernels prefer
 // (blocked, nChw16c), runs the primitives and reorders the results back;
-// kmnist_conv_bwd reorders dy once for both. Plans are built once per shape
-// and cached. Every buffer's element type, rank and dimensions are checked
+// kmnist_conv_bwd reorders dy once for both. Where the output is small and
+// the input channels many, the weight gradient is one matrix product over
+// the im2col copy of x instead (Gemm, WeightGradGemm). Plans are built once
+// per shape and cached. Every buffer's element type, rank and dimensions are checked
 // against the others first: a mismatch is an InvalidArgument error, never a
 // read or write past a buffer (onednn_checks.h). Calls are serialized: two
 // OpenMP teams on a 2-core machine would only slow each other down.
@@ -27,6 +29,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -96,6 +99,12 @@ int dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t*,
                                        dnnl_engine_t, const void* attr);
 const_dnnl_memory_desc_t dnnl_primitive_desc_query_md(
     const dnnl_primitive_desc_t, int what, int index);
+int dnnl_matmul_primitive_desc_create(dnnl_primitive_desc_t*, dnnl_engine_t,
+                                      const_dnnl_memory_desc_t src,
+                                      const_dnnl_memory_desc_t weights,
+                                      const_dnnl_memory_desc_t bias,
+                                      const_dnnl_memory_desc_t dst,
+                                      const void* attr);
 int dnnl_primitive_desc_destroy(dnnl_primitive_desc_t);
 int dnnl_primitive_create(dnnl_primitive_t*, const dnnl_primitive_desc_t);
 int dnnl_primitive_execute(const dnnl_primitive_t, dnnl_stream_t, int nargs,
@@ -194,6 +203,54 @@ using Key = std::tuple<int, int, int, int64_t, int64_t, int64_t, int64_t,
                        int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                        int64_t, int64_t, int64_t>;
 
+// The weight gradient as one matrix product: dw (KH*KW*C, O) =
+// cols(x)^T (KH*KW*C, N*OH*OW) . dy (N*OH*OW, O), where row (n, oy, ox) of
+// cols(x) holds the KH*KW input pixels under that output pixel's window,
+// zeros in the padding (im2col). dw is then HWIO as it stands. Where the
+// output is small and the channels many (preact_resnet18's 4x4x512 layers),
+// oneDNN's AMX matrix product runs these sums several times faster than its
+// backward-weights convolution (WeightGradGemm says where).
+struct Gemm {
+  int64_t n, h, w, c, kh, kw, oh, ow, sh, sw, pt, pl;
+  size_t elt;  // bytes per element of x
+  int x_buf, dy_buf, dw_buf;
+  std::unique_ptr<void, AlignedFree> cols;
+  dnnl_memory_t src = nullptr, wei = nullptr, dst = nullptr;
+  dnnl_primitive_t prim = nullptr;
+
+  void Im2col(const char* x) {
+    const int64_t k = kh * kw * c, row_bytes = c * elt;
+    char* out = static_cast<char*>(cols.get());
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          char* dst_row = out + (((b * oh + oy) * ow + ox) * k) * elt;
+          for (int64_t i = 0; i < kh; ++i) {
+            const int64_t iy = oy * sh - pt + i;
+            for (int64_t j = 0; j < kw; ++j, dst_row += row_bytes) {
+              const int64_t ix = ox * sw - pl + j;
+              if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                std::memset(dst_row, 0, row_bytes);
+              else
+                std::memcpy(dst_row, x + ((b * h + iy) * w + ix) * row_bytes,
+                            row_bytes);
+            }
+          }
+        }
+  }
+
+  bool Run(const std::vector<void*>& data, dnnl_stream_t stream) {
+    Im2col(static_cast<const char*>(data[x_buf]));
+    if (dnnl_memory_set_data_handle(wei, data[dy_buf]) != 0 ||
+        dnnl_memory_set_data_handle(dst, data[dw_buf]) != 0)
+      return false;
+    dnnl_exec_arg_t args[3] = {
+        {kArgSrc, src}, {kArgWeights, wei}, {kArgDst, dst}};
+    return dnnl_primitive_execute(prim, stream, 3, args) == 0;
+  }
+};
+
 // What one handler call runs: reorders into oneDNN's layouts, one or two
 // convolutions, reorders back. Operands wrap the call's XLA buffers (inputs
 // first, then results, in the handler's order).
@@ -206,6 +263,8 @@ struct Plan {
   std::vector<int> buffer;  // XLA buffer of each operand
   std::vector<bool> input;
   std::vector<Step> steps;
+  // The weight gradient as one matrix product (see WeightGradGemm), or null.
+  std::unique_ptr<Gemm> gemm;
 
   // An operand for XLA buffer `buf` in layout `want`; one reorder per buffer
   // and layout, shared by the steps that read it.
@@ -256,7 +315,40 @@ struct Descs {
     all.push_back(md);
     return md;
   }
+  // A matrix (rows, cols) with `strides`.
+  const_dnnl_memory_desc_t Matrix(int64_t rows, int64_t cols, int type,
+                                  int64_t row_stride, int64_t col_stride) {
+    dnnl_memory_desc_t md = nullptr;
+    dnnl_dims_t dims = {rows, cols}, st = {row_stride, col_stride};
+    if (dnnl_memory_desc_create_with_strides(&md, 2, dims, type, st) != 0)
+      return nullptr;
+    all.push_back(md);
+    return md;
+  }
 };
+
+// Whether the weight gradient is Gemm's matrix product rather than oneDNN's
+// backward-weights convolution: at least 128 input channels and an output
+// of at most 7x7 pixels for bfloat16 operands, 4x4 for float32. Measured
+// 2026-12-06 on the 2-core Intel Xeon with AMX (experiments/wgrad_gemm.py,
+// results in experiments/results/wgrad_gemm/): preact_resnet18's 4x4x512
+// layer took 20 ms for its forward pass and both gradients in bfloat16, 48
+// with the convolution; its 7x7x256 one 10.0 against 14.8, but 49.5 against
+// 41.3 in float32; its 14x14x128 and 28x28x64 ones, 13.0 against 8.6 and 38
+// against 9.3 (bfloat16): there the copies of x that cols(x) makes cost
+// more than the product saves. resnet_preact20's layers (at most 64
+// channels) keep the convolution.
+// KMNIST_JAX_ONEDNN_WGRAD=gemm or conv forces one for every convolution.
+bool WeightGradGemm(int in_t, int64_t oh, int64_t ow, int64_t c, int64_t kh,
+                    int64_t kw) {
+  static const int forced = [] {
+    const char* v = std::getenv("KMNIST_JAX_ONEDNN_WGRAD");
+    if (v == nullptr || v[0] == '\0') return -1;
+    return std::strcmp(v, "gemm") == 0 ? 1 : 0;
+  }();
+  if (forced >= 0) return forced == 1;
+  return c >= 128 && oh * ow <= (in_t == kBf16 ? 49 : 16);
+}
 
 struct PdDeleter {
   void operator()(dnnl_primitive_desc* pd) const {
@@ -354,6 +446,32 @@ std::unique_ptr<Plan> Build(const Key& k) {
         nullptr);
     return Pd(pd);
   };
+  // Gemm's weight gradient from XLA buffers x_buf and dy_buf into dw_buf.
+  auto add_gemm = [&](int x_buf, int dy_buf, int dw_buf) {
+    auto g = std::make_unique<Gemm>();
+    *g = Gemm{n, h, w, c, kh, kw, oh, ow, sh, sw, pt, pl,
+              in_t == kBf16 ? size_t{2} : size_t{4}, x_buf, dy_buf, dw_buf};
+    const int64_t m = n * oh * ow, k = kh * kw * c;
+    auto src = d.Matrix(k, m, in_t, 1, k);  // cols(x)^T
+    auto wei = d.Matrix(m, o, in_t, o, 1);  // dy
+    auto dst = d.Matrix(k, o, out_t, o, 1);  // dw, HWIO
+    dnnl_primitive_desc_t pd = nullptr;
+    if (!src || !wei || !dst ||
+        dnnl_matmul_primitive_desc_create(&pd, e.engine, src, wei, nullptr,
+                                          dst, nullptr) != 0)
+      return false;
+    Pd owned(pd);
+    g->cols.reset(std::aligned_alloc(64, (m * k * g->elt + 63) / 64 * 64));
+    if (!g->cols || dnnl_primitive_create(&g->prim, pd) != 0 ||
+        dnnl_memory_create(&g->src, src, e.engine, g->cols.get()) != 0 ||
+        dnnl_memory_create(&g->wei, wei, e.engine, nullptr) != 0 ||
+        dnnl_memory_create(&g->dst, dst, e.engine, nullptr) != 0)
+      return false;
+    plan->gemm = std::move(g);
+    return true;
+  };
+  const bool gemm = (kind == kBwdWeights || kind == kBwd) &&
+                    WeightGradGemm(in_t, oh, ow, c, kh, kw);
   auto x_in = user(xd, xs, true), x_out = user(xd, xs, false);
   auto w_in = user(wd, ws, true), w_out = user(wd, ws, false);
   auto y_in = user(yd, ys, true), y_out = user(yd, ys, false);
@@ -368,11 +486,19 @@ std::unique_ptr<Plan> Build(const Key& k) {
                   {{kArgDiffDst, kQueryDiffDst, 0, y_in, true},
                    {kArgWeights, kQueryWeights, 1, w_in, true},
                    {kArgDiffSrc, kQueryDiffSrc, 2, x_out, false}});
+  } else if (kind == kBwdWeights && gemm) {
+    ok = add_gemm(0, 1, 2);
   } else if (kind == kBwdWeights) {  // x, dy -> dw
     ok = add_step(bwd_weights_pd(),
                   {{kArgSrc, kQuerySrc, 0, x_in, true},
                    {kArgDiffDst, kQueryDiffDst, 1, y_in, true},
                    {kArgDiffWeights, kQueryDiffWeights, 2, w_out, false}});
+  } else if (gemm) {  // x, w, dy -> dx, dw
+    ok = add_step(bwd_data_pd(),
+                  {{kArgDiffDst, kQueryDiffDst, 2, y_in, true},
+                   {kArgWeights, kQueryWeights, 1, w_in, true},
+                   {kArgDiffSrc, kQueryDiffSrc, 3, x_out, false}}) &&
+         add_gemm(0, 2, 4);
   } else {  // x, w, dy -> dx, dw: dy is reordered once for both.
     ok = add_step(bwd_data_pd(),
                   {{kArgDiffDst, kQueryDiffDst, 2, y_in, true},
@@ -418,6 +544,7 @@ ffi::Error Run(Kind kind, ffi::DataType in, ffi::DataType out,
                                 static_cast<int>(args.size()),
                                 args.data()) == 0;
   }
+  if (ok && plan.gemm) ok = plan.gemm->Run(data, GetEngine().stream);
   for (size_t i = 0; ok && i < plan.ops.size(); ++i)
     if (!plan.input[i]) ok = plan.ops[i]->Reorder(false);
   if (!ok || dnnl_stream_wait(GetEngine().stream) != 0)
