@@ -394,7 +394,8 @@ def test_bfloat16_operands_sum_in_float32_and_give_bfloat16(
   them) run oneDNN's bfloat16 kernels (XLA's float32 convolution of the
   same values without oneDNN): float32 sums rounded once to a bfloat16
   result, and bfloat16 gradients, as PyTorch's bfloat16 autocast; a
-  single-channel image runs the float32 path. Never XLA's bfloat16
+  single-channel image too with oneDNN (its weight gradient alone), the
+  float32 path (the sum of shifted copies) without. Never XLA's bfloat16
   convolution (2.7x slower in resnet_preact20's train step). A float32
   result asked for (preferred_element_type) is lax's."""
   if not with_onednn:
@@ -422,7 +423,12 @@ def test_bfloat16_operands_sum_in_float32_and_give_bfloat16(
     np.testing.assert_allclose(np.asarray(ours, np.float32), want,
                                rtol=2 ** -8, atol=1e-5)
   hlo = jax.jit(f).lower(x, w).as_text()
-  assert ('custom_call' in hlo) == (with_onednn and cin > 1)
+  assert ('custom_call' in hlo) == with_onednn
+  if with_onednn and cin == 1:  # An image's gradient is never computed.
+    dw_only = jax.jit(lambda x, w, g: jax.vjp(f, x, w)[1](g)[1])
+    compiled = dw_only.lower(x, w, g).compile().as_text()
+    assert onednn.BWD_WEIGHTS in compiled
+    assert onednn.BWD_DATA not in compiled and onednn.BWD + '"' not in compiled
   convolutions = [l for l in hlo.splitlines() if 'convolution' in l]
   assert not any('bf16' in l for l in convolutions)  # Never XLA's bfloat16.
   wide = conv.conv_general_dilated(x, w, strides, 'SAME',
