@@ -1,16 +1,16 @@
-"""Weight gradients by oneDNN's convolution or by one matrix product.
+"""Weight gradients: oneDNN's convolution, one matrix product, or two halves.
 
 `kmnist_jax/cpu/csrc/onednn_conv.cc` computes a convolution's weight
-gradient either with oneDNN's backward-weights convolution or as
-cols(x)^T . dy, one oneDNN matrix product over the im2col copy of x (its
-`Gemm`); `WeightGradGemm` there picks by shape. This script times one
-convolution's train-step work (forward pass and both gradients, jitted, at
-batch 128) for the ResNets' layer shapes, once with every weight gradient a
-convolution (`KMNIST_JAX_ONEDNN_WGRAD=conv`) and once with every one a
-product (`=gemm`), each in a fresh process (the switch is read once), one
-after the other:
+gradient in one of three ways: oneDNN's backward-weights convolution
+(`conv`); cols(x)^T . dy, one oneDNN matrix product over the im2col copy of
+x (`gemm`, its `Gemm`); or two convolutions over the halves of the batch,
+one per thread (`split`, its `Split`). `WeightGradBy` there picks by shape.
+This script times one convolution's train-step work (forward pass and both
+gradients, jitted, at batch 128) for the ResNets' layer shapes with every
+weight gradient computed one way (`KMNIST_JAX_ONEDNN_WGRAD=<way>`), each way
+in a fresh process (the switch is read once), one after the other:
 
-  python -m experiments.wgrad_gemm --out experiments/results/wgrad_gemm/<cpu>
+  python -m experiments.wgrad --out experiments/results/wgrad/<cpu>
 
 Writes `--out`.md and `--out`.json. Times are medians of 3 blocks of 20
 calls; run it alone on the machine.
@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from experiments.report import md_table
 
@@ -34,11 +35,11 @@ SHAPES = ((28, 64, 64, 1, 3), (28, 64, 128, 2, 3), (14, 128, 128, 1, 3),
           (7, 256, 512, 2, 1), (28, 16, 16, 1, 3), (28, 16, 32, 2, 3),
           (14, 32, 32, 1, 3), (14, 32, 64, 2, 3), (7, 64, 64, 1, 3))
 BATCH = 128
+WAYS = ('conv', 'gemm', 'split')
 
 
 def time_shapes(dtype: str) -> list[float]:
   """ms per forward pass and both gradients, for each of SHAPES."""
-  import time  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from kmnist_jax.cpu import conv  # pylint: disable=g-import-not-at-top
@@ -75,6 +76,7 @@ def time_shapes(dtype: str) -> list[float]:
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--dtypes', default='bfloat16,float32')
+  p.add_argument('--ways', default=','.join(WAYS))
   p.add_argument('--out', required=True)
   p.add_argument('--child', help=argparse.SUPPRESS)
   args = p.parse_args(argv)
@@ -84,36 +86,39 @@ def main(argv=None):
   from kmnist_jax.cpu import features  # pylint: disable=g-import-not-at-top
   cpu = features.describe()
   results = {}
-  for dtype in args.dtypes.split(','):
-    for mode in ('conv', 'gemm'):
-      env = dict(os.environ, KMNIST_JAX_ONEDNN_WGRAD=mode)
+  dtypes, ways = args.dtypes.split(','), args.ways.split(',')
+  for dtype in dtypes:
+    for way in ways:
+      env = dict(os.environ, KMNIST_JAX_ONEDNN_WGRAD=way)
       proc = subprocess.run(
-          [sys.executable, '-m', 'experiments.wgrad_gemm', '--out', '-',
+          [sys.executable, '-m', 'experiments.wgrad', '--out', '-',
            '--child', dtype], env=env, capture_output=True, text=True,
           check=True)
-      results[f'{dtype}/{mode}'] = json.loads(proc.stdout.splitlines()[-1])
-      print(dtype, mode, results[f'{dtype}/{mode}'], flush=True)
+      results[f'{dtype}/{way}'] = json.loads(proc.stdout.splitlines()[-1])
+      print(dtype, way, results[f'{dtype}/{way}'], flush=True)
   rows = []
   for i, (hw, cin, cout, s, k) in enumerate(SHAPES):
     row = [f'{hw}x{hw}x{cin} -> {cout}, {k}x{k}, stride {s}']
-    for dtype in args.dtypes.split(','):
-      c, g = results[f'{dtype}/conv'][i], results[f'{dtype}/gemm'][i]
-      row += [f'{c:.2f}', f'{g:.2f}', f'{c / g:.2f}']
+    for dtype in dtypes:
+      ms = {way: results[f'{dtype}/{way}'][i] for way in ways}
+      row += [f'{ms[way]:.2f}' for way in ways] + [min(ms, key=ms.get)]
     rows.append(row)
   header = ['layer (batch 128)']
-  for dtype in args.dtypes.split(','):
-    header += [f'{dtype} conv ms', f'{dtype} gemm ms', f'{dtype} conv/gemm']
-  cmd = 'python -m experiments.wgrad_gemm ' + ' '.join(
+  for dtype in dtypes:
+    header += [f'{dtype} {way} ms' for way in ways] + [f'{dtype} fastest']
+  cmd = 'python -m experiments.wgrad ' + ' '.join(
       sys.argv[1:] if argv is None else argv)
-  text = (f'# Weight gradients: oneDNN convolution against one matrix '
-          f'product\n\nCommand: `{cmd}`\n\nMachine: {cpu}, {os.cpu_count()} '
+  when = time.strftime('%Y-%m-%d %H:%M')
+  text = (f'# Weight gradients: oneDNN convolution, one matrix product, two '
+          f'halves\n\nCommand: `{cmd}`\n\nMachine: {cpu}, {os.cpu_count()} '
+          f'cores; {when}; nothing else running. '
           f'cores. Load average at the end: '
           f'{"/".join(f"{x:.1f}" for x in os.getloadavg())}.\n\n'
           'One convolution\'s forward pass and both gradients (jitted, '
-          'medians of 3 blocks of 20 calls); `conv`: every weight gradient '
-          'by oneDNN\'s backward-weights convolution, `gemm`: every one as '
-          'cols(x)^T . dy. conv/gemm > 1: the product is faster.\n\n'
-          + md_table(header, rows) + '\n')
+          'medians of 3 blocks of 20 calls), every weight gradient computed '
+          'one way: `conv`, oneDNN\'s backward-weights convolution; `gemm`, '
+          'cols(x)^T . dy; `split`, two convolutions over the halves of the '
+          'batch, one per thread.\n\n' + md_table(header, rows) + '\n')
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out + '.md', 'w', encoding='utf-8') as f:
     f.write(text)

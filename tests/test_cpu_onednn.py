@@ -417,7 +417,7 @@ r = np.random.default_rng(3)
 out = {}
 for name, xs, ws, st, pad, dt in [
     ('deep', (3, 7, 7, 128), (3, 3, 128, 24), (2, 2), ((1, 1), (1, 1)),
-     jnp.float32),
+     jnp.float32),  # An odd batch: halves of 1 and 2 images.
     ('image', (3, 9, 8, 1), (3, 2, 1, 5), (1, 2), ((2, 0), (0, 1)),
      jnp.float32),
     ('bf16', (2, 6, 5, 40), (2, 3, 40, 8), (1, 1), ((1, 0), (1, 1)),
@@ -439,12 +439,13 @@ np.savez(sys.argv[1], **out)
 def test_weight_gradients_by_matrix_product_equal_the_convolutions(tmp_path):
   """KMNIST_JAX_ONEDNN_WGRAD=gemm computes every weight gradient as cols(x)^T
   . dy (onednn_conv.cc's Gemm: windows clipped by padding and strides, a
-  single-channel image, bfloat16), =conv as oneDNN's convolution: the same
-  gradients up to the order of the sums."""
+  single-channel image, bfloat16), =split as two convolutions over the
+  halves of the batch (Split; an odd batch too), =conv as one oneDNN
+  convolution: the same gradients up to the order of the sums."""
   import subprocess
   import sys
   runs = {}
-  for mode in ('gemm', 'conv'):
+  for mode in ('gemm', 'split', 'conv'):
     out = tmp_path / f'{mode}.npz'
     env = dict(os.environ, KMNIST_JAX_ONEDNN_WGRAD=mode)
     proc = subprocess.run([sys.executable, '-c', _WGRAD_SCRIPT, str(out)],
@@ -452,12 +453,14 @@ def test_weight_gradients_by_matrix_product_equal_the_convolutions(tmp_path):
                           check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs[mode] = dict(np.load(out))
-  gemm, ref = runs['gemm'], runs['conv']
-  assert sorted(gemm) == sorted(ref) and len(gemm) == 6
-  for k in ref:
-    bf16 = k.startswith('bf16')
-    scale = float(np.abs(ref[k]).max())
-    assert scale > 0.1, k
-    np.testing.assert_allclose(gemm[k], ref[k], rtol=0,
-                               atol=(1e-2 if bf16 else 1e-5) * scale,
-                               err_msg=k)
+  ref = runs['conv']
+  for mode in ('gemm', 'split'):
+    ours = runs[mode]
+    assert sorted(ours) == sorted(ref) and len(ours) == 6
+    for k in ref:
+      bf16 = k.startswith('bf16')
+      scale = float(np.abs(ref[k]).max())
+      assert scale > 0.1, k
+      np.testing.assert_allclose(ours[k], ref[k], rtol=0,
+                                 atol=(1e-2 if bf16 else 1e-5) * scale,
+                                 err_msg=f'{mode} {k}')

@@ -38,6 +38,8 @@
 #include <utility>
 #include <vector>
 
+#include <omp.h>
+
 #include "onednn_checks.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -251,6 +253,67 @@ struct Gemm {
   }
 };
 
+// The weight gradient as two backward-weights convolutions, one over each
+// half of the batch, each on one thread, their float32 sums added after.
+// oneDNN's own threading hardly speeds up a weight gradient whose output is
+// small and whose channels are few (resnet_preact20's 7x7x64 layers: 1.31
+// ms on 2 threads, 1.52 on 1); the halves run side by side instead.
+struct Split {
+  int x_buf, dy_buf, dw_buf;
+  int64_t x_offset, dy_offset;  // bytes from each buffer to its second half
+  int64_t count;                // elements of w
+  bool bf16_out;
+  dnnl_primitive_t prim[2] = {}, to_plain[2] = {};
+  dnnl_memory_t x[2] = {}, dy[2] = {}, dw[2] = {}, plain[2] = {};
+  std::unique_ptr<void, AlignedFree> dw_store[2], plain_store[2];
+  dnnl_stream_t stream[2] = {};
+
+  bool Run(const std::vector<void*>& data) {
+    char* xs = static_cast<char*>(data[x_buf]);
+    char* dys = static_cast<char*>(data[dy_buf]);
+    if (dnnl_memory_set_data_handle(x[0], xs) != 0 ||
+        dnnl_memory_set_data_handle(x[1], xs + x_offset) != 0 ||
+        dnnl_memory_set_data_handle(dy[0], dys) != 0 ||
+        dnnl_memory_set_data_handle(dy[1], dys + dy_offset) != 0)
+      return false;
+    bool ok[2] = {true, true};
+    const float* p0 = static_cast<const float*>(plain_store[0].get());
+    const float* p1 = static_cast<const float*>(plain_store[1].get());
+#pragma omp parallel num_threads(2)
+    {
+      const int id = omp_get_thread_num(), team = omp_get_num_threads();
+      // One thread (a team of one) runs both halves.
+      for (int t = id; t < 2; t += team) {
+        dnnl_exec_arg_t conv[3] = {
+            {kArgSrc, x[t]}, {kArgDiffDst, dy[t]}, {kArgDiffWeights, dw[t]}};
+        dnnl_exec_arg_t copy[2] = {{kArgFrom, dw[t]}, {kArgTo, plain[t]}};
+        ok[t] = dnnl_primitive_execute(prim[t], stream[t], 3, conv) == 0 &&
+                dnnl_primitive_execute(to_plain[t], stream[t], 2, copy) == 0 &&
+                dnnl_stream_wait(stream[t]) == 0;
+      }
+#pragma omp barrier
+      const int64_t lo = count * id / team, hi = count * (id + 1) / team;
+      if (bf16_out) {
+        uint16_t* out = static_cast<uint16_t*>(data[dw_buf]);
+        for (int64_t i = lo; i < hi; ++i) {
+          float v = p0[i] + p1[i];
+          uint32_t u;
+          std::memcpy(&u, &v, 4);
+          // Round to nearest even, as oneDNN's conversions; a NaN stays NaN.
+          u = (u & 0x7fffffffu) > 0x7f800000u
+                  ? (u | 0x00400000u)
+                  : u + 0x7fffu + ((u >> 16) & 1u);
+          out[i] = static_cast<uint16_t>(u >> 16);
+        }
+      } else {
+        float* out = static_cast<float*>(data[dw_buf]);
+        for (int64_t i = lo; i < hi; ++i) out[i] = p0[i] + p1[i];
+      }
+    }
+    return ok[0] && ok[1];
+  }
+};
+
 // What one handler call runs: reorders into oneDNN's layouts, one or two
 // convolutions, reorders back. Operands wrap the call's XLA buffers (inputs
 // first, then results, in the handler's order).
@@ -265,6 +328,8 @@ struct Plan {
   std::vector<Step> steps;
   // The weight gradient as one matrix product (see WeightGradGemm), or null.
   std::unique_ptr<Gemm> gemm;
+  // The weight gradient by two half-batch convolutions (Split), or null.
+  std::unique_ptr<Split> split;
 
   // An operand for XLA buffer `buf` in layout `want`; one reorder per buffer
   // and layout, shared by the steps that read it.
@@ -327,27 +392,38 @@ struct Descs {
   }
 };
 
-// Whether the weight gradient is Gemm's matrix product rather than oneDNN's
-// backward-weights convolution: at least 128 input channels and an output
-// of at most 7x7 pixels for bfloat16 operands, 4x4 for float32. Measured
-// 2026-12-06 on the 2-core Intel Xeon with AMX (experiments/wgrad_gemm.py,
-// results in experiments/results/wgrad_gemm/): preact_resnet18's 4x4x512
-// layer took 20 ms for its forward pass and both gradients in bfloat16, 48
-// with the convolution; its 7x7x256 one 10.0 against 14.8, but 49.5 against
-// 41.3 in float32; its 14x14x128 and 28x28x64 ones, 13.0 against 8.6 and 38
-// against 9.3 (bfloat16): there the copies of x that cols(x) makes cost
-// more than the product saves. resnet_preact20's layers (at most 64
-// channels) keep the convolution.
-// KMNIST_JAX_ONEDNN_WGRAD=gemm or conv forces one for every convolution.
-bool WeightGradGemm(int in_t, int64_t oh, int64_t ow, int64_t c, int64_t kh,
-                    int64_t kw) {
+// How a weight gradient is computed. Gemm's matrix product: at least 128
+// input channels and an output of at most 7x7 pixels for bfloat16
+// operands, 4x4 for float32. Else Split's two halves: bfloat16, an output of
+// at most 7x7 pixels. Else oneDNN's backward-weights convolution. Measured
+// 2026-12-06 on the 2-core Intel Xeon with AMX (experiments/wgrad.py,
+// results in experiments/results/wgrad/; one layer's forward pass and both
+// gradients, bfloat16 unless said): preact_resnet18's 4x4x512 layer took 22
+// ms with the product, 55 with the convolution; its 7x7x256 one 10.4
+// against 13.9, but 46.5 against 41.0 in float32; its 14x14x128 and
+// 28x28x64 ones, 14.8 against 8.5 and 39 against 8.9: there the copies of
+// x that cols(x) makes cost more than the product saves. resnet_preact20's
+// 7x7x64 layer took 1.31 ms in halves, 1.60 in one convolution (whose
+// threads split the work poorly: 1.52 ms on one thread). Layers with larger
+// outputs gained less in halves in that table (28x28x16: 1.13 against 1.21
+// ms) and nothing measurable inside resnet_preact20's train step, so they
+// keep the convolution.
+// KMNIST_JAX_ONEDNN_WGRAD=conv, gemm or split forces one way everywhere.
+enum WeightGrad { kByConv = 0, kByGemm = 1, kBySplit = 2 };
+
+WeightGrad WeightGradBy(int in_t, int64_t n, int64_t oh, int64_t ow,
+                        int64_t c, int64_t kh, int64_t kw, int64_t o) {
   static const int forced = [] {
     const char* v = std::getenv("KMNIST_JAX_ONEDNN_WGRAD");
     if (v == nullptr || v[0] == '\0') return -1;
-    return std::strcmp(v, "gemm") == 0 ? 1 : 0;
+    return std::strcmp(v, "gemm") == 0    ? int{kByGemm}
+           : std::strcmp(v, "split") == 0 ? int{kBySplit}
+                                          : int{kByConv};
   }();
-  if (forced >= 0) return forced == 1;
-  return c >= 128 && oh * ow <= (in_t == kBf16 ? 49 : 16);
+  if (forced == kBySplit) return n >= 2 ? kBySplit : kByConv;
+  if (forced >= 0) return static_cast<WeightGrad>(forced);
+  if (c >= 128 && oh * ow <= (in_t == kBf16 ? 49 : 16)) return kByGemm;
+  return in_t == kBf16 && oh * ow <= 49 && n >= 2 ? kBySplit : kByConv;
 }
 
 struct PdDeleter {
@@ -470,8 +546,68 @@ std::unique_ptr<Plan> Build(const Key& k) {
     plan->gemm = std::move(g);
     return true;
   };
-  const bool gemm = (kind == kBwdWeights || kind == kBwd) &&
-                    WeightGradGemm(in_t, oh, ow, c, kh, kw);
+  // Split's weight gradient from XLA buffers x_buf and dy_buf into dw_buf:
+  // its primitives are made for one thread each.
+  auto add_split = [&](int x_buf, int dy_buf, int dw_buf) {
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    auto sp = std::make_unique<Split>();
+    const size_t elt = in_t == kBf16 ? 2 : 4;
+    const int64_t n0 = n / 2;
+    sp->x_buf = x_buf;
+    sp->dy_buf = dy_buf;
+    sp->dw_buf = dw_buf;
+    sp->x_offset = n0 * h * w * c * elt;
+    sp->dy_offset = n0 * oh * ow * o * elt;
+    sp->count = o * c * kh * kw;
+    sp->bf16_out = out_t == kBf16;
+    bool ok = true;
+    for (int t = 0; ok && t < 2; ++t) {
+      const int64_t nt = t == 0 ? n0 : n - n0;
+      dnnl_dims_t xdt = {nt, c, h, w}, ydt = {nt, o, oh, ow};
+      auto x_md = d.Make(xdt, in_t, xs), y_md = d.Make(ydt, in_t, ys);
+      dnnl_primitive_desc_t fwd = nullptr, pd = nullptr, copy = nullptr;
+      ok = x_md && y_md &&
+           dnnl_convolution_forward_primitive_desc_create(
+               &fwd, e.engine, kForwardTraining, kConvolutionDirect, x_md,
+               wei(true), nullptr, y_md, strides, dil, pad_l, pad_r,
+               nullptr) == 0;
+      Pd fwd_owned(fwd);
+      ok = ok && dnnl_convolution_backward_weights_primitive_desc_create(
+                     &pd, e.engine, kConvolutionDirect, x_md,
+                     d.Make(wd, kF32, nullptr), nullptr, y_md,
+                     strides, dil, pad_l, pad_r, fwd, nullptr) == 0;
+      Pd pd_owned(pd);
+      if (!ok) break;
+      auto dw_md = dnnl_primitive_desc_query_md(pd, kQueryDiffWeights, 0);
+      auto plain_md = d.Make(wd, kF32, ws);
+      size_t dw_bytes = (dnnl_memory_desc_get_size(dw_md) + 63) / 64 * 64;
+      sp->dw_store[t].reset(std::aligned_alloc(64, dw_bytes));
+      sp->plain_store[t].reset(
+          std::aligned_alloc(64, (sp->count * 4 + 63) / 64 * 64));
+      ok = plain_md && sp->dw_store[t] && sp->plain_store[t] &&
+           dnnl_primitive_create(&sp->prim[t], pd) == 0 &&
+           dnnl_reorder_primitive_desc_create(&copy, dw_md, e.engine,
+                                              plain_md, e.engine,
+                                              nullptr) == 0;
+      Pd copy_owned(copy);
+      ok = ok && dnnl_primitive_create(&sp->to_plain[t], copy) == 0 &&
+           dnnl_memory_create(&sp->x[t], x_md, e.engine, nullptr) == 0 &&
+           dnnl_memory_create(&sp->dy[t], y_md, e.engine, nullptr) == 0 &&
+           dnnl_memory_create(&sp->dw[t], dw_md, e.engine,
+                              sp->dw_store[t].get()) == 0 &&
+           dnnl_memory_create(&sp->plain[t], plain_md, e.engine,
+                              sp->plain_store[t].get()) == 0 &&
+           dnnl_stream_create(&sp->stream[t], e.engine, kStreamInOrder) == 0;
+    }
+    omp_set_num_threads(threads);
+    if (ok) plan->split = std::move(sp);
+    return ok;
+  };
+  const WeightGrad by = kind == kBwdWeights || kind == kBwd
+                            ? WeightGradBy(in_t, n, oh, ow, c, kh, kw, o)
+                            : kByConv;
+  const bool gemm = by == kByGemm, split = by == kBySplit && nhwc;
   auto x_in = user(xd, xs, true), x_out = user(xd, xs, false);
   auto w_in = user(wd, ws, true), w_out = user(wd, ws, false);
   auto y_in = user(yd, ys, true), y_out = user(yd, ys, false);
@@ -488,6 +624,8 @@ std::unique_ptr<Plan> Build(const Key& k) {
                    {kArgDiffSrc, kQueryDiffSrc, 2, x_out, false}});
   } else if (kind == kBwdWeights && gemm) {
     ok = add_gemm(0, 1, 2);
+  } else if (kind == kBwdWeights && split) {
+    ok = add_split(0, 1, 2);
   } else if (kind == kBwdWeights) {  // x, dy -> dw
     ok = add_step(bwd_weights_pd(),
                   {{kArgSrc, kQuerySrc, 0, x_in, true},
@@ -499,6 +637,12 @@ std::unique_ptr<Plan> Build(const Key& k) {
                    {kArgWeights, kQueryWeights, 1, w_in, true},
                    {kArgDiffSrc, kQueryDiffSrc, 3, x_out, false}}) &&
          add_gemm(0, 2, 4);
+  } else if (split) {  // x, w, dy -> dx, dw
+    ok = add_step(bwd_data_pd(),
+                  {{kArgDiffDst, kQueryDiffDst, 2, y_in, true},
+                   {kArgWeights, kQueryWeights, 1, w_in, true},
+                   {kArgDiffSrc, kQueryDiffSrc, 3, x_out, false}}) &&
+         add_split(0, 2, 4);
   } else {  // x, w, dy -> dx, dw: dy is reordered once for both.
     ok = add_step(bwd_data_pd(),
                   {{kArgDiffDst, kQueryDiffDst, 2, y_in, true},
@@ -545,6 +689,7 @@ ffi::Error Run(Kind kind, ffi::DataType in, ffi::DataType out,
                                 args.data()) == 0;
   }
   if (ok && plan.gemm) ok = plan.gemm->Run(data, GetEngine().stream);
+  if (ok && plan.split) ok = plan.split->Run(data);
   for (size_t i = 0; ok && i < plan.ops.size(); ++i)
     if (!plan.input[i]) ok = plan.ops[i]->Reorder(false);
   if (!ok || dnnl_stream_wait(GetEngine().stream) != 0)
