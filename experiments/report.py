@@ -11,6 +11,7 @@ import jax
 
 from kmnist_jax.cpu import features
 from kmnist_jax.cpu import malloc as cpu_malloc
+from kmnist_jax.cpu import openmp as cpu_openmp
 from kmnist_jax.cpu import onednn
 
 
@@ -32,6 +33,7 @@ def machine_info(torch) -> dict:
               jax=jax.__version__, flax=flax.__version__,
               xla_flags=os.environ.get('XLA_FLAGS', ''),
               onednn=onednn.describe(), malloc=cpu_malloc.describe(),
+              openmp=cpu_openmp.describe(),
               load_average_start=os.getloadavg())
   if torch:
     info['torch'] = torch('info')

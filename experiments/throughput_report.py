@@ -46,6 +46,8 @@ def _header(results: dict) -> list[str]:
           + (_precisions(bf16) if results.get('throughput') else '') +
           f'malloc: JAX {m.get("malloc", "n/a")}; PyTorch '
           f'{t.get("malloc", "n/a")}. '
+          f'OpenMP: JAX {m.get("openmp", "n/a")}; PyTorch '
+          f'{t.get("openmp", "n/a")}. '
           f'Date: {results["date"]}. Load average (1, 5, 15 min) at start '
           f'{load_text(m, "start")}, at end {load_text(m, "end")}: other '
           'work on the machine slows both sides.', '',

@@ -13,6 +13,7 @@ import os
 import subprocess
 
 from kmnist_jax.cpu import malloc as cpu_malloc
+from kmnist_jax.cpu import openmp as cpu_openmp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,11 +57,14 @@ def torch_env(malloc: str, models=()) -> dict:
 
   `same` follows the JAX side's rule for the `models` the worker will run:
   the C library's defaults where `cpu.malloc.stock_for` says so (a
-  DenseNet), so that neither side keeps what a DenseNet frees.
+  DenseNet), so that neither side keeps what a DenseNet frees. Either way
+  its OpenMP threads wait as the JAX side's do (`cpu.openmp.spin_waits`,
+  OMP_WAIT_POLICY=active unless set otherwise).
   """
   env = dict(os.environ)
   if malloc == 'stock' or cpu_malloc.stock_for(models):
     env[cpu_malloc.ENV] = '0'
+  cpu_openmp.spin_waits(env)
   return env
 
 

@@ -220,7 +220,9 @@ def info():
   return {'torch': torch.__version__, 'python': sys.version.split()[0],
           'threads': torch.get_num_threads(),
           'mkldnn': torch.backends.mkldnn.is_available(),
-          'malloc': malloc.describe()}
+          'malloc': malloc.describe(),
+          'openmp': 'OMP_WAIT_POLICY=' + os.environ.get('OMP_WAIT_POLICY',
+                                                        'unset (default)')}
 
 
 def main():

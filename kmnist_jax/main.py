@@ -142,9 +142,11 @@ def _run(argv) -> int:
     # pylint: disable=g-import-not-at-top
     from kmnist_jax.cpu import features
     from kmnist_jax.cpu import malloc
+    from kmnist_jax.cpu import openmp
     # pylint: enable=g-import-not-at-top
     console.say(f'CPU: {features.describe()}')
     console.say(f'malloc: {malloc.describe()}')
+    console.say(f'OpenMP: {openmp.describe()}')
   mode = _MODE.value
   if mode == 'train':
     if _CONFIG.value is None:

@@ -1,4 +1,4 @@
-"""Process-level settings: malloc, the persistent compilation cache, logs.
+"""Process-level settings: malloc, OpenMP, the compilation cache, logs.
 
 Imports nothing beyond the standard library at module level, so that the
 PyTorch benchmark worker (experiments/torch_worker.py, its own environment)
@@ -19,8 +19,8 @@ def cache_dir() -> str:
 
 
 def setup(models=()) -> None:
-  """malloc (`cpu.malloc.keep_freed_memory` for `models`), then JAX's
-  compilation cache.
+  """malloc (`cpu.malloc.keep_freed_memory` for `models`), OpenMP's wait
+  policy (`cpu.openmp.spin_waits`), then JAX's compilation cache.
 
   Call it first, before JAX starts its threads. The cache lives in the user
   cache folder, created private (0700); set `KMNIST_JAX_COMPILATION_CACHE=0`
@@ -29,7 +29,9 @@ def setup(models=()) -> None:
   anyone's.
   """
   from kmnist_jax.cpu import malloc  # pylint: disable=g-import-not-at-top
+  from kmnist_jax.cpu import openmp  # pylint: disable=g-import-not-at-top
   malloc.keep_freed_memory(models)
+  openmp.spin_waits()  # Before libgomp loads (with oneDNN, on first use).
   quiet_orbax_logs()
   setting = os.environ.get('KMNIST_JAX_COMPILATION_CACHE', '1')
   if not setting or switched_off(setting):

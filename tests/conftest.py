@@ -6,6 +6,12 @@ import pathlib
 import numpy as np
 import pytest
 
+# The suite runs two workers on two cores: OpenMP threads that spin between
+# calls (kmnist_jax.cpu.openmp, which the CLI's runtime.setup applies) would
+# hold a core the other worker needs. Set before anything loads libgomp;
+# CLI subprocesses inherit it. tests/test_openmp.py checks the setting.
+os.environ.setdefault('KMNIST_JAX_OMP_SPIN', '0')
+
 SYNTHETIC_SIZES = {'train': 120, 'test': 40}
 _CLASSMAP = 'おきすつなはまやれを'
 

@@ -6,6 +6,7 @@
 #define KMNIST_JAX_CPU_CSRC_ONEDNN_CHECKS_H_
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 #include "xla/ffi/api/ffi.h"
@@ -91,6 +92,16 @@ inline ffi::Error CheckProblem(ffi::Span<const int64_t> x, ffi::Span<const int64
                    "x" + std::to_string(y[2]) +
                    ") does not fit the input, kernel, strides and padding");
   return ffi::Error::Success();
+}
+
+// Held while a handler's OpenMP team runs (the convolutions of
+// onednn_conv.cc, the BatchNorm kernels of batchnorm.cc): XLA may run two
+// independent custom calls at once, and two teams on a 2-core machine would
+// only slow each other down. One mutex for the library (an inline function:
+// one instance across its files).
+inline std::mutex& TeamMutex() {
+  static std::mutex* m = new std::mutex();
+  return *m;
 }
 
 }  // namespace kmnist_checks

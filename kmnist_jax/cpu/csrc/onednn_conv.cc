@@ -19,8 +19,9 @@
 // the im2col copy of x instead (Gemm, WeightGradGemm). Plans are built once
 // per shape and cached. Every buffer's element type, rank and dimensions are checked
 // against the others first: a mismatch is an InvalidArgument error, never a
-// read or write past a buffer (onednn_checks.h). Calls are serialized: two
-// OpenMP teams on a 2-core machine would only slow each other down.
+// read or write past a buffer (onednn_checks.h). Calls are serialized, with
+// the BatchNorm kernels' too (TeamMutex): two OpenMP teams on a 2-core
+// machine would only slow each other down.
 //
 // Only the handful of oneDNN v3 C API entry points used here are declared
 // below, so no oneDNN headers are needed; the build links the
@@ -351,11 +352,6 @@ struct Plan {
   }
 };
 
-std::mutex& Mutex() {
-  static std::mutex* m = new std::mutex();
-  return *m;
-}
-
 std::map<Key, std::unique_ptr<Plan>>& Cache() {
   static auto* c = new std::map<Key, std::unique_ptr<Plan>>();
   return *c;
@@ -666,7 +662,7 @@ ffi::Error Run(Kind kind, ffi::DataType in, ffi::DataType out,
           w_dims[3], w_dims[0],      w_dims[1],       y_dims[1],
           y_dims[2], sh,             sw,              pt,
           pl};
-  std::lock_guard<std::mutex> lock(Mutex());
+  std::lock_guard<std::mutex> lock(kmnist_checks::TeamMutex());
   auto& slot = Cache()[key];
   if (!slot) slot = Build(key);
   if (!slot) {
