@@ -57,14 +57,20 @@ def torch_env(malloc: str, models=()) -> dict:
 
   `same` follows the JAX side's rule for the `models` the worker will run:
   the C library's defaults where `cpu.malloc.stock_for` says so (a
-  DenseNet), so that neither side keeps what a DenseNet frees. Either way
-  its OpenMP threads wait as the JAX side's do (`cpu.openmp.spin_waits`,
-  OMP_WAIT_POLICY=active unless set otherwise).
+  DenseNet), so that neither side keeps what a DenseNet frees. Its OpenMP
+  threads wait as libgomp's default has them, not as the JAX side's
+  (`cpu.openmp.spin_waits`), unless the user set OMP_WAIT_POLICY.
   """
   env = dict(os.environ)
   if malloc == 'stock' or cpu_malloc.stock_for(models):
     env[cpu_malloc.ENV] = '0'
-  cpu_openmp.spin_waits(env)
+  if cpu_openmp.set_here():
+    # libgomp's default for PyTorch (an OMP_WAIT_POLICY the user set is
+    # kept): with `active` its worker's idle threads held the cores the JAX
+    # side was being timed on (JAX at half speed in the interleaved pairs,
+    # 2026-12-06 13:24), and alone its train step measured the same either
+    # way (kmnist_jax.cpu.openmp).
+    env.pop(cpu_openmp.POLICY, None)
   return env
 
 

@@ -55,18 +55,13 @@ def test_the_suite_runs_without_spinning_threads():
   assert os.environ.get('KMNIST_JAX_OMP_SPIN') == '0'
 
 
-def test_the_pytorch_worker_gets_the_same_policy():
-  sys.path.insert(0, ROOT)
-  from experiments import torch_client  # pylint: disable=g-import-not-at-top
-  saved = {k: os.environ.pop(k, None)
-           for k in ('OMP_WAIT_POLICY', 'KMNIST_JAX_OMP_SPIN')}
-  try:
-    assert torch_client.torch_env('same')['OMP_WAIT_POLICY'] == 'active'
-    assert torch_client.torch_env('stock')['OMP_WAIT_POLICY'] == 'active'
-    os.environ['KMNIST_JAX_OMP_SPIN'] = '0'
-    assert 'OMP_WAIT_POLICY' not in torch_client.torch_env('same')
-  finally:
-    for k, v in saved.items():
-      os.environ.pop(k, None)
-      if v is not None:
-        os.environ[k] = v
+def test_the_pytorch_worker_keeps_libgomps_default_unless_the_user_set_one():
+  code = ('import os, sys; sys.path.insert(0, %r); '
+          'from kmnist_jax import runtime; runtime.setup(); '
+          'from experiments import torch_client; '
+          'env = torch_client.torch_env("same"); '
+          'print(os.environ.get("OMP_WAIT_POLICY"), env.get("OMP_WAIT_POLICY"))'
+          % ROOT)
+  assert _run(code, KMNIST_JAX_COMPILATION_CACHE='0') == 'active None'
+  assert _run(code, KMNIST_JAX_COMPILATION_CACHE='0',
+              OMP_WAIT_POLICY='active') == 'active active'

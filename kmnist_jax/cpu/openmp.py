@@ -10,15 +10,16 @@ spinning: resnet_preact20's bfloat16 train step at batch 128 took 50.1 and
 the 2-core Intel Xeon with AMX, 2026-12-06), and the speed run's epochs 3.3-
 3.5 s against 3.6-4.0 s. The PyTorch port's step, whose OpenMP calls follow
 each other without gaps, did not change (66.4 and 70.2 ms against 68.0 and
-67.6); the benchmarks give its worker the same setting
-(`experiments/torch_client.torch_env`).
+67.6).
 
-The cost: the spinning thread holds a core while the process does other
-work, so two such processes on the same cores slow each other down even
-more than two with the default (the test suite, two workers on two cores,
-switches it off). Imports only the standard library. It must run before
-libgomp loads (`runtime.setup` calls it first); an OMP_WAIT_POLICY already
-set is kept, and KMNIST_JAX_OMP_SPIN=0 leaves libgomp's default.
+The cost falls on other processes: an idle PyTorch worker with the setting
+held the cores a JAX process was being timed on (JAX at half speed), so the
+benchmarks leave PyTorch libgomp's default (`experiments/torch_client`),
+and the test suite (two workers on two cores) switches it off. Two
+trainings at once on two cores were already about 10x slower each
+(docs/performance.md). Imports only the standard library. It must run
+before libgomp loads (`runtime.setup` calls it first); an OMP_WAIT_POLICY
+already set is kept, and KMNIST_JAX_OMP_SPIN=0 leaves libgomp's default.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def spin_waits(env: MutableMapping[str, str] | None = None) -> bool:
     env[POLICY] = 'active'
     _set_here = _set_here or own
   return env.get(POLICY, '').strip().lower() == 'active'
+
+
+def set_here() -> bool:
+  """Whether `spin_waits` set this process's OMP_WAIT_POLICY."""
+  return _set_here
 
 
 def describe() -> str:
