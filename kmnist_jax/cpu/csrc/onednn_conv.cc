@@ -395,15 +395,15 @@ struct Descs {
 // 2026-12-06 on the 2-core Intel Xeon with AMX (experiments/wgrad.py,
 // results in experiments/results/wgrad/; one layer's forward pass and both
 // gradients, bfloat16 unless said): preact_resnet18's 4x4x512 layer took 22
-// ms with the product, 55 with the convolution; its 7x7x256 one 10.4
-// against 13.9, but 46.5 against 41.0 in float32; its 14x14x128 and
-// 28x28x64 ones, 14.8 against 8.5 and 39 against 8.9: there the copies of
+// ms with the product, 47 with the convolution; its 7x7x256 one 9.2
+// against 13.9, but 47.0 against 43.0 in float32; its 14x14x128 and
+// 28x28x64 ones, 12.2 against 8.3 and 35 against 8.1: there the copies of
 // x that cols(x) makes cost more than the product saves. resnet_preact20's
-// 7x7x64 layer took 1.31 ms in halves, 1.60 in one convolution (whose
-// threads split the work poorly: 1.52 ms on one thread). Layers with larger
-// outputs gained less in halves in that table (28x28x16: 1.13 against 1.21
-// ms) and nothing measurable inside resnet_preact20's train step, so they
-// keep the convolution.
+// 7x7x64 layer took 1.18 ms in halves, 1.61 in one convolution (whose
+// threads split the work poorly: 1.52 ms on one thread, 1.31 on two, by
+// ONEDNN_VERBOSE). Layers with larger outputs gained less in halves in that
+// table (28x28x16: 1.19 against 1.20 ms) and nothing measurable inside
+// resnet_preact20's train step, so they keep the convolution.
 // KMNIST_JAX_ONEDNN_WGRAD=conv, gemm or split forces one way everywhere.
 enum WeightGrad { kByConv = 0, kByGemm = 1, kBySplit = 2 };
 
