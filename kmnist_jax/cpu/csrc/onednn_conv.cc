@@ -607,6 +607,16 @@ std::unique_ptr<Plan> Build(const Key& k) {
   auto x_in = user(xd, xs, true), x_out = user(xd, xs, false);
   auto w_in = user(wd, ws, true), w_out = user(wd, ws, false);
   auto y_in = user(yd, ys, true), y_out = user(yd, ys, false);
+  // dw from XLA buffers x_buf and dy_buf into dw_buf, the way `by` says.
+  auto add_weight_grad = [&](int x_buf, int dy_buf, int dw_buf) {
+    if (gemm) return add_gemm(x_buf, dy_buf, dw_buf);
+    if (split) return add_split(x_buf, dy_buf, dw_buf);
+    return add_step(bwd_weights_pd(),
+                    {{kArgSrc, kQuerySrc, x_buf, x_in, true},
+                     {kArgDiffDst, kQueryDiffDst, dy_buf, y_in, true},
+                     {kArgDiffWeights, kQueryDiffWeights, dw_buf, w_out,
+                      false}});
+  };
   bool ok = false;
   if (kind == kFwd) {  // x, w -> y
     ok = add_step(in_t == out_t ? std::move(hint) : forward_pd(out_t),
@@ -618,36 +628,14 @@ std::unique_ptr<Plan> Build(const Key& k) {
                   {{kArgDiffDst, kQueryDiffDst, 0, y_in, true},
                    {kArgWeights, kQueryWeights, 1, w_in, true},
                    {kArgDiffSrc, kQueryDiffSrc, 2, x_out, false}});
-  } else if (kind == kBwdWeights && gemm) {
-    ok = add_gemm(0, 1, 2);
-  } else if (kind == kBwdWeights && split) {
-    ok = add_split(0, 1, 2);
   } else if (kind == kBwdWeights) {  // x, dy -> dw
-    ok = add_step(bwd_weights_pd(),
-                  {{kArgSrc, kQuerySrc, 0, x_in, true},
-                   {kArgDiffDst, kQueryDiffDst, 1, y_in, true},
-                   {kArgDiffWeights, kQueryDiffWeights, 2, w_out, false}});
-  } else if (gemm) {  // x, w, dy -> dx, dw
-    ok = add_step(bwd_data_pd(),
-                  {{kArgDiffDst, kQueryDiffDst, 2, y_in, true},
-                   {kArgWeights, kQueryWeights, 1, w_in, true},
-                   {kArgDiffSrc, kQueryDiffSrc, 3, x_out, false}}) &&
-         add_gemm(0, 2, 4);
-  } else if (split) {  // x, w, dy -> dx, dw
-    ok = add_step(bwd_data_pd(),
-                  {{kArgDiffDst, kQueryDiffDst, 2, y_in, true},
-                   {kArgWeights, kQueryWeights, 1, w_in, true},
-                   {kArgDiffSrc, kQueryDiffSrc, 3, x_out, false}}) &&
-         add_split(0, 2, 4);
+    ok = add_weight_grad(0, 1, 2);
   } else {  // x, w, dy -> dx, dw: dy is reordered once for both.
     ok = add_step(bwd_data_pd(),
                   {{kArgDiffDst, kQueryDiffDst, 2, y_in, true},
                    {kArgWeights, kQueryWeights, 1, w_in, true},
                    {kArgDiffSrc, kQueryDiffSrc, 3, x_out, false}}) &&
-         add_step(bwd_weights_pd(),
-                  {{kArgSrc, kQuerySrc, 0, x_in, true},
-                   {kArgDiffDst, kQueryDiffDst, 2, y_in, true},
-                   {kArgDiffWeights, kQueryDiffWeights, 4, w_out, false}});
+         add_weight_grad(0, 2, 4);
   }
   return ok ? std::move(plan) : nullptr;
 }
