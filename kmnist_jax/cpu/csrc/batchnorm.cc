@@ -69,13 +69,7 @@ inline float Load(const uint16_t* p, int64_t i) {
 }
 inline void Store(float* p, int64_t i, float v) { p[i] = v; }
 inline void Store(uint16_t* p, int64_t i, float v) {
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  // Round to nearest even; a NaN stays a (quiet) NaN.
-  uint32_t r = (u & 0x7fffffffu) > 0x7f800000u
-                   ? (u | 0x00400000u)
-                   : u + 0x7fffu + ((u >> 16) & 1u);
-  p[i] = static_cast<uint16_t>(r >> 16);
+  p[i] = kmnist_checks::ToBf16(v);
 }
 
 constexpr int64_t kBlock = 64;  // Rows summed in float32 before float64.

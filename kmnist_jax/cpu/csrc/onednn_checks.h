@@ -6,6 +6,7 @@
 #define KMNIST_JAX_CPU_CSRC_ONEDNN_CHECKS_H_
 
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <string>
 
@@ -92,6 +93,16 @@ inline ffi::Error CheckProblem(ffi::Span<const int64_t> x, ffi::Span<const int64
                    "x" + std::to_string(y[2]) +
                    ") does not fit the input, kernel, strides and padding");
   return ffi::Error::Success();
+}
+
+// float -> bfloat16 bits, rounded to nearest even; a NaN stays a (quiet)
+// NaN. oneDNN's conversions round the same way.
+inline uint16_t ToBf16(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u = (u & 0x7fffffffu) > 0x7f800000u ? (u | 0x00400000u)
+                                      : u + 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
 }
 
 // Held while a handler's OpenMP team runs (the convolutions of

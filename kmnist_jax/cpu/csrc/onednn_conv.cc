@@ -296,16 +296,8 @@ struct Split {
       const int64_t lo = count * id / team, hi = count * (id + 1) / team;
       if (bf16_out) {
         uint16_t* out = static_cast<uint16_t*>(data[dw_buf]);
-        for (int64_t i = lo; i < hi; ++i) {
-          float v = p0[i] + p1[i];
-          uint32_t u;
-          std::memcpy(&u, &v, 4);
-          // Round to nearest even, as oneDNN's conversions; a NaN stays NaN.
-          u = (u & 0x7fffffffu) > 0x7f800000u
-                  ? (u | 0x00400000u)
-                  : u + 0x7fffu + ((u >> 16) & 1u);
-          out[i] = static_cast<uint16_t>(u >> 16);
-        }
+        for (int64_t i = lo; i < hi; ++i)
+          out[i] = kmnist_checks::ToBf16(p0[i] + p1[i]);
       } else {
         float* out = static_cast<float*>(data[dw_buf]);
         for (int64_t i = lo; i < hi; ++i) out[i] = p0[i] + p1[i];
@@ -518,11 +510,12 @@ std::unique_ptr<Plan> Build(const Key& k) {
         nullptr);
     return Pd(pd);
   };
+  const size_t elt = in_t == kBf16 ? 2 : 4;  // bytes per input element
   // Gemm's weight gradient from XLA buffers x_buf and dy_buf into dw_buf.
   auto add_gemm = [&](int x_buf, int dy_buf, int dw_buf) {
     auto g = std::make_unique<Gemm>();
     *g = Gemm{n, h, w, c, kh, kw, oh, ow, sh, sw, pt, pl,
-              in_t == kBf16 ? size_t{2} : size_t{4}, x_buf, dy_buf, dw_buf};
+              elt, x_buf, dy_buf, dw_buf};
     const int64_t m = n * oh * ow, k = kh * kw * c;
     auto src = d.Matrix(k, m, in_t, 1, k);  // cols(x)^T
     auto wei = d.Matrix(m, o, in_t, o, 1);  // dy
@@ -548,7 +541,6 @@ std::unique_ptr<Plan> Build(const Key& k) {
     const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
     auto sp = std::make_unique<Split>();
-    const size_t elt = in_t == kBf16 ? 2 : 4;
     const int64_t n0 = n / 2;
     sp->x_buf = x_buf;
     sp->dy_buf = dy_buf;
