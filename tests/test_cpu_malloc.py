@@ -13,7 +13,8 @@ from kmnist_jax.cpu import malloc
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A jitted function whose 40 MB intermediate XLA:CPU keeps in the execution's
-# temporary buffer, run 25 times; prints the minor page faults of runs 6-25.
+# temporary buffer, run 50 times; prints the minor page faults of each of runs
+# 31-50.
 _FAULTS = r'''
 import json, resource
 from kmnist_jax import runtime
@@ -22,14 +23,14 @@ runtime.setup()
 import jax, jax.numpy as jnp
 f = jax.jit(lambda x: (jax.lax.optimization_barrier(x + 1.0) * 2.0).sum())
 x = jnp.ones((10_000_000,), jnp.float32)
-for _ in range(5):
+for _ in range(30):
   f(x).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+runs = []
 for _ in range(20):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   f(x).block_until_ready()
-print(json.dumps(dict(
-    faults=resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before,
-    kept=malloc.describe())))
+  runs.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps(dict(runs=runs, kept=malloc.describe())))
 '''
 
 
@@ -53,10 +54,14 @@ def _faults(malloc: str) -> dict:
 def test_kept_memory_stops_page_faults_of_xla_temporaries():
   stock, kept = _faults('0'), _faults('1')
   # With malloc's defaults every run faults in 40 MB of fresh 4 KiB pages
-  # (9,766). Kept, the runs reuse the heap's pages; a few grow the heap
-  # when small allocations have split the freed space (0-4 of 10 runs here).
-  assert stock['faults'] > 20 * 9000, stock
-  assert kept['faults'] < stock['faults'] / 3, (stock, kept)
+  # (9,766). Kept, the runs reuse the heap's pages. Now and then a run grows
+  # the heap by 40 MB, when small allocations from other threads have split
+  # the freed space: 2-7 of the first 20 runs on a loaded machine (the CI
+  # run of session 43 failed on a total), rarer once the heap has holes
+  # enough, hence the 30 runs before counting and the median.
+  assert min(stock['runs']) > 9000, stock
+  assert sorted(kept['runs'])[10] < 100, kept
+  assert sum(kept['runs']) < sum(stock['runs']) / 2, (stock, kept)
   assert 'defaults' in stock['kept'] and 'keeps freed' in kept['kept']
 
 
