@@ -47,7 +47,7 @@ def time_shapes(dtype: str) -> list[float]:
   from kmnist_jax.cpu import onednn  # pylint: disable=g-import-not-at-top
   malloc.keep_freed_memory()  # As the CLI and experiments.throughput do.
   if not onednn.available():
-    raise SystemExit('wgrad_gemm: oneDNN is not available here')
+    raise SystemExit('experiments.wgrad: oneDNN is not available here')
   dt = jnp.dtype(dtype)
   key = jax.random.key(0)
   out = []
@@ -111,8 +111,7 @@ def main(argv=None):
   when = time.strftime('%Y-%m-%d %H:%M')
   text = (f'# Weight gradients: oneDNN convolution, one matrix product, two '
           f'halves\n\nCommand: `{cmd}`\n\nMachine: {cpu}, {os.cpu_count()} '
-          f'cores; {when}; nothing else running. '
-          f'cores. Load average at the end: '
+          f'cores; {when}. Load average at the end: '
           f'{"/".join(f"{x:.1f}" for x in os.getloadavg())}.\n\n'
           'One convolution\'s forward pass and both gradients (jitted, '
           'medians of 3 blocks of 20 calls), every weight gradient computed '
