@@ -53,6 +53,7 @@ if __name__ == '__main__' and not __package__:  # A file, not -m.
 
 # pylint: disable=wrong-import-position
 from kmnist_jax.cpu import malloc
+from kmnist_jax.cpu import openmp
 
 # The same malloc settings as the JAX side (unless KMNIST_JAX_MALLOC=0),
 # applied before torch is imported and starts its threads: the one import
@@ -221,8 +222,7 @@ def info():
           'threads': torch.get_num_threads(),
           'mkldnn': torch.backends.mkldnn.is_available(),
           'malloc': malloc.describe(),
-          'openmp': 'OMP_WAIT_POLICY=' + os.environ.get('OMP_WAIT_POLICY',
-                                                        'unset (default)')}
+          'openmp': openmp.describe()}
 
 
 def main():

@@ -188,7 +188,8 @@ def test_cuda_visible_devices_empty_hides_nvidia_gpus(monkeypatch):
   assert not any('nvidia' in d for d in malloc._gpu_devices())  # pylint: disable=protected-access
 
 
-@pytest.mark.parametrize('module', ['kmnist_jax.cpu', 'kmnist_jax.cpu.malloc'])
+@pytest.mark.parametrize('module', ['kmnist_jax.cpu', 'kmnist_jax.cpu.malloc',
+                                    'kmnist_jax.cpu.openmp'])
 def test_import_needs_only_the_standard_library(module):
   # The PyTorch benchmark worker imports it in an environment without jax.
   code = ('import sys; import %s; '
